@@ -1,0 +1,165 @@
+"""The ``telemetry-bridge`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from bridge import __version__
+from bridge.app import ConfigError, run_ingest, run_migrations, run_up
+from bridge.config import Settings, load_settings
+from bridge.embedded import EmbeddedError, read_runtime
+from bridge.logs import setup_logging
+
+DESCRIPTION = """\
+telemetry-bridge: field devices publish readings over MQTT; the bridge validates them, stores
+each exactly once in PostgreSQL and republishes them for dashboards.
+
+Quick start (two terminals):
+  telemetry-bridge up                              # embedded PostgreSQL + mosquitto + ingest
+  telemetry-bridge simulate --devices 10 --rate 1  # a small fleet publishing readings
+
+Configuration comes from BRIDGE_* environment variables or a TOML file (--config); for
+example BRIDGE_DATABASE_URL=postgresql://user@host/db and BRIDGE_MQTT_URL=mqtt://host:1883.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="telemetry-bridge",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--config", type=Path, help="TOML settings file (keys without BRIDGE_)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser(
+        "up",
+        help="run everything; starts embedded PostgreSQL/mosquitto when no URLs are set",
+        description="Run the bridge. Without BRIDGE_DATABASE_URL it starts a private "
+        "PostgreSQL, without BRIDGE_MQTT_URL a private mosquitto, both keeping their data in "
+        "BRIDGE_STATE_DIR (default ~/.local/state/telemetry-bridge), then applies migrations "
+        "and runs the ingest until Ctrl-C.",
+    )
+
+    ing = sub.add_parser(
+        "ingest",
+        help="run only the ingest (needs BRIDGE_DATABASE_URL and BRIDGE_MQTT_URL)",
+        description="Consume devices/+/telemetry at QoS 1 on a persistent session, store "
+        "readings exactly once and acknowledge after commit.",
+    )
+    ing.add_argument(
+        "--shared",
+        action="store_true",
+        default=None,
+        help="use the shared subscription $share/ingest/... (run several ingest processes)",
+    )
+    ing.add_argument("--client-id", help="MQTT client id of the persistent session")
+
+    sub.add_parser(
+        "migrate",
+        help="apply pending SQL migrations (also done on every start)",
+        description="Apply pending SQL migrations to BRIDGE_DATABASE_URL (or to the embedded "
+        "database of a running `up`). Safe to run any number of times.",
+    )
+
+    sim = sub.add_parser(
+        "simulate",
+        help="run a simulated device fleet that publishes readings",
+        description="Publish realistic readings from a fleet of devices at QoS 1, waiting "
+        "for PUBACKs, with progress every 2 s and a summary at the end. Connects to "
+        "BRIDGE_MQTT_URL, else to the broker of a running `up`, else mqtt://127.0.0.1:1883.",
+        epilog="example: telemetry-bridge simulate --devices 100 --rate 10 --metrics 5 "
+        "--duration 60",
+    )
+    sim.add_argument("--devices", type=int, default=10, help="fleet size (default 10)")
+    sim.add_argument(
+        "--rate", type=float, default=1.0, help="messages per second per device (default 1)"
+    )
+    sim.add_argument(
+        "--metrics", type=int, default=5, help="metrics per message, 1-10 (default 5)"
+    )
+    sim.add_argument("--duration", type=float, help="stop after this many seconds")
+    sim.add_argument("--count", type=int, help="stop after this many messages in total")
+    sim.add_argument(
+        "--processes", type=int, default=1, help="publisher processes for big fleets (default 1)"
+    )
+    sim.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default 1)")
+    sim.add_argument("--id-prefix", default="sim", help="device ids are PREFIX-0000... (default sim)")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {"log_level": args.log_level}
+    if getattr(args, "shared", None):
+        overrides["ingest_shared"] = True
+    if getattr(args, "client_id", None):
+        overrides["ingest_client_id"] = args.client_id
+    return load_settings(args.config, **overrides)
+
+
+def _from_running_up(settings: Settings, key: str) -> str | None:
+    runtime = read_runtime(settings.state_dir)
+    return str(runtime[key]) if runtime and runtime.get(key) else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except (ValidationError, FileNotFoundError) as exc:
+        print(f"telemetry-bridge: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    try:
+        if args.command == "up":
+            run_up(settings)
+        elif args.command == "ingest":
+            run_ingest(settings)
+        elif args.command == "migrate":
+            url = settings.database_url or _from_running_up(settings, "database_url")
+            if not url:
+                raise ConfigError("set BRIDGE_DATABASE_URL (or start `telemetry-bridge up` first)")
+            applied = asyncio.run(run_migrations(url))
+            print(f"applied {', '.join(applied)}" if applied else "database is up to date")
+        elif args.command == "simulate":
+            from bridge.simulate import SimulateConfig, run
+
+            url = (
+                settings.mqtt_url
+                or _from_running_up(settings, "mqtt_url")
+                or "mqtt://127.0.0.1:1883"
+            )
+            summary = run(
+                SimulateConfig(
+                    mqtt_url=url,
+                    devices=args.devices,
+                    rate=args.rate,
+                    metrics=args.metrics,
+                    duration_s=args.duration,
+                    count=args.count,
+                    processes=args.processes,
+                    qos=args.qos,
+                    id_prefix=args.id_prefix,
+                    topic_prefix=settings.mqtt_topic_prefix,
+                )
+            )
+            return 1 if summary["unacked"] else 0
+    except (ConfigError, EmbeddedError, ValueError) as exc:
+        print(f"telemetry-bridge: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

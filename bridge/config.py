@@ -1,0 +1,87 @@
+"""Settings: environment (prefix ``BRIDGE_``), then an optional TOML file, then defaults.
+
+Names are part of the contract (ARCHITECTURE.md, "Configuration and command line").
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ingest import names
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "telemetry-bridge"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BRIDGE_", extra="ignore")
+    toml_path: ClassVar[Path | None] = None
+
+    database_url: str | None = Field(
+        default=None, description="postgresql://user@host:port/db; unset = embedded PostgreSQL"
+    )
+    mqtt_url: str | None = Field(
+        default=None, description="mqtt://user:pass@host:port; unset = embedded mosquitto"
+    )
+    mqtt_topic_prefix: str = ""
+    state_dir: Path = Field(default_factory=default_state_dir)
+    log_level: str = "INFO"
+
+    ws_host: str = "127.0.0.1"
+    ws_port: int = 8765
+
+    ingest_client_id: str = "telemetry-bridge-ingest"
+    ingest_shared: bool = False
+    ingest_batch_max_messages: int = Field(default=2000, ge=1, le=65535)
+    ingest_batch_max_wait_ms: int = Field(default=50, ge=0, le=10_000)
+    ingest_max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=1024 * 1024)
+    ingest_max_future_s: int = Field(default=3600, ge=0)
+    ingest_max_past_days: int = Field(default=30, ge=1, le=3650)
+    ingest_publish_stream: bool = True
+
+    @field_validator("mqtt_topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return names.topic_prefix(value.strip("/"))
+
+    @field_validator("ingest_client_id")
+    @classmethod
+    def _client_id(cls, value: str) -> str:
+        return names.device_id(value)  # same safe alphabet; it shows up in broker logs
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_path))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings; ``config_file`` is a TOML file whose keys are the names without prefix."""
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    Settings.toml_path = config_file
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        Settings.toml_path = None

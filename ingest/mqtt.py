@@ -1,0 +1,272 @@
+"""paho-mqtt driven by the asyncio event loop, with manual acknowledgement.
+
+The ingest must acknowledge a QoS 1 message only after its rows are committed. aiomqtt 2.x
+acknowledges before user code runs; paho-mqtt 2.x has ``manual_ack=True`` and ``ack(mid,
+qos)``. Instead of paho's own network thread we register its socket with the event loop
+(paho's ``on_socket_*`` hooks), so every callback runs on the loop thread and no lock or
+thread hop sits on the hot path. See docs/decisions.md for the measurements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MqttEndpoint:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def from_url(cls, url: str) -> MqttEndpoint:
+        """Parse ``mqtt://user:pass@host:port`` (``mqtts://`` for TLS, default ports 1883/8883)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(
+                f"unsupported MQTT URL scheme {parts.scheme!r}: use mqtt://host:port "
+                "or mqtts://host:port"
+            )
+        tls = parts.scheme in ("mqtts", "ssl")
+        if not parts.hostname:
+            raise ValueError("MQTT URL has no host: use mqtt://host:port")
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError:
+            raise ValueError("MQTT URL has an invalid port") from None
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+    def redacted(self) -> str:
+        """For logs: never the password."""
+        user = f"{self.username}:***@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+MessageHandler = Callable[[paho.MQTTMessage], None]
+
+
+class AsyncMqtt:
+    """One MQTT v5 connection whose network I/O runs on the asyncio loop.
+
+    ``generation`` increases on every connection loss: a message id from an older
+    generation must never be acknowledged on the new connection (ids are reused; the broker
+    redelivers the unacknowledged messages of a persistent session instead).
+    """
+
+    def __init__(
+        self,
+        endpoint: MqttEndpoint,
+        client_id: str,
+        *,
+        on_message: MessageHandler,
+        subscriptions: list[tuple[str, int]] | None = None,
+        clean_start: bool = True,
+        session_expiry_s: int = 0,
+        receive_maximum: int = 65535,
+        manual_ack: bool = False,
+        keepalive: int = 30,
+        on_connection_lost: Callable[[], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.generation = 0
+        self.connected = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._subscriptions = list(subscriptions or [])
+        self._clean_start = clean_start
+        self._session_expiry_s = session_expiry_s
+        self._receive_maximum = receive_maximum
+        self._keepalive = keepalive
+        self._on_connection_lost = on_connection_lost
+        self._stopping = False
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._misc_task: asyncio.Task[None] | None = None
+        self._messages_seen = 0
+        self._user_on_message = on_message
+        self._socket_closed = asyncio.Event()
+
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=manual_ack,
+        )
+        if endpoint.username:
+            client.username_pw_set(endpoint.username, endpoint.password)
+        if endpoint.tls:
+            client.tls_set_context(ssl.create_default_context())
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        # QoS 0 stream publishes are queued in paho; QoS 1 ones are bounded by this window.
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        self.client = client
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect (retrying with backoff until it works) and wait for the CONNACK.
+
+        Callers bound the wait with ``asyncio.timeout`` when they want a deadline.
+        """
+        self._misc_task = asyncio.create_task(self._misc_loop(), name="mqtt-misc")
+        self._reconnect_task = asyncio.create_task(self._connect_loop(), name="mqtt-connect")
+        await self.connected.wait()
+
+    async def stop(self) -> None:
+        """Disconnect cleanly (a persistent session stays on the broker). Idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for task in (self._reconnect_task, self._misc_task):
+            if task is not None:
+                task.cancel()
+        if self.connected.is_set():
+            self.client.disconnect()
+            # Let the DISCONNECT packet (and queued publishes) leave before the socket goes.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._socket_closed.wait(), 2)
+        self.connected.clear()
+
+    # -- operations ------------------------------------------------------------------------
+    def ack(self, mid: int, qos: int) -> None:
+        self.client.ack(mid, qos)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        self._subscriptions.append((topic, qos))
+        if self.connected.is_set():
+            self.client.subscribe(topic, options=SubscribeOptions(qos=qos))
+
+    # -- paho callbacks (all on the loop thread) -------------------------------------------
+    def _handle_connect(self, client: paho.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
+        if rc.is_failure:
+            log.error("MQTT broker %s refused the connection: %s", self.endpoint.redacted(), rc)
+            return
+        log.info(
+            "connected to MQTT broker %s (session present: %s)",
+            self.endpoint.redacted(),
+            flags.session_present,
+        )
+        for topic, qos in self._subscriptions:
+            client.subscribe(topic, options=SubscribeOptions(qos=qos))
+        self.connected.set()
+
+    def _handle_disconnect(self, _c: Any, _u: Any, _flags: Any, rc: Any, _p: Any) -> None:
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        self.generation += 1
+        if self._stopping:
+            return
+        if was_connected:
+            log.warning("lost MQTT connection to %s: %s", self.endpoint.redacted(), rc)
+        if self._on_connection_lost is not None:
+            self._on_connection_lost()
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = self._loop.create_task(
+                self._connect_loop(), name="mqtt-reconnect"
+            )
+
+    def _handle_message(self, _c: Any, _u: Any, message: paho.MQTTMessage) -> None:
+        self._messages_seen += 1
+        self._user_on_message(message)
+
+    def _on_socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        self._socket_closed.clear()
+        self._loop.add_reader(sock, self._read)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        except OSError:  # pragma: no cover - best effort
+            pass
+
+    def _on_socket_close(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+        self._socket_closed.set()
+
+    def _on_register_write(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        self._loop.add_writer(sock, client.loop_write)
+
+    def _on_unregister_write(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._loop.remove_writer(sock)
+
+    def _read(self) -> None:
+        # paho reads one packet per loop_read(); drain what the socket holds while it keeps
+        # yielding messages, so one wake-up of the event loop handles many of them.
+        for _ in range(512):
+            before = self._messages_seen
+            rc = self.client.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._messages_seen == before:
+                return
+
+    # -- background ------------------------------------------------------------------------
+    async def _misc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            if self.client.socket() is not None:
+                self.client.loop_misc()  # keepalive pings, timeouts
+
+    async def _connect_loop(self) -> None:
+        delay = 0.2
+        while not self._stopping:
+            try:
+                props = Properties(PacketTypes.CONNECT)
+                if self._session_expiry_s:
+                    props.SessionExpiryInterval = self._session_expiry_s
+                props.ReceiveMaximum = self._receive_maximum
+                # A blocking TCP connect: bounded by connect_timeout, normally a LAN hop.
+                self.client.connect_timeout = 5.0
+                if self.generation == 0 and not self.client.is_connected():
+                    self.client.connect(
+                        self.endpoint.host,
+                        self.endpoint.port,
+                        keepalive=self._keepalive,
+                        clean_start=self._clean_start,
+                        properties=props,
+                    )
+                else:
+                    self.client.reconnect()
+                # CONNACK arrives through the reader; wait for it before declaring success.
+                await asyncio.wait_for(self.connected.wait(), 10)
+                return
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                log.warning(
+                    "cannot reach MQTT broker %s (%s); retrying in %.1fs",
+                    self.endpoint.redacted(),
+                    exc,
+                    delay,
+                )
+                if self.client.socket() is not None:
+                    self.client._sock_close()  # drop a half-open attempt before retrying
+            await asyncio.sleep(delay * (0.5 + random.random()))  # jitter: no reconnect herds
+            delay = min(delay * 2, 10.0)

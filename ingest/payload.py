@@ -1,0 +1,215 @@
+"""Telemetry payload validation (PROTOCOL.md section 2), pure: bytes in, readings or an error out.
+
+Accepted forms::
+
+    {"temperature": 23.5, "humidity": 45.2}                     flat (optional "ts" key)
+    {"ts": "2026-01-01T12:00:00Z", "values": {"temperature": 23.5}}
+    {"ts": 1767268800000, "values": {"temperature": {"value": 23.5, "unit": "°C"}}}
+    [{"ts": ..., "values": {...}}, ...]                          up to 1,000 entries
+
+Values are finite numbers or booleans (stored as 1/0). Anything else rejects the whole
+message with a :class:`PayloadError` whose ``reason`` is a stable snake_case code and whose
+message says what was wrong, so the device can fix it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+
+from ingest import names
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_ENTRIES = 1_000
+MAX_READINGS = 10_000
+MAX_UNIT_LENGTH = 32
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    device_id: str
+    metric: str
+    ts: datetime
+    value: float
+    unit: str | None
+
+
+class PayloadError(ValueError):
+    """A payload that can never be stored. ``reason`` is a stable code for the dead letter."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+def _timestamp(value: Any) -> datetime:
+    """Epoch milliseconds (int) or ISO-8601; a naive ISO time is taken as UTC."""
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be epoch milliseconds or an ISO-8601 string")
+    if isinstance(value, int):
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("epoch milliseconds out of range") from None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("not an ISO-8601 timestamp") from None
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    raise ValueError("timestamp must be epoch milliseconds or an ISO-8601 string")
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
+MetricName = Annotated[str, StringConstraints(pattern=f"^{names.METRIC_PATTERN}$")]
+_VALUE_HELP = 'a value must be a finite number, a boolean, or {"value": number, "unit": text}'
+
+
+def _number(raw: Any) -> float:
+    if isinstance(raw, bool):
+        return 1.0 if raw else 0.0
+    if isinstance(raw, int | float) and math.isfinite(raw):
+        return float(raw)
+    raise ValueError(_VALUE_HELP)
+
+
+def _value(raw: Any) -> tuple[float, str | None]:
+    """One metric value as (number, unit); a plain function gives one clear error message."""
+    if isinstance(raw, dict):
+        unit = raw.get("unit")
+        if "value" not in raw or set(raw) - {"value", "unit"}:
+            raise ValueError(_VALUE_HELP)
+        if unit is not None and not (isinstance(unit, str) and len(unit) <= MAX_UNIT_LENGTH):
+            raise ValueError(f"unit must be text of at most {MAX_UNIT_LENGTH} characters")
+        return _number(raw["value"]), unit
+    return _number(raw), None
+
+
+Value = Annotated[tuple[float, str | None], PlainValidator(_value)]
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ts: Timestamp | None = None
+    values: Annotated[dict[MetricName, Value], Field(min_length=1)]
+
+
+_ENTRY = TypeAdapter(_Entry)
+_ENTRIES = TypeAdapter(list[_Entry])
+_FLAT = TypeAdapter(Annotated[dict[MetricName, Value], Field(min_length=1)])
+_TS = TypeAdapter(Timestamp)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(names.safe_excerpt(part, 70) for part in err["loc"])
+    # pydantic locates a bad dict key as "<key>.[key]"; say it in words instead.
+    if loc.endswith(".[key]"):
+        return f"invalid metric name {loc[: -len('.[key]')]}"
+    msg = err["msg"].removeprefix("Value error, ").replace("instance of _Entry", "entry")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _check_time(ts: datetime, now: datetime, max_future: timedelta, max_past: timedelta) -> None:
+    if ts > now + max_future:
+        raise PayloadError(
+            "timestamp_out_of_range",
+            f"timestamp {ts.isoformat()} is more than {max_future} ahead of the bridge clock",
+        )
+    if ts < now - max_past or ts < EARLIEST:
+        raise PayloadError(
+            "timestamp_out_of_range",
+            f"timestamp {ts.isoformat()} is older than the accepted window of {max_past}",
+        )
+
+
+def parse_telemetry(
+    device_id: str,
+    payload: bytes,
+    received_at: datetime,
+    *,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    max_future: timedelta = timedelta(hours=1),
+    max_past: timedelta = timedelta(days=30),
+) -> list[Reading]:
+    """Validate one MQTT telemetry message from ``device_id`` into readings.
+
+    ``received_at`` (timezone-aware) stands in for a missing ``ts`` and anchors the accepted
+    time window. Raises :class:`PayloadError` for anything that cannot be stored.
+    """
+    if not names.is_device_id(device_id):
+        raise PayloadError("invalid_device_id", str(_invalid(names.device_id, device_id)))
+    if len(payload) > max_bytes:
+        raise PayloadError(
+            "payload_too_large", f"payload of {len(payload)} bytes exceeds {max_bytes} bytes"
+        )
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError("invalid_json", f"not UTF-8 JSON: {exc}") from None
+
+    entries: list[tuple[datetime | None, dict[str, Any]]]
+    try:
+        if isinstance(doc, list):
+            if not doc:
+                raise PayloadError("empty", "the list holds no entries")
+            if len(doc) > MAX_ENTRIES:
+                raise PayloadError(
+                    "too_many_entries", f"{len(doc)} entries exceed the limit of {MAX_ENTRIES}"
+                )
+            parsed = _ENTRIES.validate_python(doc)
+            entries = [(e.ts, e.values) for e in parsed]
+        elif isinstance(doc, dict) and "values" in doc:
+            entry = _ENTRY.validate_python(doc)
+            entries = [(entry.ts, entry.values)]
+        elif isinstance(doc, dict):
+            flat = dict(doc)
+            raw_ts = flat.pop("ts", None)
+            try:
+                ts = _TS.validate_python(raw_ts) if raw_ts is not None else None
+            except ValidationError as exc:
+                raise PayloadError("validation_error", "ts: " + _first_error(exc)) from None
+            entries = [(ts, _FLAT.validate_python(flat))]
+        else:
+            raise PayloadError("invalid_shape", "payload must be a JSON object or a list of them")
+    except ValidationError as exc:
+        raise PayloadError("validation_error", _first_error(exc)) from None
+
+    readings: list[Reading] = []
+    for ts, values in entries:
+        at = ts if ts is not None else received_at
+        _check_time(at, received_at, max_future, max_past)
+        for name, (value, unit) in values.items():
+            readings.append(Reading(device_id, name, at, value, unit))
+    if len(readings) > MAX_READINGS:
+        raise PayloadError(
+            "too_many_readings", f"{len(readings)} readings exceed the limit of {MAX_READINGS}"
+        )
+    return readings
+
+
+def _invalid(check: Any, value: object) -> names.InvalidName:
+    try:
+        check(value)
+    except names.InvalidName as exc:
+        return exc
+    raise AssertionError("value was valid")  # pragma: no cover

@@ -1,0 +1,364 @@
+"""The ingest: MQTT telemetry in, PostgreSQL exactly once, acknowledgement after commit.
+
+Flow of one batch::
+
+    on_message (loop thread) -> Batcher -> parse (pydantic) -> COPY + INSERT .. ON CONFLICT
+    -> COMMIT -> PUBACK each message -> publish validated stream + device errors
+
+Nothing is acknowledged before its transaction commits. A database outage keeps the batch
+and retries with jittered backoff; the broker holds everything else (QoS 1, persistent
+session, receive maximum as the in-flight window). A connection loss drops the collected but
+unwritten messages; the broker redelivers them and the idempotent insert absorbs repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+import paho.mqtt.client as paho
+
+from ingest import names
+from ingest.batcher import Batcher
+from ingest.mqtt import AsyncMqtt, MqttEndpoint
+from ingest.payload import MAX_PAYLOAD_BYTES, PayloadError, Reading, parse_telemetry
+from ingest.topics import Topics
+from ingest.wire import device_error, reading_event
+from storage.errors import is_transient
+from storage.readings import DeadLetterRow, ReadingRow, ReadingWriter, WriteResult
+
+log = logging.getLogger(__name__)
+
+# Dead letters keep at most this much of a payload: enough to debug, bounded for floods.
+DEAD_LETTER_KEEP_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    mqtt: MqttEndpoint
+    database_url: str
+    topics: Topics = field(default_factory=Topics)
+    client_id: str = "telemetry-bridge-ingest"
+    shared_subscription: bool = False
+    batch_max_messages: int = 2000
+    batch_max_wait_s: float = 0.05
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    max_future: timedelta = timedelta(hours=1)
+    max_past: timedelta = timedelta(days=30)
+    publish_stream: bool = True
+    # A persistent session outlives an ingest restart or a long outage by this much.
+    session_expiry_s: int = 7 * 24 * 3600
+    receive_maximum: int = 65535
+    shutdown_timeout_s: float = 15.0
+
+
+class Inbound(NamedTuple):
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_at: float
+    generation: int
+
+
+@dataclass
+class IngestStats:
+    """Counters since start; ``latencies_ms`` samples device ts -> commit for the benchmark."""
+
+    messages: int = 0
+    readings_stored: int = 0
+    readings_duplicate: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    db_retries: int = 0
+    started: float = field(default_factory=time.monotonic)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
+
+    def summary(self) -> dict[str, float | int]:
+        lat = sorted(self.latencies_ms)
+
+        def pct(p: float) -> float:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else 0.0
+
+        return {
+            "messages": self.messages,
+            "readings_stored": self.readings_stored,
+            "readings_duplicate": self.readings_duplicate,
+            "dead_letters": self.dead_letters,
+            "batches": self.batches,
+            "db_retries": self.db_retries,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "latency_p50_ms": pct(0.50),
+            "latency_p99_ms": pct(0.99),
+        }
+
+
+@dataclass
+class _Prepared:
+    messages: list[Inbound]
+    rows: list[ReadingRow]
+    readings: list[Reading]
+    dead: list[DeadLetterRow]
+    errors: list[tuple[str, bytes]]  # (topic, payload) for devices/{id}/errors
+
+
+class IngestService:
+    def __init__(self, config: IngestConfig) -> None:
+        self.config = config
+        self.stats = IngestStats()
+        self._batcher: Batcher[Inbound] = Batcher(
+            config.batch_max_messages, config.batch_max_wait_s
+        )
+        self._wakeup = asyncio.Event()
+        self._writer = ReadingWriter(config.database_url)
+        self._accepting = True
+        self._mqtt: AsyncMqtt | None = None
+
+    # -- MQTT side ---------------------------------------------------------------------------
+    def _on_message(self, message: paho.MQTTMessage) -> None:
+        if not self._accepting:
+            return  # not acknowledged: the broker keeps it for the next run
+        assert self._mqtt is not None
+        self._batcher.add(
+            Inbound(
+                message.mid,
+                message.qos,
+                message.topic,
+                message.payload,
+                time.time(),
+                self._mqtt.generation,
+            ),
+            time.monotonic(),
+        )
+        if len(self._batcher) == 1 or len(self._batcher) >= self.config.batch_max_messages:
+            self._wakeup.set()
+
+    def _on_connection_lost(self) -> None:
+        dropped = self._batcher.drop()
+        if dropped:
+            log.info("dropped %d unwritten messages; the broker will redeliver them", len(dropped))
+
+    # -- run ---------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set, then flush, acknowledge and disconnect."""
+        cfg = self.config
+        subscription = cfg.topics.ingest_subscription(shared=cfg.shared_subscription)
+        self._mqtt = AsyncMqtt(
+            cfg.mqtt,
+            cfg.client_id,
+            on_message=self._on_message,
+            subscriptions=[(subscription, 1)],
+            clean_start=False,
+            session_expiry_s=cfg.session_expiry_s,
+            receive_maximum=cfg.receive_maximum,
+            manual_ack=True,
+            on_connection_lost=self._on_connection_lost,
+        )
+        writer_task = asyncio.create_task(self._write_loop(stop), name="ingest-writer")
+        stats_task = asyncio.create_task(self._stats_loop(), name="ingest-stats")
+        try:
+            await self._mqtt.start()
+            log.info("ingest subscribed to %s at QoS 1 as %s", subscription, cfg.client_id)
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            self._accepting = False
+            self._wakeup.set()
+            await asyncio.wait_for(asyncio.shield(writer_task), cfg.shutdown_timeout_s)
+        except TimeoutError:
+            log.warning("shutdown timed out; unacknowledged messages stay with the broker")
+        finally:
+            self._accepting = False
+            for task in (writer_task, stats_task):
+                task.cancel()
+            await asyncio.gather(writer_task, stats_task, return_exceptions=True)
+            await self._mqtt.stop()
+            await self._writer.close()
+            log.info("ingest stopped: %s", self.stats.summary())
+
+    async def _stats_loop(self) -> None:
+        last = 0
+        while True:
+            await asyncio.sleep(10)
+            rate = (self.stats.readings_stored - last) / 10
+            last = self.stats.readings_stored
+            if rate:
+                log.info("ingest: %.0f readings/s; totals %s", rate, self.stats.summary())
+
+    async def _write_loop(self, stop: asyncio.Event) -> None:
+        while True:
+            due = self._batcher.due_in(time.monotonic())
+            if due is None:
+                if stop.is_set():
+                    return  # flushed everything collected before the stop
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if due > 0 and not stop.is_set():
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), due)
+                except TimeoutError:
+                    pass
+                continue
+            batch = self._batcher.take(time.monotonic())
+            await self._handle_batch(batch, stop)
+
+    # -- one batch ----------------------------------------------------------------------------
+    def _prepare(self, batch: list[Inbound]) -> _Prepared:
+        cfg = self.config
+        prep = _Prepared(batch, [], [], [], [])
+        for msg in batch:
+            received = datetime.fromtimestamp(msg.received_at, UTC)
+            device = cfg.topics.parse_device_topic(msg.topic, "telemetry") or ""
+            try:
+                readings = parse_telemetry(
+                    device,
+                    msg.payload,
+                    received,
+                    max_bytes=cfg.max_payload_bytes,
+                    max_future=cfg.max_future,
+                    max_past=cfg.max_past,
+                )
+            except PayloadError as exc:
+                valid_device = names.is_device_id(device)
+                prep.dead.append(
+                    (
+                        msg.topic,
+                        device if valid_device else None,
+                        msg.payload[:DEAD_LETTER_KEEP_BYTES],
+                        exc.reason,
+                        exc.message,
+                        received,
+                    )
+                )
+                if valid_device:
+                    prep.errors.append(
+                        (
+                            cfg.topics.device_errors(device),
+                            device_error(exc.reason, exc.message, msg.topic, received),
+                        )
+                    )
+                continue
+            prep.readings.extend(readings)
+            prep.rows.extend(
+                (r.device_id, r.metric, r.ts, r.value, r.unit, received) for r in readings
+            )
+        return prep
+
+    async def _handle_batch(self, batch: list[Inbound], stop: asyncio.Event) -> None:
+        assert self._mqtt is not None
+        generation = self._mqtt.generation
+        batch = [m for m in batch if m.generation == generation]
+        if not batch:
+            return
+        prep = self._prepare(batch)
+        result = await self._store(prep, stop)
+        if result is None:
+            return  # gave up at shutdown: nothing acknowledged, the broker redelivers
+        committed = time.time()
+        if self._mqtt.generation == generation:
+            for msg in batch:
+                if msg.qos:
+                    self._mqtt.ack(msg.mid, msg.qos)
+        self._account(prep, result, committed)
+        self._publish(prep, result)
+
+    async def _store(self, prep: _Prepared, stop: asyncio.Event) -> WriteResult | None:
+        delay = 0.1
+        while True:
+            try:
+                return await self._writer.write(prep.rows, prep.dead)
+            except Exception as exc:
+                self._writer.reset()
+                if not is_transient(exc):
+                    return await self._store_split(prep, exc)
+                if stop.is_set() and not self._accepting and delay > 2:
+                    return None
+                self.stats.db_retries += 1
+                log.warning(
+                    "database write failed (%s: %s); batch of %d messages kept, retry in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    len(prep.messages),
+                    delay,
+                )
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 10.0)
+
+    async def _store_split(self, prep: _Prepared, exc: Exception) -> WriteResult | None:
+        """A permanent error: store message by message; dead-letter the ones that fail.
+
+        Without this, one message the database rejects would block the stream forever.
+        """
+        log.error("batch rejected by the database (%s); storing message by message", exc)
+        staged = inserted = 0
+        keys: set[tuple[str, str, datetime]] = set()
+        for msg in prep.messages:
+            one = self._prepare([msg])
+            try:
+                res = await self._writer.write(one.rows, one.dead)
+            except Exception as one_exc:
+                if is_transient(one_exc):
+                    raise
+                self._writer.reset()
+                received = datetime.fromtimestamp(msg.received_at, UTC)
+                await self._writer.write(
+                    [],
+                    [
+                        (
+                            msg.topic,
+                            None,
+                            msg.payload[:DEAD_LETTER_KEEP_BYTES],
+                            "storage_error",
+                            type(one_exc).__name__,
+                            received,
+                        )
+                    ],
+                )
+                continue
+            staged += res.staged
+            inserted += res.inserted
+            if res.inserted_keys is None:
+                keys.update((r[0], r[1], r[2]) for r in one.rows)
+            else:
+                keys.update(res.inserted_keys)
+        return WriteResult(staged, inserted, frozenset(keys))
+
+    def _account(self, prep: _Prepared, result: WriteResult, committed: float) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.messages += len(prep.messages)
+        stats.readings_stored += result.inserted
+        stats.readings_duplicate += result.staged - result.inserted
+        stats.dead_letters += len(prep.dead)
+        # Device timestamp -> commit; only meaningful for devices with a synced clock.
+        seen_ts = None
+        for r in prep.readings:
+            if r.ts is not seen_ts:
+                seen_ts = r.ts
+                stats.latencies_ms.append((committed - r.ts.timestamp()) * 1000)
+
+    def _publish(self, prep: _Prepared, result: WriteResult) -> None:
+        assert self._mqtt is not None
+        mqtt, topics = self._mqtt, self.config.topics
+        for topic, payload in prep.errors:
+            mqtt.publish(topic, payload, qos=0)
+        if not self.config.publish_stream:
+            return
+        keys = result.inserted_keys
+        for r, row in zip(prep.readings, prep.rows, strict=True):
+            if keys is not None and (r.device_id, r.metric, r.ts) not in keys:
+                continue  # a redelivery: it was published when it was first stored
+            mqtt.publish(
+                topics.telemetry(r.device_id, r.metric),
+                reading_event(r.device_id, r.metric, r.value, r.unit, r.ts, row[5]),
+                qos=0,
+                retain=True,
+            )

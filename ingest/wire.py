@@ -1,0 +1,45 @@
+"""Shapes of what the ingest puts on the wire: timestamps and validated-stream payloads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+
+def iso_ms(dt: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a Z: ``2026-01-01T12:00:00.000Z``."""
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def reading_event(
+    device_id: str,
+    metric: str,
+    value: float,
+    unit: str | None,
+    ts: datetime,
+    received_at: datetime,
+) -> bytes:
+    """Payload of ``telemetry/{device_id}/{metric}`` (PROTOCOL.md section 2)."""
+    return orjson.dumps(
+        {
+            "device_id": device_id,
+            "metric": metric,
+            "value": value,
+            "unit": unit,
+            "ts": iso_ms(ts),
+            "received_at": iso_ms(received_at),
+        }
+    )
+
+
+def device_error(reason: str, message: str, topic: str, received_at: datetime) -> bytes:
+    """Payload of ``devices/{id}/errors``: tells a device why its message was rejected."""
+    return orjson.dumps(
+        {
+            "error": reason,
+            "message": message,
+            "topic": topic,
+            "received_at": iso_ms(received_at),
+        }
+    )

@@ -1,0 +1,38 @@
+"""asyncpg connections: one pool per process, plus dedicated connections for COPY writers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+# Connection settings every bridge connection shares: UTC so timestamps print the same
+# everywhere, and an application name so operators can find us in pg_stat_activity.
+SERVER_SETTINGS = {"timezone": "UTC", "application_name": "telemetry-bridge"}
+
+
+async def _init(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, **kw: Any
+) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init,
+        server_settings=SERVER_SETTINGS,
+        command_timeout=60,
+        **kw,
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str, *, connect_timeout: float = 10.0) -> asyncpg.Connection:
+    conn = await asyncpg.connect(dsn, timeout=connect_timeout, server_settings=SERVER_SETTINGS)
+    await _init(conn)
+    return conn

@@ -1,0 +1,148 @@
+"""The ingest's write path: COPY into a staging table, then one idempotent INSERT.
+
+One transaction per batch holds the readings, the latest value per (device, metric), the
+devices' last_seen and the batch's dead letters, so an acknowledgement after commit covers
+all of them. Inserts are idempotent on (device_id, metric, ts): a redelivered message after a
+crash stores nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import asyncpg
+
+from storage.pool import connect
+
+# (device_id, metric, ts, value, unit, received_at)
+ReadingRow = tuple[str, str, datetime, float, str | None, datetime]
+# (topic, device_id or None, raw payload, reason, detail, received_at)
+DeadLetterRow = tuple[str, str | None, bytes, str, str, datetime]
+ReadingKey = tuple[str, str, datetime]
+
+READING_COLUMNS = ("device_id", "metric", "ts", "value", "unit", "received_at")
+DEAD_LETTER_COLUMNS = ("topic", "device_id", "payload", "reason", "detail", "received_at")
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
+    device_id text, metric text, ts timestamptz, value double precision, unit text,
+    received_at timestamptz
+) ON COMMIT DELETE ROWS
+"""
+
+# ORDER BY gives concurrent ingest processes one lock order, so they cannot deadlock.
+_INSERT = """
+INSERT INTO readings (device_id, metric, ts, value, unit, received_at)
+SELECT device_id, metric, ts, value, unit, received_at FROM ingest_staging
+ORDER BY device_id, metric, ts
+ON CONFLICT DO NOTHING
+"""
+
+_LATEST = """
+INSERT INTO latest_values AS l (device_id, metric, ts, value, unit, received_at)
+SELECT DISTINCT ON (device_id, metric) device_id, metric, ts, value, unit, received_at
+FROM ingest_staging ORDER BY device_id, metric, ts DESC
+ON CONFLICT (device_id, metric) DO UPDATE
+SET ts = EXCLUDED.ts, value = EXCLUDED.value, unit = EXCLUDED.unit,
+    received_at = EXCLUDED.received_at
+WHERE l.ts < EXCLUDED.ts
+"""
+
+_DEVICES = """
+INSERT INTO devices AS d (device_id, first_seen, last_seen, status)
+SELECT device_id, min(received_at), max(received_at), 'online'
+FROM ingest_staging GROUP BY device_id ORDER BY device_id
+ON CONFLICT (device_id) DO UPDATE
+SET last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen)
+"""
+
+# Rows whose stored received_at is the one we staged were inserted by this batch; a
+# redelivered reading keeps the received_at of its first delivery.
+_INSERTED_KEYS = """
+SELECT s.device_id, s.metric, s.ts FROM ingest_staging s
+JOIN readings r USING (device_id, metric, ts)
+WHERE r.received_at = s.received_at
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    staged: int
+    inserted: int
+    # None when every staged row was new; otherwise exactly the keys this batch inserted.
+    inserted_keys: frozenset[ReadingKey] | None
+
+
+class ReadingWriter:
+    """Owns one dedicated connection (the staging table is per session) and its partitions."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: asyncpg.Connection | None = None
+        self._known_days: set[date] = set()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            await conn.close(timeout=5)
+
+    def reset(self) -> None:
+        """Forget the connection after an error; the next write reconnects."""
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            conn = await connect(self._dsn)
+            await conn.execute(_STAGING)
+            self._conn = conn
+        return self._conn
+
+    async def _ensure_days(self, conn: asyncpg.Connection, rows: Sequence[ReadingRow]) -> None:
+        days = {row[2].date() for row in rows} - self._known_days
+        if days:
+            await conn.fetchval("SELECT ensure_readings_partitions($1, $2)", min(days), max(days))
+            self._known_days |= days
+
+    async def write(
+        self, rows: Sequence[ReadingRow], dead_letters: Sequence[DeadLetterRow] = ()
+    ) -> WriteResult:
+        conn = await self._connection()
+        if rows:
+            await self._ensure_days(conn, rows)
+        try:
+            return await self._write(conn, rows, dead_letters)
+        except asyncpg.CheckViolationError:
+            # "no partition of relation found": a partition we cached was dropped by retention.
+            self._known_days.clear()
+            await self._ensure_days(conn, rows)
+            return await self._write(conn, rows, dead_letters)
+
+    async def _write(
+        self,
+        conn: asyncpg.Connection,
+        rows: Sequence[ReadingRow],
+        dead_letters: Sequence[DeadLetterRow],
+    ) -> WriteResult:
+        inserted = 0
+        keys: frozenset[ReadingKey] | None = None
+        async with conn.transaction():
+            if rows:
+                await conn.copy_records_to_table(
+                    "ingest_staging", records=rows, columns=READING_COLUMNS
+                )
+                status = await conn.execute(_INSERT)
+                inserted = int(status.rsplit(" ", 1)[1])
+                await conn.execute(_LATEST)
+                await conn.execute(_DEVICES)
+                if inserted != len(rows):
+                    found = await conn.fetch(_INSERTED_KEYS)
+                    keys = frozenset((r[0], r[1], r[2]) for r in found)
+            if dead_letters:
+                await conn.copy_records_to_table(
+                    "dead_letters", records=dead_letters, columns=DEAD_LETTER_COLUMNS
+                )
+        return WriteResult(staged=len(rows), inserted=inserted, inserted_keys=keys)
