@@ -43,6 +43,7 @@ def ingest_config(settings: Settings, database_url: str, mqtt_url: str) -> Inges
         max_future=timedelta(seconds=settings.ingest_max_future_s),
         max_past=timedelta(days=settings.ingest_max_past_days),
         publish_stream=settings.ingest_publish_stream,
+        stats_file=settings.ingest_stats_file,
     )
 
 

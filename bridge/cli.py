@@ -83,16 +83,16 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--rate", type=float, default=1.0, help="messages per second per device (default 1)"
     )
-    sim.add_argument(
-        "--metrics", type=int, default=5, help="metrics per message, 1-10 (default 5)"
-    )
+    sim.add_argument("--metrics", type=int, default=5, help="metrics per message, 1-10 (default 5)")
     sim.add_argument("--duration", type=float, help="stop after this many seconds")
     sim.add_argument("--count", type=int, help="stop after this many messages in total")
     sim.add_argument(
         "--processes", type=int, default=1, help="publisher processes for big fleets (default 1)"
     )
     sim.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default 1)")
-    sim.add_argument("--id-prefix", default="sim", help="device ids are PREFIX-0000... (default sim)")
+    sim.add_argument(
+        "--id-prefix", default="sim", help="device ids are PREFIX-0000... (default sim)"
+    )
     return p
 
 

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     ingest_max_future_s: int = Field(default=3600, ge=0)
     ingest_max_past_days: int = Field(default=30, ge=1, le=3650)
     ingest_publish_stream: bool = True
+    ingest_stats_file: Path | None = None
 
     @field_validator("mqtt_topic_prefix")
     @classmethod

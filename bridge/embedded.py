@@ -31,6 +31,10 @@ class EmbeddedError(RuntimeError):
     """An embedded service could not start; the message says what to install or set."""
 
 
+class MosquittoNotFound(EmbeddedError):
+    """No mosquitto binary on this machine."""
+
+
 def project_mosquitto_conf() -> str:
     path = PROJECT_ROOT / "mosquitto.conf"
     if not path.is_file():
@@ -38,7 +42,9 @@ def project_mosquitto_conf() -> str:
     return path.read_text(encoding="utf-8")
 
 
-def render_mosquitto_conf(template: str, *, port: int, data_dir: Path, bind: str = "127.0.0.1") -> str:
+def render_mosquitto_conf(
+    template: str, *, port: int, data_dir: Path, bind: str = "127.0.0.1"
+) -> str:
     """The project's conf with its first listener on ``port`` and persistence in ``data_dir``.
 
     pid_file and file logging are dropped (the caller owns the process and its log).
@@ -103,7 +109,7 @@ class MosquittoProcess:
             None,
         )
         if binary is None:
-            raise EmbeddedError(
+            raise MosquittoNotFound(
                 "mosquitto was not found: install it (Debian/Ubuntu: apt-get install mosquitto; "
                 "macOS: brew install mosquitto) or set BRIDGE_MQTT_URL to an existing broker"
             )
@@ -115,7 +121,7 @@ class MosquittoProcess:
             render_mosquitto_conf(project_mosquitto_conf(), port=self.port, data_dir=self.data_dir)
         )
         (self.data_dir / "port").write_text(str(self.port))
-        logfile = open(self.data_dir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by proc
+        logfile = open(self.data_dir / "mosquitto.log", "ab")
         self.proc = subprocess.Popen(
             [binary, "-c", str(conf)], stdout=logfile, stderr=subprocess.STDOUT
         )
@@ -150,6 +156,45 @@ class MosquittoProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@dataclass
+class IotcoreBroker:
+    """Fallback broker from the ``iotcore`` wheel (rumqttd in a child process).
+
+    Used only when mosquitto is not installed, so ``up`` works on a machine with nothing but
+    Python. It speaks MQTT 3.1.1 on this listener and keeps sessions in memory only: queued
+    messages do not survive a restart of ``up`` (the database does). Install mosquitto for
+    the full reliability contract.
+    """
+
+    data_dir: Path
+    port: int = 0
+    _broker: Any = None
+
+    def start(self) -> str:
+        try:
+            from iotcore import Broker
+        except ImportError:
+            raise EmbeddedError(
+                "no MQTT broker available: install mosquitto (apt-get install mosquitto) or "
+                "the iotcore package, or set BRIDGE_MQTT_URL"
+            ) from None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or MosquittoProcess(self.data_dir)._choose_port()
+        (self.data_dir / "port").write_text(str(self.port))
+        self._broker = Broker(
+            port=self.port,
+            listen="127.0.0.1",
+            max_payload_size=1024 * 1024,
+            max_inflight_count=10_000,
+        ).start()
+        return f"mqtt://127.0.0.1:{self.port}?protocol=3.1.1"
+
+    def stop(self) -> None:
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            broker.stop()
 
 
 @dataclass
@@ -193,9 +238,20 @@ class EmbeddedServices:
                 self.database_url = pg.start()
                 self._stops.append(pg.stop)
             if need_broker:
-                broker = MosquittoProcess(self.state_dir / "mosquitto")
-                self.mqtt_url = broker.start()
-                log.info("started embedded mosquitto on %s", self.mqtt_url)
+                broker: MosquittoProcess | IotcoreBroker = MosquittoProcess(
+                    self.state_dir / "mosquitto"
+                )
+                try:
+                    self.mqtt_url = broker.start()
+                except MosquittoNotFound:
+                    log.warning(
+                        "mosquitto is not installed: using the in-process iotcore broker "
+                        "(MQTT 3.1.1, no persistence across restarts); install mosquitto for "
+                        "the full reliability contract"
+                    )
+                    broker = IotcoreBroker(self.state_dir / "iotcore")
+                    self.mqtt_url = broker.start()
+                log.info("started embedded %s on %s", type(broker).__name__, self.mqtt_url)
                 self._stops.append(broker.stop)
         except Exception:
             self.stop()

@@ -67,7 +67,9 @@ class Fleet:
     def __init__(self, device_ids: list[str], metrics: int, rng: random.Random) -> None:
         self.rng = rng
         self.metrics = METRICS[:metrics]
-        self.state = {d: [m[2] + rng.uniform(-m[3], m[3]) * 10 for m in self.metrics] for d in device_ids}
+        self.state = {
+            d: [m[2] + rng.uniform(-m[3], m[3]) * 10 for m in self.metrics] for d in device_ids
+        }
 
     def message(self, device_id: str, now: datetime) -> bytes:
         values = self.state[device_id]
@@ -97,7 +99,7 @@ def _worker(cfg: SimulateConfig, device_ids: list[str], quota: int | None, count
         if not rc.is_failure:
             connected.set()
 
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=endpoint.paho_protocol)
     if endpoint.username:
         client.username_pw_set(endpoint.username, endpoint.password)
     client.on_publish = on_publish
@@ -128,7 +130,9 @@ def _worker(cfg: SimulateConfig, device_ids: list[str], quota: int | None, count
             device = device_ids[idx]
             idx = (idx + 1) % len(device_ids)
             client.publish(
-                topics.device_telemetry(device), fleet.message(device, datetime.now(UTC)), qos=cfg.qos
+                topics.device_telemetry(device),
+                fleet.message(device, datetime.now(UTC)),
+                qos=cfg.qos,
             )
             sent += 1
             if sent % 200 == 0:

@@ -18,7 +18,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -36,6 +36,8 @@ class MqttEndpoint:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    # "5" (default) or "3.1.1" for brokers without MQTT v5 (the embedded fallback broker).
+    protocol: str = "5"
 
     @classmethod
     def from_url(cls, url: str) -> MqttEndpoint:
@@ -53,7 +55,12 @@ class MqttEndpoint:
             port = parts.port or (8883 if tls else 1883)
         except ValueError:
             raise ValueError("MQTT URL has an invalid port") from None
+        query = parse_qs(parts.query)
+        protocol = query.get("protocol", ["5"])[0]
+        if protocol not in ("5", "3.1.1"):
+            raise ValueError("MQTT URL protocol must be 5 or 3.1.1 (?protocol=3.1.1)")
         return cls(
+            protocol=protocol,
             host=parts.hostname,
             port=port,
             username=unquote(parts.username) if parts.username else None,
@@ -64,7 +71,12 @@ class MqttEndpoint:
     def redacted(self) -> str:
         """For logs: never the password."""
         user = f"{self.username}:***@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+        query = "?protocol=3.1.1" if self.protocol == "3.1.1" else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}{query}"
+
+    @property
+    def paho_protocol(self) -> paho.MQTTProtocolVersion:
+        return paho.MQTTv5 if self.protocol == "5" else paho.MQTTv311
 
 
 MessageHandler = Callable[[paho.MQTTMessage], None]
@@ -109,11 +121,14 @@ class AsyncMqtt:
         self._user_on_message = on_message
         self._socket_closed = asyncio.Event()
 
+        self._v5 = endpoint.protocol == "5"
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            protocol=paho.MQTTv5,
+            protocol=endpoint.paho_protocol,
             manual_ack=manual_ack,
+            # v3.1.1 has no clean_start/session expiry; its persistence is clean_session=False
+            clean_session=None if self._v5 else clean_start,
         )
         if endpoint.username:
             client.username_pw_set(endpoint.username, endpoint.password)
@@ -166,7 +181,7 @@ class AsyncMqtt:
     def subscribe(self, topic: str, qos: int = 1) -> None:
         self._subscriptions.append((topic, qos))
         if self.connected.is_set():
-            self.client.subscribe(topic, options=SubscribeOptions(qos=qos))
+            self._subscribe(topic, qos)
 
     # -- paho callbacks (all on the loop thread) -------------------------------------------
     def _handle_connect(self, client: paho.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
@@ -179,8 +194,14 @@ class AsyncMqtt:
             flags.session_present,
         )
         for topic, qos in self._subscriptions:
-            client.subscribe(topic, options=SubscribeOptions(qos=qos))
+            self._subscribe(topic, qos)
         self.connected.set()
+
+    def _subscribe(self, topic: str, qos: int) -> None:
+        if self._v5:
+            self.client.subscribe(topic, options=SubscribeOptions(qos=qos))
+        else:
+            self.client.subscribe(topic, qos)
 
     def _handle_disconnect(self, _c: Any, _u: Any, _flags: Any, rc: Any, _p: Any) -> None:
         was_connected = self.connected.is_set()
@@ -247,12 +268,11 @@ class AsyncMqtt:
                 # A blocking TCP connect: bounded by connect_timeout, normally a LAN hop.
                 self.client.connect_timeout = 5.0
                 if self.generation == 0 and not self.client.is_connected():
+                    v5: dict[str, Any] = (
+                        {"clean_start": self._clean_start, "properties": props} if self._v5 else {}
+                    )
                     self.client.connect(
-                        self.endpoint.host,
-                        self.endpoint.port,
-                        keepalive=self._keepalive,
-                        clean_start=self._clean_start,
-                        properties=props,
+                        self.endpoint.host, self.endpoint.port, keepalive=self._keepalive, **v5
                     )
                 else:
                     self.client.reconnect()

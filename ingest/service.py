@@ -14,12 +14,14 @@ unwritten messages; the broker redelivers them and the idempotent insert absorbs
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import NamedTuple
 
 import paho.mqtt.client as paho
@@ -56,6 +58,8 @@ class IngestConfig:
     session_expiry_s: int = 7 * 24 * 3600
     receive_maximum: int = 65535
     shutdown_timeout_s: float = 15.0
+    # When set, the final counters and latency percentiles are written here as JSON on exit.
+    stats_file: Path | None = None
 
 
 class Inbound(NamedTuple):
@@ -130,7 +134,7 @@ class IngestService:
                 message.mid,
                 message.qos,
                 message.topic,
-                message.payload,
+                bytes(message.payload),
                 time.time(),
                 self._mqtt.generation,
             ),
@@ -180,7 +184,10 @@ class IngestService:
             await asyncio.gather(writer_task, stats_task, return_exceptions=True)
             await self._mqtt.stop()
             await self._writer.close()
-            log.info("ingest stopped: %s", self.stats.summary())
+            summary = self.stats.summary()
+            log.info("ingest stopped: %s", summary)
+            if cfg.stats_file is not None:
+                cfg.stats_file.write_text(json.dumps(summary, indent=2))
 
     async def _stats_loop(self) -> None:
         last = 0

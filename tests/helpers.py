@@ -1,0 +1,103 @@
+"""Small helpers for integration tests: a real MQTT publisher/subscriber and waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bridge.embedded import MosquittoProcess
+from ingest.mqtt import MqttEndpoint
+
+
+@dataclass
+class BrokerInfo:
+    url: str
+    process: MosquittoProcess | None
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, interval: float = 0.05
+) -> None:
+    """Poll ``check`` until it is true; fail with a clear message at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await check():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class MqttPeer:
+    """A blocking paho client on its own network thread, for tests and benchmarks."""
+
+    url: str
+    client_id: str = field(default_factory=lambda: f"peer-{uuid.uuid4().hex[:8]}")
+    received: list[paho.MQTTMessage] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ep = MqttEndpoint.from_url(self.url)
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=ep.paho_protocol
+        )
+        if ep.username:
+            self.client.username_pw_set(ep.username, ep.password)
+        self.client.on_connect = lambda *_a: self._connected.set()
+        self.client.on_message = self._on_message
+        self._subacks: set[int] = set()
+        self._suback = threading.Condition()
+        self.client.on_subscribe = self._on_subscribe
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.connect(ep.host, ep.port, keepalive=30)
+        self.client.loop_start()
+        if not self._connected.wait(10):
+            raise RuntimeError(f"cannot connect to {ep.redacted()}")
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.received.append(msg)
+
+    def _on_subscribe(self, _c: Any, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
+        with self._suback:
+            self._subacks.add(mid)
+            self._suback.notify_all()
+
+    def messages(self, topic_prefix: str = "") -> list[paho.MQTTMessage]:
+        with self._lock:
+            return [m for m in self.received if m.topic.startswith(topic_prefix)]
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        rc, mid = self.client.subscribe(topic, qos)
+        assert rc == 0
+        with self._suback:
+            assert self._suback.wait_for(lambda: mid in self._subacks, 10), "no SUBACK"
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if qos:
+            info.wait_for_publish(10)
+            assert info.is_published(), "no PUBACK within 10 s"
+
+    def publish_many(self, items: list[tuple[str, bytes]], qos: int = 1) -> int:
+        """Publish all, then wait for every PUBACK; returns how many were acknowledged."""
+        infos = [self.client.publish(t, p, qos=qos) for t, p in items]
+        deadline = time.monotonic() + 60
+        for info in infos:
+            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+        return sum(1 for i in infos if i.is_published())
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
