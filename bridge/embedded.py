@@ -9,6 +9,7 @@ restarts; ``<state>/runtime.json`` tells other commands (``simulate``) where to 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import logging
 import os
@@ -64,6 +65,9 @@ def render_mosquitto_conf(
             out.append(line)
     if not listener_done:
         out.insert(0, f"listener {port} {bind}")
+    # Started as root, mosquitto would switch to the `mosquitto` user and then fail to write
+    # its persistence file in our directory; run it as whoever starts it.
+    out.append(f"user {getpass.getuser()}")
     out.append("log_dest stderr")
     return "\n".join(out) + "\n"
 

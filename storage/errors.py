@@ -11,7 +11,18 @@ _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (OSError, ConnectionError, asyncpg.InterfaceError, TimeoutError)):
+    # InternalClientError: asyncpg's protocol state broke, typically because the server
+    # closed the connection mid-COPY; a fresh connection fixes it.
+    if isinstance(
+        exc,
+        (
+            OSError,
+            ConnectionError,
+            TimeoutError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.InternalClientError,
+        ),
+    ):
         return True
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""

@@ -1,0 +1,361 @@
+"""Ingest throughput and latency, with the naive consumer and the database limit in one run.
+
+    .venv/bin/python -m bench.ingest                    # full run (~6 minutes)
+    .venv/bin/python -m bench.ingest --messages 100000  # shorter
+
+Phases, each against its own fresh database and the same private mosquitto (the project's
+mosquitto.conf on a free port):
+
+1. drain: publish a backlog of N messages (1,000 devices x 5 metrics, QoS 1, several publisher
+   processes, every PUBACK awaited) while the ingest is stopped; start the ingest and measure
+   readings/s from the first to the last received_at. This is how fast the ingest drains what
+   the broker holds, with no publisher competing for the 2 cores.
+2. naive: the same kind of backlog, consumed by one INSERT per reading in autocommit.
+3. limit: the same rows written by COPY into staging + INSERT ... ON CONFLICT DO NOTHING in
+   batches of the ingest's size, straight from memory: the database's own ceiling.
+4. live: the fleet publishes at a steady rate while the ingest runs; the ingest reports
+   device-timestamp -> commit latency p50/p99.
+
+Zero loss is checked in phases 1 and 4: rows stored == readings the broker acknowledged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bridge.app import run_migrations
+from bridge.embedded import MosquittoProcess, free_port
+from bridge.simulate import Fleet, SimulateConfig
+from bridge.simulate import run as simulate
+from ingest.payload import parse_telemetry
+from ingest.topics import Topics
+from storage.readings import READING_COLUMNS
+
+DEFAULT_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEVICES = 1000
+METRICS = 5
+
+
+async def fresh_database(admin_url: str) -> str:
+    name = f"tb_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(admin_url)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    await run_migrations(url)
+    return url
+
+
+async def drop_database(admin_url: str, url: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    await conn.close()
+
+
+async def count(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM readings"))
+    finally:
+        await conn.close()
+
+
+def ingest_proc(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge", "ingest"], env=env, stdout=out, stderr=out
+        )
+
+
+def wait_log(log: Path, text: str, times: int, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while log.read_text().count(text) < times:
+        if time.monotonic() > end:
+            raise RuntimeError(f"ingest not ready: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+def stop_proc(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+
+
+def publish(
+    mqtt_url: str, prefix: str, messages: int, rate: float, processes: int
+) -> dict[str, Any]:
+    with open(os.devnull, "w") as quiet:
+        return simulate(
+            SimulateConfig(
+                mqtt_url=mqtt_url,
+                devices=DEVICES,
+                rate=rate / DEVICES,
+                metrics=METRICS,
+                count=messages,
+                processes=processes,
+                topic_prefix=prefix,
+                id_prefix="bench",
+            ),
+            out=sys.stdout,
+            progress=quiet,
+        )
+
+
+async def wait_rows(url: str, expected: int, timeout: float) -> int:
+    end = time.monotonic() + timeout
+    n = 0
+    while time.monotonic() < end:
+        n = await count(url)
+        if n >= expected:
+            return n
+        await asyncio.sleep(1)
+    return n
+
+
+async def phase_drain(args: argparse.Namespace, mqtt_url: str, tmp: Path) -> dict[str, Any]:
+    url = await fresh_database(args.admin_url)
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "BRIDGE_DATABASE_URL": url,
+        "BRIDGE_MQTT_URL": mqtt_url,
+        "BRIDGE_MQTT_TOPIC_PREFIX": prefix,
+        "BRIDGE_INGEST_CLIENT_ID": f"bench-{uuid.uuid4().hex[:6]}",
+        "BRIDGE_LOG_LEVEL": "INFO",
+    }
+    log = tmp / "drain.log"
+    proc = ingest_proc(env, log)
+    wait_log(log, "ingest subscribed", 1)
+    stop_proc(proc)  # the persistent session now queues everything for the next run
+    print(f"drain: publishing a backlog of {args.messages:,} messages ...", flush=True)
+    t0 = time.monotonic()
+    pub = publish(mqtt_url, prefix, args.messages, 1e6, args.publishers)
+    print(f"drain: backlog published in {time.monotonic() - t0:.1f}s", flush=True)
+    proc = ingest_proc(env, log)
+    expected = pub["messages_acked"] * METRICS
+    stored = await wait_rows(url, expected, timeout=args.messages / 1000 + 120)
+    stop_proc(proc)
+    conn = await asyncpg.connect(url)
+    span = await conn.fetchval(
+        "SELECT extract(epoch FROM max(received_at) - min(received_at)) FROM readings"
+    )
+    await conn.close()
+    await drop_database(args.admin_url, url)
+    return {
+        "readings": stored,
+        "expected": expected,
+        "lost": expected - stored,
+        "seconds": round(float(span), 2),
+        "readings_per_s": round(stored / float(span)),
+    }
+
+
+async def phase_naive(args: argparse.Namespace, mqtt_url: str) -> dict[str, Any]:
+    """One autocommit INSERT per reading, acked by the client library as it arrives."""
+    url = await fresh_database(args.admin_url)
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    topics = Topics(prefix)
+    client_id = f"naive-{uuid.uuid4().hex[:6]}"
+    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def on_message(_c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, (msg.topic, msg.payload))
+
+    def connect() -> paho.Client:
+        c = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv311,
+            clean_session=False,
+        )
+        c.on_message = on_message
+        host, port = mqtt_url.removeprefix("mqtt://").split(":")
+        c.connect(host, int(port))
+        c.subscribe(topics.device_telemetry_filter(), 1)
+        c.loop_start()
+        return c
+
+    c = connect()
+    time.sleep(0.5)
+    c.disconnect()
+    c.loop_stop()
+    n_msgs = args.naive_messages
+    publish(mqtt_url, prefix, n_msgs, 1e6, args.publishers)
+    conn = await asyncpg.connect(url)
+    await conn.execute("SELECT ensure_readings_partitions(current_date - 1, current_date + 1)")
+    c = connect()
+    inserted = 0
+    start = None
+    deadline = time.monotonic() + args.naive_seconds
+    while time.monotonic() < deadline:
+        try:
+            topic, payload = await asyncio.wait_for(queue.get(), 5)
+        except TimeoutError:
+            break
+        if start is None:
+            start = time.monotonic()
+        device = topics.parse_device_topic(topic, "telemetry") or ""
+        received = datetime.now(UTC)
+        for r in parse_telemetry(device, payload, received):
+            await conn.execute(
+                "INSERT INTO readings (device_id, metric, ts, value, unit, received_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                r.device_id,
+                r.metric,
+                r.ts,
+                r.value,
+                r.unit,
+                received,
+            )
+            inserted += 1
+    elapsed = time.monotonic() - (start or time.monotonic())
+    c.disconnect()
+    c.loop_stop()
+    await conn.close()
+    await drop_database(args.admin_url, url)
+    return {
+        "readings": inserted,
+        "seconds": round(elapsed, 2),
+        "readings_per_s": round(inserted / elapsed),
+    }
+
+
+async def phase_limit(args: argparse.Namespace) -> dict[str, Any]:
+    """COPY into staging + INSERT ON CONFLICT, batches of the ingest's size, from memory."""
+    url = await fresh_database(args.admin_url)
+    import random
+
+    ids = [f"bench-{i:04d}" for i in range(DEVICES)]
+    fleet = Fleet(ids, METRICS, random.Random(1))
+    now = datetime.now(UTC) - timedelta(minutes=30)
+    rows: list[tuple[Any, ...]] = []
+    total = args.limit_readings
+    i = 0
+    while len(rows) < total:
+        device = ids[i % DEVICES]
+        ts = now + timedelta(milliseconds=i)
+        for r in parse_telemetry(device, fleet.message(device, ts), ts):
+            rows.append((r.device_id, r.metric, r.ts, r.value, r.unit, ts))
+        i += 1
+    conn = await asyncpg.connect(url)
+    await conn.execute(
+        "CREATE TEMP TABLE staging (device_id text, metric text, ts timestamptz, "
+        "value double precision, unit text, received_at timestamptz) ON COMMIT DELETE ROWS"
+    )
+    await conn.execute("SELECT ensure_readings_partitions(current_date - 1, current_date + 1)")
+    batch = args.batch_readings
+    t0 = time.monotonic()
+    for k in range(0, len(rows), batch):
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "staging", records=rows[k : k + batch], columns=READING_COLUMNS
+            )
+            await conn.execute("INSERT INTO readings SELECT * FROM staging ON CONFLICT DO NOTHING")
+    elapsed = time.monotonic() - t0
+    stored = int(await conn.fetchval("SELECT count(*) FROM readings"))
+    await conn.close()
+    await drop_database(args.admin_url, url)
+    return {
+        "readings": stored,
+        "seconds": round(elapsed, 2),
+        "readings_per_s": round(stored / elapsed),
+    }
+
+
+async def phase_live(args: argparse.Namespace, mqtt_url: str, tmp: Path) -> dict[str, Any]:
+    url = await fresh_database(args.admin_url)
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    stats = tmp / "live-stats.json"
+    env = {
+        **os.environ,
+        "BRIDGE_DATABASE_URL": url,
+        "BRIDGE_MQTT_URL": mqtt_url,
+        "BRIDGE_MQTT_TOPIC_PREFIX": prefix,
+        "BRIDGE_INGEST_CLIENT_ID": f"bench-{uuid.uuid4().hex[:6]}",
+        "BRIDGE_INGEST_STATS_FILE": str(stats),
+    }
+    log = tmp / "live.log"
+    proc = ingest_proc(env, log)
+    wait_log(log, "ingest subscribed", 1)
+    messages = int(args.live_rate * args.live_seconds)
+    print(f"live: {args.live_rate:,} msg/s for {args.live_seconds}s ...", flush=True)
+    pub = publish(mqtt_url, prefix, messages, args.live_rate, args.publishers)
+    expected = pub["messages_acked"] * METRICS
+    stored = await wait_rows(url, expected, 60)
+    stop_proc(proc)
+    summary = json.loads(stats.read_text())
+    await drop_database(args.admin_url, url)
+    return {
+        "rate_msgs_per_s": args.live_rate,
+        "achieved_msgs_per_s": pub["messages_per_s"],
+        "readings": stored,
+        "lost": expected - stored,
+        "latency_p50_ms": summary["latency_p50_ms"],
+        "latency_p99_ms": summary["latency_p99_ms"],
+    }
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--admin-url", default=os.environ.get("BRIDGE_BENCH_DATABASE_URL", DEFAULT_ADMIN)
+    )
+    p.add_argument("--messages", type=int, default=1_000_000, help="drain backlog (x5 readings)")
+    p.add_argument("--publishers", type=int, default=3)
+    p.add_argument("--naive-messages", type=int, default=30_000)
+    p.add_argument("--naive-seconds", type=float, default=30)
+    p.add_argument("--limit-readings", type=int, default=1_000_000)
+    p.add_argument("--batch-readings", type=int, default=10_000)
+    p.add_argument("--live-rate", type=float, default=8000, help="messages/s in the live phase")
+    p.add_argument("--live-seconds", type=float, default=60)
+    p.add_argument("--phases", default="drain,naive,limit,live")
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        broker = MosquittoProcess(tmp / "mosquitto", port=free_port())
+        mqtt_url = broker.start()
+        results: dict[str, Any] = {}
+        try:
+            for phase in args.phases.split(","):
+                t0 = time.monotonic()
+                if phase == "drain":
+                    results[phase] = await phase_drain(args, mqtt_url, tmp)
+                elif phase == "naive":
+                    results[phase] = await phase_naive(args, mqtt_url)
+                elif phase == "limit":
+                    results[phase] = await phase_limit(args)
+                elif phase == "live":
+                    results[phase] = await phase_live(args, mqtt_url, tmp)
+                print(f"{phase}: {results[phase]} ({time.monotonic() - t0:.0f}s)", flush=True)
+        finally:
+            broker.stop()
+    if {"drain", "naive", "limit"} <= results.keys():
+        d = results["drain"]["readings_per_s"]
+        results["ratios"] = {
+            "ingest_over_naive": round(d / results["naive"]["readings_per_s"], 1),
+            "ingest_over_limit": round(d / results["limit"]["readings_per_s"], 2),
+        }
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

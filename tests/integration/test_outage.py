@@ -1,0 +1,76 @@
+"""The database connection dies mid-stream: nothing acknowledged is lost, nothing doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import orjson
+import pytest
+
+from ingest.mqtt import MqttEndpoint
+from ingest.service import IngestConfig, IngestService
+from ingest.topics import Topics
+from tests.helpers import BrokerInfo, MqttPeer, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.timeout(120)
+async def test_terminated_database_connections_are_retried_without_loss(
+    broker: BrokerInfo, database_url: str, topic_prefix: str
+) -> None:
+    topics = Topics(topic_prefix)
+    service = IngestService(
+        IngestConfig(
+            mqtt=MqttEndpoint.from_url(broker.url),
+            database_url=database_url,
+            topics=topics,
+            client_id=f"outage-{uuid.uuid4().hex[:8]}",
+            batch_max_messages=200,
+        )
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(service.run(stop, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    db = await asyncpg.connect(database_url)
+    peer = MqttPeer(broker.url)
+    try:
+        base = datetime.now(UTC) - timedelta(minutes=5)
+        items = [
+            (
+                topics.device_telemetry(f"o-{i % 7}"),
+                orjson.dumps({"ts": (base + timedelta(milliseconds=i)).isoformat(), "v": i}),
+            )
+            for i in range(6000)
+        ]
+        publishing = asyncio.create_task(asyncio.to_thread(peer.publish_many, items))
+        terminated = 0
+        while not publishing.done():
+            # Kill the ingest's writer connection whenever it is there: mid-COPY, mid-commit.
+            terminated += int(
+                await db.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND application_name = 'telemetry-bridge'"
+                )
+            )
+            await asyncio.sleep(0.05)
+        assert await publishing == len(items)
+
+        async def all_stored() -> bool:
+            return int(await db.fetchval("SELECT count(*) FROM readings")) >= len(items)
+
+        await wait_until(all_stored, timeout=60)
+        assert int(await db.fetchval("SELECT count(*) FROM readings")) == len(items)
+        values = {r["value"] for r in await db.fetch("SELECT value FROM readings")}
+        assert values == {float(i) for i in range(6000)}
+        assert terminated > 0, "no connection was terminated; the test proved nothing"
+        assert service.stats.db_retries > 0
+    finally:
+        peer.close()
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await db.close()
