@@ -116,8 +116,8 @@ def publish(
         )
 
 
-async def wait_rows(url: str, expected: int, timeout: float) -> int:
-    end = time.monotonic() + timeout
+async def wait_rows(url: str, expected: int, within: float) -> int:
+    end = time.monotonic() + within
     n = 0
     while time.monotonic() < end:
         n = await count(url)
@@ -148,7 +148,7 @@ async def phase_drain(args: argparse.Namespace, mqtt_url: str, tmp: Path) -> dic
     print(f"drain: backlog published in {time.monotonic() - t0:.1f}s", flush=True)
     proc = ingest_proc(env, log)
     expected = pub["messages_acked"] * METRICS
-    stored = await wait_rows(url, expected, timeout=args.messages / 1000 + 120)
+    stored = await wait_rows(url, expected, within=args.messages / 1000 + 120)
     stop_proc(proc)
     conn = await asyncpg.connect(url)
     span = await conn.fetchval(
@@ -192,7 +192,7 @@ async def phase_naive(args: argparse.Namespace, mqtt_url: str) -> dict[str, Any]
         return c
 
     c = connect()
-    time.sleep(0.5)
+    await asyncio.sleep(0.5)  # let the SUBACK register the persistent session
     c.disconnect()
     c.loop_stop()
     n_msgs = args.naive_messages
