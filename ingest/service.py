@@ -31,8 +31,9 @@ from ingest import names
 from ingest.batcher import Batcher
 from ingest.mqtt import AsyncMqtt, MqttEndpoint
 from ingest.payload import MAX_PAYLOAD_BYTES, PayloadError, Reading, parse_telemetry
+from ingest.stream import StreamPublisher
 from ingest.topics import Topics
-from ingest.wire import device_error, reading_event
+from ingest.wire import device_error, iso_ms, reading_event
 from storage.errors import is_transient
 from storage.readings import DeadLetterRow, ReadingRow, ReadingWriter, WriteResult
 
@@ -126,6 +127,8 @@ class IngestService:
         self._writer = ReadingWriter(config.database_url)
         self._accepting = True
         self._mqtt: AsyncMqtt | None = None
+        self._stream = StreamPublisher(config.mqtt, f"{config.client_id}-stream")
+        self._topic_cache: dict[tuple[str, str], str] = {}
 
     # -- MQTT side ---------------------------------------------------------------------------
     def _on_message(self, message: paho.MQTTMessage) -> None:
@@ -174,6 +177,8 @@ class IngestService:
         writer_task = asyncio.create_task(self._write_loop(stop), name="ingest-writer")
         stats_task = asyncio.create_task(self._stats_loop(), name="ingest-stats")
         try:
+            await self._stream.start()
+            await self._stream.connected.wait()
             await self._mqtt.start()
             log.info("ingest subscribed to %s at QoS 1 as %s", subscription, cfg.client_id)
             if ready is not None:
@@ -190,11 +195,19 @@ class IngestService:
                 task.cancel()
             await asyncio.gather(writer_task, stats_task, return_exceptions=True)
             await self._mqtt.stop()
+            await self._stream.stop()
             await self._writer.close()
-            summary = self.stats.summary()
+            summary = self.summary()
             log.info("ingest stopped: %s", summary)
             if cfg.stats_file is not None:
                 cfg.stats_file.write_text(json.dumps(summary, indent=2))
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            **self.stats.summary(),
+            "stream_published": self._stream.published,
+            "stream_dropped": self._stream.dropped,
+        }
 
     async def _stats_loop(self) -> None:
         last = 0
@@ -203,7 +216,12 @@ class IngestService:
             rate = (self.stats.readings_stored - last) / 10
             last = self.stats.readings_stored
             if rate:
-                log.info("ingest: %.0f readings/s; totals %s", rate, self.stats.summary())
+                log.info(
+                    "ingest: %.0f readings/s, %d messages waiting; totals %s",
+                    rate,
+                    len(self._batcher),
+                    self.summary(),
+                )
 
     async def _write_loop(self, stop: asyncio.Event) -> None:
         while True:
@@ -371,19 +389,30 @@ class IngestService:
                 stats.latencies_ms.append((committed - r.ts.timestamp()) * 1000)
 
     def _publish(self, prep: _Prepared, result: WriteResult) -> None:
-        assert self._mqtt is not None
-        mqtt, topics = self._mqtt, self.config.topics
-        for topic, payload in prep.errors:
-            mqtt.publish(topic, payload, qos=0)
+        """Device errors, then every newly stored reading on the validated stream."""
+        stream = self._stream
+        if prep.errors:
+            stream.publish_many(prep.errors, retain=False)
         if not self.config.publish_stream:
             return
-        keys = result.inserted_keys
+        keys, cache, topics = result.inserted_keys, self._topic_cache, self.config.topics
+        if len(cache) > 200_000:
+            cache.clear()  # bound memory against fleets that churn through ids
+        items: list[tuple[str, bytes]] = []
+        last_ts = last_rx = None
+        ts_text = rx_text = ""
         for r, row in zip(prep.readings, prep.rows, strict=True):
             if keys is not None and (r.device_id, r.metric, r.ts) not in keys:
                 continue  # a redelivery: it was published when it was first stored
-            mqtt.publish(
-                topics.telemetry(r.device_id, r.metric),
-                reading_event(r.device_id, r.metric, r.value, r.unit, r.ts, row[5]),
-                qos=0,
-                retain=True,
+            if r.ts is not last_ts:
+                last_ts, ts_text = r.ts, iso_ms(r.ts)
+            if row[5] is not last_rx:
+                last_rx, rx_text = row[5], iso_ms(row[5])
+            key = (r.device_id, r.metric)
+            topic = cache.get(key)
+            if topic is None:
+                topic = cache[key] = topics.telemetry(r.device_id, r.metric)
+            items.append(
+                (topic, reading_event(r.device_id, r.metric, r.value, r.unit, ts_text, rx_text))
             )
+        stream.publish_many(items, retain=True)

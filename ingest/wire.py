@@ -13,22 +13,21 @@ def iso_ms(dt: datetime) -> str:
 
 
 def reading_event(
-    device_id: str,
-    metric: str,
-    value: float,
-    unit: str | None,
-    ts: datetime,
-    received_at: datetime,
+    device_id: str, metric: str, value: float, unit: str | None, ts: str, received_at: str
 ) -> bytes:
-    """Payload of ``telemetry/{device_id}/{metric}`` (PROTOCOL.md section 2)."""
+    """Payload of ``telemetry/{device_id}/{metric}`` (PROTOCOL.md section 2).
+
+    Timestamps come pre-formatted with :func:`iso_ms`: the readings of one message share
+    them, and formatting once per message instead of once per reading is measurably cheaper.
+    """
     return orjson.dumps(
         {
             "device_id": device_id,
             "metric": metric,
             "value": value,
             "unit": unit,
-            "ts": iso_ms(ts),
-            "received_at": iso_ms(received_at),
+            "ts": ts,
+            "received_at": received_at,
         }
     )
 
