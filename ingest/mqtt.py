@@ -120,6 +120,7 @@ class AsyncMqtt:
         self._messages_seen = 0
         self._user_on_message = on_message
         self._socket_closed = asyncio.Event()
+        self._paused = False
 
         self._v5 = endpoint.protocol == "5"
         client = paho.Client(
@@ -224,6 +225,7 @@ class AsyncMqtt:
 
     def _on_socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
         self._socket_closed.clear()
+        self._paused = False
         self._loop.add_reader(sock, self._read)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -241,10 +243,34 @@ class AsyncMqtt:
     def _on_unregister_write(self, _c: Any, _u: Any, sock: Any) -> None:
         self._loop.remove_writer(sock)
 
+    def pause_reading(self) -> None:
+        """Stop reading the socket: TCP flow control then holds the broker back.
+
+        Our own bound on buffered messages, independent of whether the broker honours the
+        Receive Maximum we asked for (mosquitto 2.0.11 was seen exceeding it while draining a
+        large queued session).
+        """
+        sock = self.client.socket()
+        if not self._paused and sock is not None:
+            self._loop.remove_reader(sock)
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        sock = self.client.socket()
+        if self._paused and sock is not None:
+            self._loop.add_reader(sock, self._read)
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
     def _read(self) -> None:
         # paho reads one packet per loop_read(); drain what the socket holds while it keeps
         # yielding messages, so one wake-up of the event loop handles many of them.
         for _ in range(512):
+            if self._paused:
+                return
             before = self._messages_seen
             rc = self.client.loop_read()
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._messages_seen == before:

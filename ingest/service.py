@@ -146,8 +146,11 @@ class IngestService:
             ),
             time.monotonic(),
         )
-        if len(self._batcher) == 1 or len(self._batcher) >= self.config.batch_max_messages:
+        pending = len(self._batcher)
+        if pending == 1 or pending >= self.config.batch_max_messages:
             self._wakeup.set()
+        if pending >= self.config.receive_maximum:
+            self._mqtt.pause_reading()
 
     def _on_connection_lost(self) -> None:
         dropped = self._batcher.drop()
@@ -240,6 +243,9 @@ class IngestService:
                     pass
                 continue
             batch = self._batcher.take(time.monotonic())
+            if self._mqtt is not None and self._mqtt.paused:
+                if len(self._batcher) < self.config.receive_maximum // 2:
+                    self._mqtt.resume_reading()
             await self._handle_batch(batch, stop)
 
     # -- one batch ----------------------------------------------------------------------------
