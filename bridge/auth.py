@@ -74,6 +74,10 @@ class Principal:
         return frozenset(p for p in self.devices or () if "*" not in p)
 
     @property
+    def has_globs(self) -> bool:
+        return bool(self._patterns)
+
+    @property
     def all_devices(self) -> bool:
         return self.devices is None or "*" in self.devices
 

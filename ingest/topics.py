@@ -7,11 +7,23 @@ deployment or one test on a shared broker.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ingest import names
 
 SHARED_GROUP = "ingest"
+
+
+def _severity(value: str) -> str:
+    if value not in names.SEVERITIES:
+        allowed = ", ".join(names.SEVERITIES)
+        raise names.InvalidName(f"invalid severity {names.safe_excerpt(value)}: one of {allowed}")
+    return value
+
+
+def _level(value: str | None, check: Callable[[str], str]) -> str:
+    return "+" if value is None else check(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +61,46 @@ class Topics:
 
     def status(self, device_id: str) -> str:
         return self._join("status", names.device_id(device_id))
+
+    def alert(self, severity: str, device_id: str) -> str:
+        return self._join("alerts", _severity(severity), names.device_id(device_id))
+
+    def system(self, component: str) -> str:
+        return self._join("system", names.device_id(component))
+
+    def logs(self, device_id: str) -> str:
+        return self._join("logs", names.device_id(device_id))
+
+    # -- filters over the validated stream (None = every value of that level) -----------
+    # A level is either a validated name or the single-level wildcard we put there ourselves;
+    # client input never reaches a filter unvalidated.
+    def telemetry_filter(self, device_id: str | None, metric: str | None) -> str:
+        return self._join(
+            "telemetry", _level(device_id, names.device_id), _level(metric, names.metric)
+        )
+
+    def status_filter(self, device_id: str | None) -> str:
+        return self._join("status", _level(device_id, names.device_id))
+
+    def alerts_filter(self, severity: str | None, device_id: str | None) -> str:
+        return self._join("alerts", _level(severity, _severity), _level(device_id, names.device_id))
+
+    def system_filter(self) -> str:
+        return self._join("system", "+")
+
+    def logs_filter(self, device_id: str | None) -> str:
+        return self._join("logs", _level(device_id, names.device_id))
+
+    def parse_stream(self, topic: str) -> tuple[str, ...] | None:
+        """Levels of a validated-stream topic without the prefix, e.g. ("telemetry", d, m)."""
+        rest = self.strip_prefix(topic)
+        if rest is None:
+            return None
+        parts = tuple(rest.split("/"))
+        shapes = {"telemetry": 3, "status": 2, "alerts": 3, "system": 2, "logs": 2}
+        if not parts or shapes.get(parts[0]) != len(parts):
+            return None
+        return parts
 
     # -- parsing -----------------------------------------------------------------------
     def strip_prefix(self, topic: str) -> str | None:

@@ -1,0 +1,154 @@
+"""The JWT matrix of PROTOCOL.md against the pure verifier."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bridge.auth import AuthConfigError, AuthError, JwtVerifier, Principal, glob_to_regex, mint
+
+SECRET = "s" * 48
+NOW = time.time()
+
+
+def hs(
+    claims: dict[str, object], key: str = SECRET, alg: str = "HS256", headers: dict | None = None
+) -> str:
+    return jwt.encode(claims, key, algorithm=alg, headers=headers)
+
+
+def good(**extra: object) -> dict[str, object]:
+    return {"sub": "alice", "exp": int(NOW) + 600, "scope": "telemetry:read", **extra}
+
+
+@pytest.fixture(scope="module")
+def rsa_keys() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+def test_valid_token() -> None:
+    p = JwtVerifier("HS256", SECRET).verify(hs(good(devices=["d1", "plant-*"])))
+    assert p.sub == "alice" and p.has("telemetry:read") and not p.has("alerts:read")
+    assert p.sees("d1") and p.sees("plant-7") and not p.sees("d2")
+
+
+def unsigned(claims: dict[str, object]) -> str:
+    def b64(d: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
+
+
+BAD = [
+    ("", "invalid_token"),
+    ("not.a.jwt", "invalid_token"),
+    (hs(good(), key="x" * 48), "invalid_token"),  # bad signature
+    (hs(good(exp=int(NOW) - 10)), "token_expired"),
+    (hs({"sub": "alice", "scope": ""}), "invalid_token"),  # no exp
+    (hs({"exp": int(NOW) + 60}), "invalid_token"),  # no sub
+    (hs(good(sub="")), "invalid_token"),
+    (hs(good(nbf=int(NOW) + 600)), "invalid_token"),
+    (hs(good(), alg="HS512"), "invalid_token"),  # algorithm not configured
+    (hs(good(), headers={"crit": ["exp"]}), "invalid_token"),
+    (hs(good(scope=5)), "invalid_token"),
+    (hs(good(devices=[1])), "invalid_token"),
+    (unsigned(good()), "invalid_token"),
+]
+
+
+@pytest.mark.parametrize(("token", "error"), BAD)
+def test_rejections(token: str, error: str) -> None:
+    with pytest.raises(AuthError) as err:
+        JwtVerifier("HS256", SECRET).verify(token)
+    assert err.value.error == error
+    assert (SECRET not in err.value.message and token[:20] not in err.value.message) or not token
+
+
+def test_audience_and_issuer_when_configured() -> None:
+    v = JwtVerifier("HS256", SECRET, audience="bridge", issuer="https://idp.example")
+    ok = hs(good(aud="bridge", iss="https://idp.example"))
+    assert v.verify(ok).sub == "alice"
+    for claims in (
+        good(aud="other", iss="https://idp.example"),
+        good(iss="https://idp.example"),
+        good(aud="bridge", iss="https://idp.example.evil"),
+        good(aud="bridge", iss="https://idp"),  # issuer substring
+    ):
+        with pytest.raises(AuthError):
+            v.verify(hs(claims))
+
+
+def test_rs256_and_algorithm_confusion(rsa_keys: tuple[str, str]) -> None:
+    private, public = rsa_keys
+    v = JwtVerifier("RS256", public)
+    assert v.verify(jwt.encode(good(), private, algorithm="RS256")).sub == "alice"
+    # HS256 signed with the public key as the HMAC secret: the classic confusion attack
+    forged = _hmac_with_public(public)
+    with pytest.raises(AuthError):
+        v.verify(forged)
+
+
+def _hmac_with_public(public: str) -> str:
+    import hashlib
+    import hmac
+
+    def b64(b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(good()).encode())
+    sig = hmac.new(public.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+@pytest.mark.parametrize(
+    ("alg", "key"),
+    [
+        ("HS256", "short"),
+        ("RS256", "not a pem"),
+        ("none", SECRET),
+        ("HS256", "-----BEGIN PUBLIC KEY-----" + "x" * 40),
+    ],
+)
+def test_bad_configuration_is_refused_at_start(alg: str, key: str) -> None:
+    with pytest.raises(AuthConfigError):
+        JwtVerifier(alg, key)
+
+
+def test_expiry_against_the_given_clock() -> None:
+    token = hs(good(exp=int(NOW) + 5))
+    v = JwtVerifier("HS256", SECRET)
+    assert v.verify(token, now=NOW).expires_at == int(NOW) + 5
+    with pytest.raises(AuthError) as err:
+        v.verify(token, now=NOW + 10)
+    assert err.value.error == "token_expired"
+
+
+def test_admin_implies_every_scope_and_globs_only_expand_star() -> None:
+    p = Principal("root", frozenset({"admin"}), devices=("a.b*",))
+    assert p.has("commands:write")
+    assert p.sees("a.bc") and not p.sees("aXbc")  # '.' is literal
+    assert glob_to_regex("x*y").match("x/#/y")  # globs match text; ids are validated elsewhere
+
+
+def test_mint_round_trip() -> None:
+    token = mint(
+        key=SECRET, algorithm="HS256", sub="bob", scopes="alerts:read", devices=["d1"], ttl_s=60
+    )
+    p = JwtVerifier("HS256", SECRET).verify(token)
+    assert p.sub == "bob" and p.devices == ("d1",) and p.has("alerts:read")
