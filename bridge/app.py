@@ -5,19 +5,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bridge.auth import HMAC_ALGORITHMS, AuthConfigError, JwtVerifier
 from bridge.config import Settings
 from bridge.embedded import EmbeddedServices
+from bridge.hub import Hub
+from bridge.server import Front, FrontConfig
+from bridge.session import FrontLimits
+from bridge.snapshot import make_snapshot
 from ingest.mqtt import MqttEndpoint
 from ingest.service import IngestConfig, IngestService
 from ingest.topics import Topics
 from storage.migrate import ensure_partitions, migrate
-from storage.pool import connect
+from storage.pool import connect, create_pool
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +92,116 @@ def _scheduler(database_url: str) -> AsyncIOScheduler:
     return scheduler
 
 
-async def _serve(settings: Settings, database_url: str, mqtt_url: str) -> None:
+def jwt_verifier(settings: Settings) -> JwtVerifier | None:
+    """From the settings; None when no key is configured (then only anonymous access works)."""
+    alg = settings.jwt_algorithm
+    if alg in HMAC_ALGORITHMS:
+        secret = settings.jwt_secret or state_secret(settings, create=False)
+        return (
+            JwtVerifier(alg, secret, settings.jwt_audience, settings.jwt_issuer) if secret else None
+        )
+    key = settings.jwt_public_key
+    if key and "BEGIN" not in key:
+        path = Path(key).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"BRIDGE_JWT_PUBLIC_KEY: {path} is not a file (give a PEM or a path)")
+        key = path.read_text()
+    if not key:
+        raise ConfigError(f"BRIDGE_JWT_ALGORITHM={alg} needs BRIDGE_JWT_PUBLIC_KEY")
+    return JwtVerifier(alg, key, settings.jwt_audience, settings.jwt_issuer)
+
+
+def state_secret(settings: Settings, *, create: bool) -> str | None:
+    """The embedded deployment's HMAC secret, kept in the state directory (mode 0600)."""
+    path = settings.state_dir / "jwt_secret"
+    if path.is_file():
+        return path.read_text().strip()
+    if not create:
+        return None
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    path.touch(mode=0o600)
+    path.write_text(secret)
+    return secret
+
+
+def front_config(settings: Settings) -> FrontConfig:
+    return FrontConfig(
+        host=settings.ws_host,
+        port=settings.ws_port,
+        auth_required=settings.auth_required,
+        allowed_origins=tuple(o.strip() for o in settings.allowed_origins.split(",") if o.strip()),
+        max_connections=settings.ws_max_connections,
+        max_connections_per_sub=settings.ws_max_connections_per_sub,
+        new_connections_per_ip_per_min=settings.ws_new_connections_per_ip_per_min,
+        compression=settings.ws_compression,
+        limits=FrontLimits(
+            messages_per_s=settings.ws_messages_per_s,
+            burst=settings.ws_burst,
+            max_subscriptions=settings.ws_max_subscriptions,
+            queue_capacity=settings.ws_queue_size,
+            max_frame_bytes=settings.ws_max_frame_bytes,
+        ),
+    )
+
+
+async def run_front(
+    settings: Settings,
+    mqtt_url: str,
+    database_url: str | None,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """The WebSocket/HTTP front until ``stop``; ordered shutdown afterwards."""
+    try:
+        verifier = jwt_verifier(settings)
+    except AuthConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    if verifier is None and settings.auth_required:
+        raise ConfigError(
+            "the front needs BRIDGE_JWT_SECRET (or BRIDGE_JWT_PUBLIC_KEY), or "
+            "BRIDGE_AUTH_REQUIRED=false for a closed development network"
+        )
+    topics = Topics(settings.mqtt_topic_prefix)
+    hub = Hub(MqttEndpoint.from_url(mqtt_url), topics, f"front-{uuid.uuid4().hex[:10]}")
+    pool = await create_pool(database_url, min_size=1, max_size=4) if database_url else None
+    db_state = {"ok": pool is not None}
+
+    async def db_probe() -> None:
+        while pool is not None:
+            try:
+                async with asyncio.timeout(2):
+                    await pool.fetchval("SELECT 1")
+                db_state["ok"] = True
+            except Exception:
+                db_state["ok"] = False
+            await asyncio.sleep(5)
+
+    snapshot = make_snapshot(pool, topics) if pool is not None else None
+    front = Front(
+        front_config(settings),
+        hub,
+        verifier,
+        database_check=(lambda: db_state["ok"]) if pool is not None else None,
+        snapshot=snapshot,
+    )
+    hub_task = asyncio.create_task(hub.run(), name="front-hub")
+    probe_task = asyncio.create_task(db_probe(), name="front-db-probe")
+    try:
+        await front.start()
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        await front.stop()
+        for task in (hub_task, probe_task):
+            task.cancel()
+        await asyncio.gather(hub_task, probe_task, return_exceptions=True)
+        if pool is not None:
+            await pool.close()
+
+
+async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front: bool) -> None:
     applied = await run_migrations(database_url)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
@@ -93,9 +210,25 @@ async def _serve(settings: Settings, database_url: str, mqtt_url: str) -> None:
     scheduler = _scheduler(database_url)
     scheduler.start()
     try:
-        await IngestService(ingest_config(settings, database_url, mqtt_url)).run(stop)
+        jobs = [IngestService(ingest_config(settings, database_url, mqtt_url)).run(stop)]
+        if front:
+            jobs.append(run_front(settings, mqtt_url, database_url, stop))
+        await asyncio.gather(*jobs)
     finally:
         scheduler.shutdown(wait=False)
+
+
+def run_serve(settings: Settings) -> None:
+    if not settings.mqtt_url:
+        raise ConfigError("`serve` needs BRIDGE_MQTT_URL (or use `telemetry-bridge up`)")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _install_signal_handlers(stop)
+        assert settings.mqtt_url
+        await run_front(settings, settings.mqtt_url, settings.database_url, stop)
+
+    _run(main())
 
 
 def run_ingest(settings: Settings) -> None:
@@ -104,10 +237,12 @@ def run_ingest(settings: Settings) -> None:
             "`ingest` needs BRIDGE_DATABASE_URL and BRIDGE_MQTT_URL "
             "(or use `telemetry-bridge up`, which starts embedded services)"
         )
-    _run(_serve(settings, settings.database_url, settings.mqtt_url))
+    _run(_serve(settings, settings.database_url, settings.mqtt_url, front=False))
 
 
 def run_up(settings: Settings, banner: Callable[[str], None] = print) -> None:
+    if settings.jwt_algorithm in HMAC_ALGORITHMS and not settings.jwt_secret:
+        state_secret(settings, create=True)  # so `telemetry-bridge token` works out of the box
     embedded = EmbeddedServices(settings.state_dir)
     embedded.start(need_database=not settings.database_url, need_broker=not settings.mqtt_url)
     try:
@@ -118,10 +253,13 @@ def run_up(settings: Settings, banner: Callable[[str], None] = print) -> None:
         shown = MqttEndpoint.from_url(mqtt_url).redacted()
         banner(
             f"telemetry-bridge is up: broker {shown}, state in {settings.state_dir}\n"
+            f"  dashboards: ws://{settings.ws_host}:{settings.ws_port}/ws  "
+            f"(health: http://{settings.ws_host}:{settings.ws_port}/health)\n"
+            f"  a token:    telemetry-bridge token --sub me --scope 'telemetry:read alerts:read'\n"
             f"  send data:  telemetry-bridge simulate --devices 10 --rate 1\n"
             f"  stop:       Ctrl-C"
         )
-        _run(_serve(settings, database_url, mqtt_url))
+        _run(_serve(settings, database_url, mqtt_url, front=True))
     finally:
         embedded.stop()
 

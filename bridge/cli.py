@@ -11,7 +11,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from bridge import __version__
-from bridge.app import ConfigError, run_ingest, run_migrations, run_up
+from bridge.app import ConfigError, run_ingest, run_migrations, run_serve, run_up, state_secret
+from bridge.auth import HMAC_ALGORITHMS, mint
 from bridge.config import Settings, load_settings
 from bridge.embedded import EmbeddedError, read_runtime
 from bridge.logs import setup_logging
@@ -64,6 +65,34 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--client-id", help="MQTT client id of the persistent session")
 
     sub.add_parser(
+        "serve",
+        help="run only the WebSocket/HTTP front (needs BRIDGE_MQTT_URL and a JWT key)",
+        description="Serve dashboards on BRIDGE_WS_HOST:BRIDGE_WS_PORT (default "
+        "127.0.0.1:8765): WebSocket paths /ws, /ws/telemetry, /ws/alerts, /ws/devices, "
+        "/ws/system and HTTP /health, /metrics, /status on the same port.",
+    )
+
+    tok = sub.add_parser(
+        "token",
+        help="mint a JWT for local use",
+        description="Print a signed token. HS* uses BRIDGE_JWT_SECRET, or the secret that "
+        "`up` keeps in the state directory; RS*/ES* need --private-key.",
+        epilog="example: telemetry-bridge token --sub alice --scope 'telemetry:read "
+        "alerts:read' --devices 'plant-a-*' --ttl 3600",
+    )
+    tok.add_argument("--sub", required=True, help="the subject (user or service name)")
+    tok.add_argument(
+        "--scope",
+        default="telemetry:read alerts:read devices:read",
+        help="space-separated scopes (default: the read scopes)",
+    )
+    tok.add_argument(
+        "--devices", help="comma-separated device ids or *-globs the token may see (default all)"
+    )
+    tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    tok.add_argument("--private-key", type=Path, help="PEM private key for RS*/ES* algorithms")
+
+    sub.add_parser(
         "migrate",
         help="apply pending SQL migrations (also done on every start)",
         description="Apply pending SQL migrations to BRIDGE_DATABASE_URL (or to the embedded "
@@ -105,6 +134,28 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, **overrides)
 
 
+def _token(settings: Settings, args: argparse.Namespace) -> str:
+    if settings.jwt_algorithm in HMAC_ALGORITHMS:
+        key = settings.jwt_secret or state_secret(settings, create=False)
+        if not key:
+            raise ConfigError("set BRIDGE_JWT_SECRET (or run `telemetry-bridge up` once)")
+    else:
+        if args.private_key is None:
+            raise ConfigError(f"{settings.jwt_algorithm} tokens need --private-key FILE")
+        key = args.private_key.read_text()
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    return mint(
+        key=key,
+        algorithm=settings.jwt_algorithm,
+        sub=args.sub,
+        scopes=args.scope,
+        devices=devices,
+        ttl_s=args.ttl,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+    )
+
+
 def _from_running_up(settings: Settings, key: str) -> str | None:
     runtime = read_runtime(settings.state_dir)
     return str(runtime[key]) if runtime and runtime.get(key) else None
@@ -123,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             run_up(settings)
         elif args.command == "ingest":
             run_ingest(settings)
+        elif args.command == "serve":
+            run_serve(settings)
+        elif args.command == "token":
+            print(_token(settings, args))
         elif args.command == "migrate":
             url = settings.database_url or _from_running_up(settings, "database_url")
             if not url:

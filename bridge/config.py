@@ -40,7 +40,23 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     ws_host: str = "127.0.0.1"
-    ws_port: int = 8765
+    ws_port: int = Field(default=8765, ge=0, le=65535)
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = Field(default=None, description="PEM text or a path to a PEM file")
+    jwt_algorithm: str = "HS256"
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    auth_required: bool = True
+    allowed_origins: str = Field(default="", description="comma-separated; empty = any origin")
+    ws_max_connections: int = Field(default=10_000, ge=1)
+    ws_max_connections_per_sub: int = Field(default=100, ge=1)
+    ws_new_connections_per_ip_per_min: int = Field(default=10, ge=1)
+    ws_messages_per_s: float = Field(default=100.0, gt=0)
+    ws_burst: float = Field(default=200.0, ge=1)
+    ws_max_subscriptions: int = Field(default=100, ge=1)
+    ws_queue_size: int = Field(default=1000, ge=10)
+    ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
+    ws_compression: bool = True
 
     ingest_client_id: str = "telemetry-bridge-ingest"
     ingest_shared: bool = False

@@ -1,0 +1,140 @@
+"""The front's side of the broker: one subscription per distinct filter, shared by everyone.
+
+Each MQTT topic filter is subscribed once, reference-counted across all WebSocket clients of
+this process, and unsubscribed when its last user leaves. A broker message is decoded once and
+handed to every listener whose filter matches. Reconnects (jittered backoff) resubscribe every
+filter that is still in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import aiomqtt
+import orjson
+
+from ingest.mqtt import MqttEndpoint
+from ingest.topics import Topics
+
+log = logging.getLogger(__name__)
+
+# (stream levels without prefix, decoded payload, retained?, frame cache) -> None.
+# Listeners must not block. The frame cache lives for one broker message: subscribers with the
+# same subscription shape reuse the frame the first of them built (serialise once).
+Listener = Callable[[tuple[str, ...], dict[str, Any], bool, dict[Any, Any]], None]
+
+
+def topic_matches(filter_: str, topic: str) -> bool:
+    """MQTT filter matching: `+` one level, `#` the rest; `$` topics never match wildcards."""
+    if topic.startswith("$") and filter_[:1] in ("+", "#"):
+        return False
+    f_levels, t_levels = filter_.split("/"), topic.split("/")
+    for i, f in enumerate(f_levels):
+        if f == "#":
+            return True
+        if i >= len(t_levels) or (f != "+" and f != t_levels[i]):
+            return False
+    return len(f_levels) == len(t_levels)
+
+
+class Hub:
+    def __init__(self, endpoint: MqttEndpoint, topics: Topics, client_id: str) -> None:
+        self.endpoint = endpoint
+        self.topics = topics
+        self.client_id = client_id
+        self._listeners: dict[str, set[Listener]] = {}
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.received = 0
+        self.reconnects = 0
+
+    # -- subscriptions -----------------------------------------------------------------------
+    def subscriptions(self) -> dict[str, int]:
+        """Broker filters in use and how many listeners share each."""
+        return {f: len(ls) for f, ls in self._listeners.items()}
+
+    async def add(self, filter_: str, listener: Listener) -> None:
+        listeners = self._listeners.setdefault(filter_, set())
+        first = not listeners
+        listeners.add(listener)
+        if first and self._client is not None and self.connected.is_set():
+            with contextlib.suppress(aiomqtt.MqttError):  # resubscribed on reconnect
+                await self._client.subscribe(filter_, qos=0)
+
+    async def remove(self, filter_: str, listener: Listener) -> None:
+        listeners = self._listeners.get(filter_)
+        if listeners is None:
+            return
+        listeners.discard(listener)
+        if not listeners:
+            del self._listeners[filter_]
+            if self._client is not None and self.connected.is_set():
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await self._client.unsubscribe(filter_)
+
+    # -- the connection --------------------------------------------------------------------
+    async def run(self) -> None:
+        """Stay connected until cancelled."""
+        delay = 0.2
+        ep = self.endpoint
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    ep.host,
+                    ep.port,
+                    username=ep.username,
+                    password=ep.password,
+                    identifier=self.client_id,
+                    protocol=aiomqtt.ProtocolVersion.V5
+                    if ep.protocol == "5"
+                    else aiomqtt.ProtocolVersion.V311,
+                    keepalive=30,
+                    tls_context=None,
+                ) as client:
+                    self._client = client
+                    for filter_ in list(self._listeners):
+                        await client.subscribe(filter_, qos=0)
+                    self.connected.set()
+                    delay = 0.2
+                    log.info("front connected to MQTT broker %s", ep.redacted())
+                    async for msg in client.messages:
+                        self._dispatch(msg)
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                self._client = None
+                self.reconnects += 1
+                log.warning(
+                    "front lost MQTT broker %s (%s); retry in %.1fs", ep.redacted(), exc, delay
+                )
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 10.0)
+
+    def _dispatch(self, msg: aiomqtt.Message) -> None:
+        self.received += 1
+        if msg.retain:
+            # Retained copies arrive only for a broker subscription that is new, i.e. only
+            # for the first of the clients sharing it. Current values come from `snapshot`
+            # (the database) for everyone alike; the live stream carries only new readings.
+            return
+        topic = msg.topic.value
+        levels = self.topics.parse_stream(topic)
+        if levels is None or not isinstance(msg.payload, bytes | bytearray):
+            return
+        try:
+            event = orjson.loads(msg.payload)
+        except orjson.JSONDecodeError:
+            log.warning("ignoring a non-JSON message on %s", topic)
+            return
+        if not isinstance(event, dict):
+            return
+        frames: dict[Any, Any] = {}
+        retained = bool(msg.retain)
+        for filter_, listeners in list(self._listeners.items()):
+            if topic_matches(filter_, topic):
+                for listener in list(listeners):
+                    listener(levels, event, retained, frames)

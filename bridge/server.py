@@ -1,0 +1,407 @@
+"""The WebSocket/HTTP front: ``websockets`` server, handshake policy, one writer per client.
+
+HTTP endpoints share the port (``process_request``). A handshake is refused with HTTP 401 for
+a bad token, 403 for a foreign Origin, 429 for too many new connections from one IP or for one
+subject, 503 past the total connection limit. Each client gets a reader loop (this module) and
+one writer task draining its bounded queue; fan-out never awaits a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from bridge import __version__, protocol
+from bridge.auth import AuthError, JwtVerifier, Principal
+from bridge.hub import Hub
+from bridge.limits import WindowCounter
+from bridge.session import FrontLimits, Session
+
+log = logging.getLogger(__name__)
+
+WS_PATHS = {
+    "/ws": None,
+    "/ws/telemetry": "telemetry",
+    "/ws/alerts": "alerts",
+    "/ws/devices": "devices",
+    "/ws/system": "system",
+    "/api/v1/events": None,
+    "/api/websocket": None,
+    "/v1/ws": None,
+}
+
+
+@dataclass
+class FrontConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    auth_required: bool = True
+    allowed_origins: tuple[str, ...] = ()
+    max_connections: int = 10_000
+    max_connections_per_sub: int = 100
+    new_connections_per_ip_per_min: int = 10
+    compression: bool = True
+    limits: FrontLimits = field(default_factory=FrontLimits)
+
+
+@dataclass
+class FrontStats:
+    started: float = field(default_factory=time.monotonic)
+    current: int = 0
+    peak: int = 0
+    total: int = 0
+    sent: int = 0
+    received: int = 0
+    dropped: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+
+
+def _json_response(status: int, body: dict[str, Any]) -> Response:
+    data = orjson.dumps(body)
+    headers = Headers(
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+        ]
+    )
+    return Response(status, http.HTTPStatus(status).phrase, headers, data)
+
+
+def _text_response(
+    status: int, text: str, content_type: str = "text/plain; charset=utf-8"
+) -> Response:
+    data = text.encode()
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data)))])
+    return Response(status, http.HTTPStatus(status).phrase, headers, data)
+
+
+class Front:
+    def __init__(
+        self,
+        config: FrontConfig,
+        hub: Hub,
+        verifier: JwtVerifier | None,
+        database_check: Any = None,
+        snapshot: Any = None,
+    ) -> None:
+        self.config = config
+        self.hub = hub
+        self.verifier = verifier
+        self.database_check = database_check
+        self.snapshot = snapshot
+        self.stats = FrontStats()
+        self.sessions: set[Session] = set()
+        self._per_sub: Counter[str] = Counter()
+        self._per_ip = WindowCounter(config.new_connections_per_ip_per_min, 60.0)
+        self._handshakes: dict[int, tuple[Principal | None, str | None]] = {}
+        self._server: Server | None = None
+        self._closing = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            max_size=self.config.limits.max_frame_bytes,
+            compression="deflate" if self.config.compression else None,
+            ping_interval=self.config.limits.heartbeat_s,
+            ping_timeout=self.config.limits.heartbeat_s,
+            close_timeout=5,
+            max_queue=16,
+            server_header=f"telemetry-bridge/{__version__}",
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = sock.getsockname()[1]
+        log.info("front listening on ws://%s:%d/ws", self.config.host, self.port)
+
+    async def stop(self) -> None:
+        """Stop accepting, close every client with 1001, release broker subscriptions."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._server is not None:
+            self._server.close(close_connections=True)  # 1001 going away
+            await self._server.wait_closed()
+        for session in list(self.sessions):
+            await session.close()
+
+    # -- handshake -----------------------------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        path = parts.path.rstrip("/") or "/"
+        if path not in WS_PATHS:
+            return self._http(path, request)
+        origin = request.headers.get("Origin")
+        if (
+            self.config.allowed_origins
+            and origin is not None
+            and origin not in self.config.allowed_origins
+        ):
+            self.stats.refused["origin"] += 1
+            return _json_response(403, {"error": "forbidden", "message": "origin not allowed"})
+        if self.stats.current >= self.config.max_connections:
+            self.stats.refused["capacity"] += 1
+            return _json_response(
+                503, {"error": "unavailable", "message": "server at connection capacity"}
+            )
+        ip = str(connection.remote_address[0]) if connection.remote_address else "?"
+        wait = self._per_ip.hit(ip, time.monotonic())
+        if wait:
+            self.stats.refused["ip_rate"] += 1
+            resp = _json_response(
+                429, {"error": "rate_limit_exceeded", "retry_after": round(wait, 1)}
+            )
+            resp.headers["Retry-After"] = str(int(wait) + 1)
+            return resp
+        token = None
+        auth = request.headers.get("Authorization")
+        if auth and auth.lower().startswith("bearer "):
+            token = auth[7:].strip()
+        elif "token" in (query := parse_qs(parts.query)):
+            token = query["token"][0]
+        principal = None
+        if token is not None:
+            if self.verifier is None:
+                return _json_response(
+                    401, {"error": "unauthorized", "message": "authentication not configured"}
+                )
+            try:
+                principal = self.verifier.verify(token, now=time.time())
+            except AuthError as exc:
+                self.stats.refused["auth"] += 1
+                return _json_response(401, {"error": exc.error, "message": exc.message})
+            if self._per_sub[principal.sub] >= self.config.max_connections_per_sub:
+                self.stats.refused["per_sub"] += 1
+                return _json_response(
+                    429, {"error": "rate_limit_exceeded", "message": "too many connections"}
+                )
+        elif not self.config.auth_required:
+            principal = Principal("anonymous", frozenset({"admin"}))
+        self._handshakes[id(connection)] = (principal, WS_PATHS[path])
+        return None
+
+    # -- one client ----------------------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        principal, default_channel = self._handshakes.pop(id(ws), (None, None))
+        wake = asyncio.Event()
+        client_id = f"c_{uuid.uuid4().hex[:12]}"
+        session = Session(
+            client_id=client_id,
+            hub=self.hub,
+            verifier=self.verifier,
+            auth_required=self.config.auth_required,
+            limits=self.config.limits,
+            principal=principal,
+            wake=wake.set,
+            snapshot=self.snapshot,
+            on_principal=lambda p: self._count_sub(session, p),
+        )
+        session.default_channel = default_channel  # type: ignore[attr-defined]
+        self.sessions.add(session)
+        self.stats.current += 1
+        self.stats.total += 1
+        self.stats.peak = max(self.stats.peak, self.stats.current)
+        if principal is not None:
+            self._per_sub[principal.sub] += 1
+            session.reply(protocol.connected(client_id, self.config.limits.heartbeat_s))
+        writer = asyncio.create_task(self._writer(ws, session, wake), name=f"writer-{client_id}")
+        timers = asyncio.create_task(self._timers(ws, session), name=f"timers-{client_id}")
+        try:
+            async for frame in ws:
+                if default_channel and isinstance(frame, str | bytes):
+                    frame = _with_default_channel(frame, default_channel)
+                await session.handle_frame(frame)
+                if session.close_request:
+                    await asyncio.sleep(0)  # let the writer flush the reply first
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            if session.close_request:
+                wake.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(writer), 1)
+            writer.cancel()
+            timers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            with contextlib.suppress(asyncio.CancelledError):
+                await timers
+            self.stats.received += session.received
+            self.stats.dropped += session.queue.dropped
+            await session.close()
+            self.sessions.discard(session)
+            self.stats.current -= 1
+            if session.principal is not None:
+                self._per_sub[session.principal.sub] -= 1
+                if self._per_sub[session.principal.sub] <= 0:
+                    del self._per_sub[session.principal.sub]
+
+    def _count_sub(self, session: Session, principal: Principal) -> None:
+        # first authentication by message: count the subject now
+        if not getattr(session, "_counted", False):
+            session._counted = True  # type: ignore[attr-defined]
+            self._per_sub[principal.sub] += 1
+
+    async def _writer(self, ws: ServerConnection, session: Session, wake: asyncio.Event) -> None:
+        queue = session.queue
+        while True:
+            await wake.wait()
+            wake.clear()
+            while frames := queue.pop(100):
+                for frame in frames:
+                    await ws.send(frame, text=True)
+                self.stats.sent += len(frames)
+            if session.close_request:
+                code, reason = session.close_request
+                await ws.close(code, reason)
+                return
+
+    async def _timers(self, ws: ServerConnection, session: Session) -> None:
+        """Auth deadline, token expiry, interval flushes, slow-consumer policing."""
+        started = time.monotonic()
+        warned_at = 0.0
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.monotonic()
+            principal = session.principal
+            if principal is None:
+                if now - started >= self.config.limits.auth_timeout_s:
+                    await ws.close(1008, "authentication timeout")
+                    return
+                continue
+            if principal.expires_at <= time.time():
+                session.reply(
+                    protocol.message(
+                        "error", code=401, error="token_expired", message="token has expired"
+                    )
+                )
+                await asyncio.sleep(0.05)
+                await ws.close(4001, "token_expired")
+                return
+            session.flush_intervals(now)
+            queue = session.queue
+            if queue.too_far_behind(now):
+                await ws.close(4008, "slow consumer")
+                return
+            if queue.full_since is not None and now - warned_at >= 1.0:
+                dropped = queue.take_unreported_drops()
+                if dropped:
+                    warned_at = now
+                    queue.put(
+                        protocol.encode(
+                            protocol.message("warning", error="slow_consumer", dropped=dropped)
+                        ),
+                        now,
+                        force=True,
+                    )
+
+    # -- HTTP ------------------------------------------------------------------------------------
+    def _http(self, path: str, request: Request) -> Response:
+        if path == "/health" or path == "/api/websocket/health":
+            mqtt_ok = self.hub.connected.is_set()
+            db_ok = self.database_check() if self.database_check is not None else None
+            checks = {"mqtt": "ok" if mqtt_ok else "down"}
+            if db_ok is not None:
+                checks["database"] = "ok" if db_ok else "down"
+            healthy = mqtt_ok and db_ok is not False
+            status = "healthy" if healthy else ("degraded" if mqtt_ok or db_ok else "unhealthy")
+            code = 503 if status == "unhealthy" else 200
+            return _json_response(
+                code, {"status": status, "checks": checks, "timestamp": protocol.now_iso()}
+            )
+        if path == "/metrics" or path == "/api/websocket/metrics":
+            accept = request.headers.get("Accept", "")
+            if "text/plain" in accept or "openmetrics" in accept:
+                return _text_response(
+                    200, self._prometheus(), "text/plain; version=0.0.4; charset=utf-8"
+                )
+            return _json_response(200, self._metrics())
+        if path == "/status" or path == "/api/websocket/stats":
+            return _json_response(200, self._status())
+        return _json_response(404, {"error": "not_found", "message": f"no endpoint {path}"})
+
+    def _metrics(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "rate_limiting": {"enabled": True, "messages_per_s": self.config.limits.messages_per_s},
+            "connections": {
+                "current": s.current,
+                "peak": s.peak,
+                "total": s.total,
+                "refused": dict(s.refused),
+            },
+            "messages": {
+                "sent": s.sent,
+                "received": s.received + sum(x.received for x in self.sessions),
+                "dropped": s.dropped + sum(x.queue.dropped for x in self.sessions),
+            },
+            "broker": {
+                "subscriptions": len(self.hub.subscriptions()),
+                "received": self.hub.received,
+            },
+            "timestamp": protocol.now_iso(),
+        }
+
+    def _status(self) -> dict[str, Any]:
+        return {
+            "service": "telemetry-bridge",
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.stats.started, 1),
+            "connections": self.stats.current,
+            "features": {
+                "wss_enabled": False,
+                "auth_required": self.config.auth_required,
+                "rate_limiting": True,
+                "compression": self.config.compression,
+            },
+            "timestamp": protocol.now_iso(),
+        }
+
+    def _prometheus(self) -> str:
+        m = self._metrics()
+        lines = [
+            "# TYPE bridge_connections gauge",
+            f"bridge_connections {m['connections']['current']}",
+            "# TYPE bridge_connections_total counter",
+            f"bridge_connections_total {m['connections']['total']}",
+            "# TYPE bridge_messages_sent_total counter",
+            f"bridge_messages_sent_total {m['messages']['sent']}",
+            "# TYPE bridge_messages_received_total counter",
+            f"bridge_messages_received_total {m['messages']['received']}",
+            "# TYPE bridge_messages_dropped_total counter",
+            f"bridge_messages_dropped_total {m['messages']['dropped']}",
+            "# TYPE bridge_broker_subscriptions gauge",
+            f"bridge_broker_subscriptions {m['broker']['subscriptions']}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _with_default_channel(frame: str | bytes, channel: str) -> str | bytes:
+    """On /ws/{channel}, a subscribe that names no channel gets that one."""
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return frame
+    if isinstance(msg, dict) and msg.get("type") == "subscribe" and "channel" not in msg:
+        if "topics" not in msg and "events" not in msg:
+            msg["channel"] = channel
+            return orjson.dumps(msg)
+    return frame

@@ -1,0 +1,556 @@
+"""One WebSocket client: authentication state, subscriptions, dispatch of its messages.
+
+Handlers never touch the socket: replies and live frames go into the client's
+:class:`~bridge.outbound.OutboundQueue`, which one writer task (in ``server.py``) drains.
+Live frames are built once per broker message and subscription shape and shared by every
+client with the same subscription (the subscription id is a hash of its content).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from bridge import protocol
+from bridge.auth import AuthError, JwtVerifier, Principal
+from bridge.hub import Hub
+from bridge.limits import TokenBucket
+from bridge.outbound import OutboundQueue
+from bridge.protocol import ClientError, bad_request, encode, message
+from bridge.subscriptions import (
+    CHANNELS,
+    Selector,
+    SubscriptionError,
+    authorize,
+    parse_channel_subscribe,
+)
+
+log = logging.getLogger(__name__)
+
+EVENT_CHANNELS = {
+    "telemetry.updated": "telemetry",
+    "alert.created": "alerts",
+    "alert.updated": "alerts",
+    "alert.acknowledged": "alerts",
+    "alert.resolved": "alerts",
+    "device.status": "devices",
+    "system.status": "system",
+    "log.entry": "logs",
+}
+MAX_BATCH = 50
+
+
+@dataclass
+class FrontLimits:
+    auth_timeout_s: float = 10.0
+    max_frame_bytes: int = 64 * 1024
+    messages_per_s: float = 100.0
+    burst: float = 200.0
+    max_subscriptions: int = 100
+    queue_capacity: int = 1000
+    max_behind_s: float = 10.0
+    heartbeat_s: float = 20.0
+
+
+@dataclass
+class Subscription:
+    id: str
+    selector: Selector
+    filters: tuple[str, ...]
+    dialect: str  # channel | topics | events | o1-metrics | o1-logs
+    label: str  # the channel, topic or event type the client named
+    listener: Callable[..., None] | None = None
+    pending: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    next_flush: float = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "subscription_id": self.id,
+            "channel": self.selector.channel,
+            "dialect": self.dialect,
+            "name": self.label,
+            "mqtt_topics": list(self.filters),
+            "devices": list(self.selector.devices or []),
+            "metrics": list(self.selector.metrics or []),
+            "frequency_s": self.selector.interval_s,
+        }
+
+
+def subscription_id(selector: Selector, dialect: str, label: str) -> str:
+    canonical = orjson.dumps([dialect, label, repr(selector)])
+    return "sub_" + hashlib.sha1(canonical, usedforsecurity=False).hexdigest()[:16]
+
+
+def live_frame(sub: Subscription, levels: tuple[str, ...], event: dict[str, Any]) -> bytes:
+    """The frame a subscription of this dialect gets for one stream event."""
+    channel = sub.selector.channel
+    if sub.dialect == "topics":
+        return encode(message("event", topic=sub.label, data=event))
+    if sub.dialect == "events":
+        return encode(message("event", eventType=sub.label, data=event))
+    if sub.dialect == "o1-metrics":
+        return encode(
+            message(
+                "metrics",
+                host=event.get("device_id"),
+                application=sub.label or None,
+                **{str(event.get("metric")): event.get("value")},
+            )
+        )
+    if sub.dialect == "o1-logs":
+        return encode(
+            message("log", host=levels[1], **{k: v for k, v in event.items() if k != "type"})
+        )
+    if channel == "telemetry":
+        return encode(
+            message(
+                "telemetry_update",
+                channel=channel,
+                subscription_id=sub.id,
+                device_id=event.get("device_id"),
+                telemetry={
+                    str(event.get("metric")): {
+                        "value": event.get("value"),
+                        "unit": event.get("unit"),
+                        "timestamp": event.get("ts"),
+                    }
+                },
+                received_at=event.get("received_at"),
+            )
+        )
+    if channel == "alerts":
+        return encode(message("alert", channel=channel, subscription_id=sub.id, **_alert(event)))
+    if channel == "devices":
+        return encode(
+            message(
+                "device_status_update",
+                channel=channel,
+                subscription_id=sub.id,
+                device_id=event.get("device_id"),
+                old_status=event.get("old_status"),
+                new_status=event.get("new_status"),
+                reason=event.get("reason"),
+                metadata={"last_seen": event.get("last_seen")},
+            )
+        )
+    if channel == "system":
+        metrics = {k: v for k, v in event.items() if k != "component"}
+        return encode(
+            message(
+                "system_status_update",
+                channel=channel,
+                subscription_id=sub.id,
+                component=event.get("component"),
+                metrics=metrics,
+            )
+        )
+    return encode(
+        message("log", channel=channel, subscription_id=sub.id, device_id=levels[1], **event)
+    )
+
+
+def _alert(event: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "alert_id",
+        "rule_id",
+        "device_id",
+        "metric",
+        "severity",
+        "title",
+        "message",
+        "state",
+        "event",
+    )
+    out = {k: event.get(k) for k in keys}
+    out["metadata"] = event.get("metadata") or {}
+    return out
+
+
+class Session:
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        hub: Hub,
+        verifier: JwtVerifier | None,
+        auth_required: bool,
+        limits: FrontLimits,
+        principal: Principal | None,
+        wake: Callable[[], None],
+        snapshot: Callable[
+            [Selector, Principal], Awaitable[list[tuple[tuple[str, ...], dict[str, Any]]]]
+        ]
+        | None = None,
+        on_principal: Callable[[Principal], None] | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.hub = hub
+        self.verifier = verifier
+        self.auth_required = auth_required
+        self.limits = limits
+        self.principal = principal
+        self.queue = OutboundQueue(limits.queue_capacity, limits.max_behind_s)
+        self.subscriptions: dict[str, Subscription] = {}
+        self.bucket = TokenBucket(limits.messages_per_s, limits.burst)
+        self.received = 0
+        self._wake = wake
+        self._snapshot = snapshot
+        self._on_principal = on_principal
+        self.closed = False
+        self.close_request: tuple[int, str] | None = None
+
+    # -- output ------------------------------------------------------------------------------
+    def reply(self, msg: dict[str, Any]) -> None:
+        self.queue.put(encode(msg), time.monotonic(), force=True)
+        self._wake()
+
+    def error(self, exc: ClientError, id_: Any = None) -> None:
+        self.reply(protocol.error_message(exc, id_))
+
+    def request_close(self, code: int, reason: str) -> None:
+        self.close_request = (code, reason)
+        self._wake()
+
+    # -- input -------------------------------------------------------------------------------
+    async def handle_frame(self, raw: str | bytes) -> None:
+        self.received += 1
+        wait = self.bucket.take(time.monotonic())
+        if wait:
+            self.error(
+                ClientError(429, "rate_limit_exceeded", "too many messages", retry_after=wait)
+            )
+            return
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                self.error(ClientError(400, "invalid_json", "frames must be UTF-8 JSON text"))
+                return
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.error(ClientError(400, "invalid_json", "message is not valid JSON"))
+            return
+        await self.handle_message(msg)
+
+    async def handle_message(self, msg: Any, in_batch: bool = False) -> None:
+        id_ = msg.get("id") if isinstance(msg, dict) else None
+        if id_ is not None and not (
+            isinstance(id_, str | int) and not isinstance(id_, bool) and len(str(id_)) <= 128
+        ):
+            id_ = None
+        try:
+            if not isinstance(msg, dict):
+                raise bad_request("message must be a JSON object")
+            type_ = msg.get("type")
+            if not isinstance(type_, str):
+                raise bad_request("message has no type")
+            if self.principal is None and type_ not in ("auth", "authenticate", "ping"):
+                raise ClientError(
+                    401, "unauthorized", "authenticate first: send {type: auth, token}"
+                )
+            handler = self._handlers().get(type_)
+            if handler is None:
+                raise bad_request(f"unknown message type {protocol_excerpt(type_)}")
+            if type_ == "batch" and in_batch:
+                raise bad_request("a batch cannot contain a batch")
+            await handler(msg, id_)
+        except ClientError as exc:
+            self.error(exc, id_)
+        except SubscriptionError as exc:
+            self.error(ClientError(exc.code, exc.error, exc.message), id_)
+        except Exception:
+            log.exception(
+                "error handling a %s message",
+                protocol_excerpt(msg.get("type")) if isinstance(msg, dict) else "?",
+            )
+            self.reply(protocol.internal_error(id_))
+
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any], Any], Awaitable[None]]]:
+        return {
+            "auth": self._auth,
+            "authenticate": self._auth,
+            "ping": self._ping,
+            "subscribe": self._subscribe,
+            "subscribe-metrics": self._subscribe_o1,
+            "subscribe-logs": self._subscribe_o1,
+            "unsubscribe": self._unsubscribe,
+            "list_subscriptions": self._list,
+            "batch": self._batch,
+        }
+
+    # -- handlers ------------------------------------------------------------------------------
+    async def _auth(self, msg: dict[str, Any], id_: Any) -> None:
+        legacy = msg["type"] == "authenticate"
+        if self.verifier is None:
+            raise ClientError(503, "unavailable", "authentication is not configured on this server")
+        try:
+            principal = self.verifier.verify(msg.get("token"), now=time.time())  # type: ignore[arg-type]
+        except AuthError as exc:
+            if legacy:
+                self.error(ClientError(401, exc.error, exc.message), id_)
+            else:
+                self.reply(
+                    message(
+                        "auth_response",
+                        id_=id_,
+                        success=False,
+                        error=exc.error,
+                        message=exc.message,
+                    )
+                )
+            if self.principal is None:
+                self.request_close(1008, "authentication failed")
+            return
+        if self.principal is not None and principal.sub != self.principal.sub:
+            raise ClientError(403, "forbidden", "a refreshed token must be for the same subject")
+        self.principal = principal
+        if self._on_principal is not None:
+            self._on_principal(principal)
+        if legacy:
+            self.reply(
+                message("auth_success", id_=id_, client_id=self.client_id, user=principal.sub)
+            )
+        else:
+            self.reply(
+                message(
+                    "auth_response",
+                    id_=id_,
+                    success=True,
+                    client_id=self.client_id,
+                    user=principal.sub,
+                )
+            )
+
+    async def _ping(self, msg: dict[str, Any], id_: Any) -> None:
+        fields = {"client_timestamp": msg["timestamp"]} if "timestamp" in msg else {}
+        if "timestamp" in msg:
+            # echo it under its own name too; our own envelope timestamp follows
+            reply = message("pong", id_=id_, **fields)
+            reply["timestamp"] = msg["timestamp"]
+            reply["server_timestamp"] = protocol.now_iso()
+            self.reply(reply)
+        else:
+            self.reply(message("pong", id_=id_))
+
+    async def _batch(self, msg: dict[str, Any], id_: Any) -> None:
+        items = msg.get("messages")
+        if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
+            raise ClientError(
+                422, "validation_error", f"batch.messages must be a list of 1-{MAX_BATCH} messages"
+            )
+        for item in items:
+            await self.handle_message(item, in_batch=True)
+
+    async def _subscribe(self, msg: dict[str, Any], id_: Any) -> None:
+        if "topics" in msg:
+            await self._subscribe_named(msg, id_, "topics")
+        elif "events" in msg:
+            await self._subscribe_named(msg, id_, "events")
+        else:
+            sub = await self._add(
+                parse_channel_subscribe(msg, msg.get("_default_channel")), "channel", ""
+            )
+            self.reply(
+                message(
+                    "subscribed",
+                    id_=id_,
+                    subscription_id=sub.id,
+                    channel=sub.selector.channel,
+                    mqtt_topics=list(sub.filters),
+                )
+            )
+            await self._send_snapshot(sub)
+
+    async def _subscribe_named(self, msg: dict[str, Any], id_: Any, dialect: str) -> None:
+        names_ = msg.get(dialect)
+        if not isinstance(names_, list) or not 0 < len(names_) <= 20:
+            raise ClientError(422, "validation_error", f"{dialect} must be a list of 1-20 names")
+        filters = msg.get("filters") or {}
+        if not isinstance(filters, dict):
+            raise ClientError(422, "validation_error", "filters must be an object")
+        filters = dict(filters)
+        if "agentId" in filters:
+            filters["device_id"] = filters.pop("agentId")
+        selectors = []
+        for name in names_:
+            channel = (
+                name
+                if dialect == "topics"
+                else EVENT_CHANNELS.get(name)
+                if isinstance(name, str)
+                else None
+            )
+            if channel not in CHANNELS:
+                allowed = CHANNELS if dialect == "topics" else tuple(EVENT_CHANNELS)
+                raise ClientError(
+                    422, "validation_error", f"unknown {dialect[:-1]}; one of {', '.join(allowed)}"
+                )
+            selector = parse_channel_subscribe({"channel": channel, "filters": filters})
+            selectors.append((name, selector))
+        subs = [await self._add(sel, dialect, name) for name, sel in selectors]
+        ids = [s.id for s in subs]
+        if dialect == "topics":
+            self.reply(
+                message("subscription_confirmed", id_=id_, topics=names_, subscription_ids=ids)
+            )
+        else:
+            self.reply(message("subscribed", id_=id_, events=names_, subscription_ids=ids))
+
+    async def _subscribe_o1(self, msg: dict[str, Any], id_: Any) -> None:
+        logs = msg["type"] == "subscribe-logs"
+        filters: dict[str, Any] = {"device_id": msg.get("host")} if msg.get("host") else {}
+        if not logs and msg.get("metrics") is not None:
+            filters["metrics"] = msg.get("metrics")
+        if logs and msg.get("search"):
+            filters["search"] = msg.get("search")
+        selector = parse_channel_subscribe(
+            {"channel": "logs" if logs else "telemetry", "filters": filters}
+        )
+        application = msg.get("application")
+        label = application[:64] if isinstance(application, str) else ""
+        sub = await self._add(selector, "o1-logs" if logs else "o1-metrics", label)
+        self.reply(message("subscribed", id_=id_, subscriptionId=sub.id, subscription_id=sub.id))
+
+    async def _add(self, selector: Selector, dialect: str, label: str) -> Subscription:
+        assert self.principal is not None
+        authorize(selector, self.principal)
+        sub_id = subscription_id(selector, dialect, label)
+        if sub_id in self.subscriptions:
+            return self.subscriptions[sub_id]
+        if len(self.subscriptions) >= self.limits.max_subscriptions:
+            raise ClientError(
+                429,
+                "rate_limit_exceeded",
+                f"at most {self.limits.max_subscriptions} subscriptions per connection",
+            )
+        sub = Subscription(
+            sub_id, selector, selector.mqtt_filters(self.hub.topics, self.principal), dialect, label
+        )
+        sub.listener = self._listener(sub)
+        self.subscriptions[sub_id] = sub
+        for f in sub.filters:
+            await self.hub.add(f, sub.listener)
+        return sub
+
+    def _listener(self, sub: Subscription) -> Callable[..., None]:
+        def on_event(
+            levels: tuple[str, ...], event: dict[str, Any], _retained: bool, frames: dict[Any, Any]
+        ) -> None:
+            principal = self.principal
+            if principal is None or self.closed:
+                return
+            device = levels[1] if levels[0] != "system" and len(levels) > 1 else None
+            if not sub.selector.accepts(principal, device, event):
+                return
+            if levels[0] == "alerts" and sub.dialect == "events" and event.get("event"):
+                if sub.label != f"alert.{event.get('event')}":
+                    return
+            if sub.selector.interval_s and levels[0] == "telemetry":
+                sub.pending[(levels[1], levels[2])] = event
+                return
+            key = (sub.dialect, sub.id, sub.label)
+            frame = frames.get(key)
+            if frame is None:
+                frame = frames[key] = live_frame(sub, levels, event)
+            conflate = (sub.id, levels[1], levels[2]) if levels[0] == "telemetry" else None
+            self.queue.put(frame, time.monotonic(), key=conflate)
+            self._wake()
+
+        return on_event
+
+    def flush_intervals(self, now: float) -> None:
+        """Frequency-limited subscriptions: the latest value per (device, metric) per interval."""
+        for sub in self.subscriptions.values():
+            interval = sub.selector.interval_s
+            if not interval or now < sub.next_flush:
+                continue
+            sub.next_flush = now + interval
+            pending, sub.pending = sub.pending, {}
+            for (device, metric), event in pending.items():
+                frame = live_frame(sub, ("telemetry", device, metric), event)
+                self.queue.put(frame, now, key=(sub.id, device, metric))
+            if pending:
+                self._wake()
+
+    async def _send_snapshot(self, sub: Subscription) -> None:
+        if not sub.selector.snapshot or self._snapshot is None or self.principal is None:
+            return
+        for levels, event in await self._snapshot(sub.selector, self.principal):
+            frame = live_frame(sub, levels, event)
+            conflate = (sub.id, levels[1], levels[2]) if levels[0] == "telemetry" else None
+            self.queue.put(frame, time.monotonic(), key=conflate)
+        self.reply(message("snapshot_complete", subscription_id=sub.id))
+
+    async def _unsubscribe(self, msg: dict[str, Any], id_: Any) -> None:
+        sub_id = msg.get("subscription_id", msg.get("subscriptionId"))
+        targets: list[Subscription] = []
+        if sub_id is not None:
+            if not isinstance(sub_id, str) or sub_id not in self.subscriptions:
+                raise ClientError(404, "not_found", "no such subscription")
+            targets = [self.subscriptions[sub_id]]
+        elif "topics" in msg or "events" in msg:
+            dialect = "topics" if "topics" in msg else "events"
+            wanted = msg.get(dialect)
+            if not isinstance(wanted, list):
+                raise ClientError(422, "validation_error", f"{dialect} must be a list")
+            targets = [
+                s for s in self.subscriptions.values() if s.dialect == dialect and s.label in wanted
+            ]
+        elif "channel" in msg:
+            sel = parse_channel_subscribe(msg)
+            targets = [
+                s
+                for s in self.subscriptions.values()
+                if s.dialect == "channel"
+                and s.selector.channel == sel.channel
+                and s.selector.devices == sel.devices
+            ]
+        else:
+            raise ClientError(
+                422, "validation_error", "name a subscription_id, channel, topics or events"
+            )
+        if not targets:
+            raise ClientError(404, "not_found", "no matching subscription")
+        for sub in targets:
+            await self._remove(sub)
+        ids = [s.id for s in targets]
+        if "topics" in msg:
+            self.reply(
+                message(
+                    "unsubscription_confirmed", id_=id_, topics=msg["topics"], subscription_ids=ids
+                )
+            )
+        else:
+            self.reply(
+                message("unsubscribed", id_=id_, subscription_ids=ids, subscription_id=ids[0])
+            )
+
+    async def _remove(self, sub: Subscription) -> None:
+        self.subscriptions.pop(sub.id, None)
+        for f in sub.filters:
+            await self.hub.remove(f, sub.listener)  # type: ignore[arg-type]
+
+    async def _list(self, _msg: dict[str, Any], id_: Any) -> None:
+        subs = [s.describe() for s in self.subscriptions.values()]
+        self.reply(message("subscriptions_list", id_=id_, subscriptions=subs, count=len(subs)))
+
+    async def close(self) -> None:
+        """Release every broker subscription (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        for sub in list(self.subscriptions.values()):
+            await self._remove(sub)
+
+
+def protocol_excerpt(value: Any) -> str:
+    from ingest.names import safe_excerpt
+
+    return safe_excerpt(value, 40)
