@@ -60,7 +60,7 @@ class Settings(BaseSettings):
 
     ingest_client_id: str = "telemetry-bridge-ingest"
     ingest_shared: bool = False
-    ingest_batch_max_messages: int = Field(default=2000, ge=1, le=65535)
+    ingest_batch_max_messages: int = Field(default=5000, ge=1, le=65535)
     ingest_batch_max_wait_ms: int = Field(default=20, ge=0, le=10_000)
     ingest_max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=1024 * 1024)
     ingest_max_future_s: int = Field(default=3600, ge=0)

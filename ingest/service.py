@@ -50,7 +50,7 @@ class IngestConfig:
     topics: Topics = field(default_factory=Topics)
     client_id: str = "telemetry-bridge-ingest"
     shared_subscription: bool = False
-    batch_max_messages: int = 2000
+    batch_max_messages: int = 5000
     batch_max_wait_s: float = 0.02
     max_payload_bytes: int = MAX_PAYLOAD_BYTES
     max_future: timedelta = timedelta(hours=1)
