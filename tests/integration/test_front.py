@@ -91,8 +91,14 @@ async def stack(broker: BrokerInfo, database_url: str, topic_prefix: str) -> Asy
     ]
     await asyncio.wait_for(asyncio.gather(ingest_ready.wait(), front_ready.wait()), 10)
     peer = MqttPeer(broker.url)
+    stack = Stack(port, topics, peer)
+
+    async def healthy() -> bool:  # the front's broker connection is up: subscriptions work
+        return (await _http_json(stack, "/health"))["status"] == "healthy"
+
     try:
-        yield Stack(port, topics, peer)
+        await wait_until(healthy, timeout=10)
+        yield stack
     finally:
         peer.close()
         stop.set()
@@ -269,8 +275,12 @@ async def test_topics_and_events_dialects(stack: Stack) -> None:
 
 
 async def test_health_status_and_metrics(stack: Stack) -> None:
+    async def healthy() -> bool:  # the broker connection comes up just after the listener
+        return (await _http_json(stack, "/health"))["status"] == "healthy"
+
+    await wait_until(healthy, timeout=10)
     health = await _http_json(stack, "/health")
-    assert health["status"] == "healthy" and health["checks"] == {"mqtt": "ok", "database": "ok"}
+    assert health["checks"] == {"mqtt": "ok", "database": "ok"}
     status = await _http_json(stack, "/status")
     assert status["service"] == "telemetry-bridge" and status["features"]["auth_required"] is True
     metrics = await _http_json(stack, "/metrics")
