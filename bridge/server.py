@@ -29,6 +29,7 @@ from bridge import __version__, protocol
 from bridge.auth import AuthError, JwtVerifier, Principal
 from bridge.hub import Hub
 from bridge.limits import WindowCounter
+from bridge.logs import redact_library_loggers
 from bridge.session import FrontLimits, Session
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class Front:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        redact_library_loggers()
         self._server = await serve(
             self._handle,
             self.config.host,

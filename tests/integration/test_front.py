@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -323,3 +324,250 @@ async def test_snapshot_then_live(stack: Stack) -> None:
         stack.reading("s1", t=2.5)
         live = await recv_type(ws, "telemetry_update")
         assert live["telemetry"]["t"]["value"] == 2.5
+
+
+@pytest.fixture
+async def small_stack(
+    broker: BrokerInfo, database_url: str, topic_prefix: str, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Stack, Settings]]:
+    """A front alone (no ingest) with the limits a test asks for via indirect params."""
+    port = free_port()
+    overrides: dict[str, Any] = getattr(request, "param", {})
+    settings = Settings(
+        mqtt_url=broker.url,
+        jwt_secret=SECRET,
+        ws_port=port,
+        mqtt_topic_prefix=topic_prefix,
+        **{"ws_new_connections_per_ip_per_min": 1000, **overrides},
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_front(settings, broker.url, database_url, stop, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    peer = MqttPeer(broker.url)
+    stack = Stack(port, Topics(topic_prefix), peer)
+
+    async def healthy() -> bool:
+        return (await _http_json(stack, "/health"))["status"] == "healthy"
+
+    try:
+        await wait_until(healthy, timeout=10)
+        yield stack, settings
+    finally:
+        peer.close()
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+def stream(stack: Stack, device: str, metric: str, value: float, pad: int = 0) -> None:
+    """Publish straight onto the validated stream, as the ingest would after a commit."""
+    event: dict[str, Any] = {
+        "device_id": device,
+        "metric": metric,
+        "value": value,
+        "unit": None,
+        "ts": "2026-11-22T00:00:00.000Z",
+        "received_at": "2026-11-22T00:00:00.000Z",
+    }
+    if pad:
+        event["pad"] = os.urandom(pad // 2).hex()  # incompressible: deflate cannot shrink it
+    stack.peer.publish(stack.topics.telemetry(device, metric), orjson.dumps(event), qos=0)
+
+
+async def test_expiry_closes_4001_unless_refreshed(small_stack: tuple[Stack, Settings]) -> None:
+    stack, _ = small_stack
+    async with await stack.client(stack.token(ttl_s=2)) as ws:
+        await recv(ws)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+    async with await stack.client(stack.token(ttl_s=2)) as ws:
+        await recv(ws)
+        await ws.send(orjson.dumps({"type": "auth", "token": stack.token(ttl_s=60)}).decode())
+        assert (await recv(ws))["success"] is True
+        await asyncio.sleep(2.5)  # past the first token's expiry: still open
+        await ws.send('{"type": "ping"}')
+        assert (await recv(ws))["type"] == "pong"
+
+
+async def test_frame_over_the_limit_closes_1009(small_stack: tuple[Stack, Settings]) -> None:
+    stack, _ = small_stack
+    async with await stack.client(stack.token()) as ws:
+        await recv(ws)
+        await ws.send('{"type": "ping", "pad": "' + "x" * 70_000 + '"}')
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+@pytest.mark.parametrize("small_stack", [{"ws_max_subscriptions": 2}], indirect=True)
+async def test_subscriptions_per_connection(small_stack: tuple[Stack, Settings]) -> None:
+    stack, _ = small_stack
+    async with await stack.client(stack.token()) as ws:
+        await recv(ws)
+        for device in ("a1", "a2", "a3"):
+            await ws.send(
+                orjson.dumps(
+                    {"type": "subscribe", "channel": "telemetry", "device_id": device}
+                ).decode()
+            )
+        replies = [await recv(ws) for _ in range(3)]
+        assert [r["type"] for r in replies] == ["subscribed", "subscribed", "error"]
+        assert replies[2]["code"] == 429
+
+
+@pytest.mark.parametrize("small_stack", [{"ws_new_connections_per_ip_per_min": 3}], indirect=True)
+async def test_connection_storm_from_one_ip_gets_429(small_stack: tuple[Stack, Settings]) -> None:
+    stack, _ = small_stack
+    # the fixture's health probes are HTTP, not WebSocket handshakes: 3 are allowed
+    conns = [await stack.client(stack.token()) for _ in range(3)]
+    with pytest.raises(InvalidStatus) as err:
+        await stack.client(stack.token())
+    assert err.value.response.status_code == 429
+    for c in conns:
+        await c.close()
+
+
+@pytest.mark.parametrize(
+    "small_stack", [{"allowed_origins": "https://dash.example"}], indirect=True
+)
+async def test_foreign_origin_gets_403(small_stack: tuple[Stack, Settings]) -> None:
+    stack, _ = small_stack
+    ok = await connect(
+        f"{stack.url}/ws",
+        origin="https://dash.example",
+        additional_headers={"Authorization": f"Bearer {stack.token()}"},
+    )  # type: ignore[arg-type]
+    await ok.close()
+    with pytest.raises(InvalidStatus) as err:
+        await connect(
+            f"{stack.url}/ws",
+            origin="https://evil.example",
+            additional_headers={"Authorization": f"Bearer {stack.token()}"},
+        )  # type: ignore[arg-type]
+    assert err.value.response.status_code == 403
+
+
+@pytest.mark.parametrize("small_stack", [{"ws_max_connections_per_sub": 2}], indirect=True)
+async def test_connections_per_subject(small_stack: tuple[Stack, Settings]) -> None:
+    stack, _ = small_stack
+    a, b = await stack.client(stack.token()), await stack.client(stack.token())
+    with pytest.raises(InvalidStatus) as err:
+        await stack.client(stack.token())
+    assert err.value.response.status_code == 429
+    other = await stack.client(stack.token(sub="bob"))
+    for c in (a, b, other):
+        await c.close()
+
+
+@pytest.mark.parametrize("small_stack", [{"ws_queue_size": 20}], indirect=True)
+async def test_a_client_that_stops_reading_does_not_delay_another(
+    small_stack: tuple[Stack, Settings],
+) -> None:
+    stack, _ = small_stack
+    # the topics form forwards the whole event, so padded events make big frames that fill
+    # the kernel's socket buffers quickly
+    sub = orjson.dumps({"type": "subscribe", "topics": ["telemetry"]}).decode()
+    slow = await connect(
+        f"{stack.url}/ws",
+        additional_headers={"Authorization": f"Bearer {stack.token()}"},
+        max_queue=1,
+    )
+    fast = await stack.client(stack.token(sub="bob"))
+    for ws in (slow, fast):
+        await recv(ws)
+        await ws.send(sub)
+        assert (await recv(ws))["type"] == "subscription_confirmed"
+    # the slow one never reads again; flood 3,000 x 10 kB (30 MB), then a marker
+    for i in range(3000):
+        stream(stack, f"flood-{i}", "t", float(i), pad=10_000)
+    stream(stack, "marker", "t", 1.0)
+    started = time.monotonic()
+    seen = 0
+    while True:
+        msg = await recv(fast, 10)
+        seen += 1
+        if msg.get("data", {}).get("device_id") == "marker":
+            break
+    assert seen >= 1 and time.monotonic() - started < 10
+    metrics = await _http_json(stack, "/metrics")
+    assert metrics["messages"]["dropped"] > 0, (seen, metrics)  # the slow queue overflowed
+    await fast.close()
+    await slow.close()
+
+
+async def test_shutdown_closes_clients_with_1001(
+    broker: BrokerInfo, database_url: str, topic_prefix: str
+) -> None:
+    port = free_port()
+    settings = Settings(
+        mqtt_url=broker.url, jwt_secret=SECRET, ws_port=port, mqtt_topic_prefix=topic_prefix
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_front(settings, broker.url, None, stop, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    token = mint(key=SECRET, algorithm="HS256", sub="a", scopes="admin")
+    ws = await connect(
+        f"ws://127.0.0.1:{port}/ws", additional_headers={"Authorization": f"Bearer {token}"}
+    )
+    await recv(ws)
+    stop.set()
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), 10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    await asyncio.wait_for(task, 10)
+
+
+async def test_frequency_sends_the_latest_value_once_per_interval(
+    small_stack: tuple[Stack, Settings],
+) -> None:
+    stack, _ = small_stack
+    async with await stack.client(stack.token()) as ws:
+        await recv(ws)
+        await ws.send(
+            '{"type": "subscribe", "channel": "telemetry", "device_id": "f1", '
+            '"filters": {"frequency": "1s"}}'
+        )
+        assert (await recv(ws))["type"] == "subscribed"
+        for v in range(5):
+            stream(stack, "f1", "t", float(v))
+        first = await recv_type(ws, "telemetry_update", timeout=3)
+        assert first["telemetry"]["t"]["value"] == 4.0  # the latest, not each
+        await nothing_more(ws, within=0.6)
+
+
+async def test_o1_subscribe_metrics(small_stack: tuple[Stack, Settings]) -> None:
+    stack, _ = small_stack
+    async with await stack.client(stack.token()) as ws:
+        await recv(ws)
+        await ws.send(
+            '{"type": "subscribe-metrics", "host": "anvil-01", "application": "Anvil", '
+            '"metrics": ["cpu"]}'
+        )
+        reply = await recv(ws)
+        assert reply["type"] == "subscribed" and reply["subscriptionId"].startswith("sub_")
+        stream(stack, "anvil-01", "cpu", 45.2)
+        metrics = await recv_type(ws, "metrics")
+        assert metrics["host"] == "anvil-01" and metrics["application"] == "Anvil"
+        assert metrics["cpu"] == 45.2
+
+
+async def test_tokens_and_query_strings_never_reach_the_logs(
+    small_stack: tuple[Stack, Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    stack, _ = small_stack
+    caplog.set_level("DEBUG")
+    token = stack.token()
+    ws = await connect(f"{stack.url}/ws?token={token}")
+    await recv(ws)
+    await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+    await recv(ws)
+    await ws.close()
+    with pytest.raises(InvalidStatus):
+        await connect(f"{stack.url}/ws?token=bad-{token}")
+    server_side = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith("websockets.client")
+    )
+    assert "GET /ws?token=***" in server_side  # the request line is logged, masked
+    assert token not in server_side
+    assert token.split(".")[1] not in server_side
