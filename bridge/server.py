@@ -148,6 +148,8 @@ class Front:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         path = parts.path.rstrip("/") or "/"
+        if path == "/" and request.headers.get("Upgrade", "").lower() == "websocket":
+            path = "/ws"  # clients that connect to the bare host (the Zhineng examples)
         if path not in WS_PATHS:
             return self._http(path, request)
         origin = request.headers.get("Origin")
