@@ -145,6 +145,9 @@ class AsyncMqtt:
         # QoS 0 stream publishes are queued in paho; QoS 1 ones are bounded by this window.
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
+        # connect() is a blocking TCP connect: bounded here, normally a LAN hop. (paho refuses
+        # to change this while a connection exists, so it is set once.)
+        client.connect_timeout = 5.0
         self.client = client
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -291,8 +294,6 @@ class AsyncMqtt:
                 if self._session_expiry_s:
                     props.SessionExpiryInterval = self._session_expiry_s
                 props.ReceiveMaximum = self._receive_maximum
-                # A blocking TCP connect: bounded by connect_timeout, normally a LAN hop.
-                self.client.connect_timeout = 5.0
                 if self.generation == 0 and not self.client.is_connected():
                     v5: dict[str, Any] = (
                         {"clean_start": self._clean_start, "properties": props} if self._v5 else {}
@@ -311,6 +312,11 @@ class AsyncMqtt:
                     self.endpoint.redacted(),
                     exc,
                     delay,
+                )
+            except Exception:
+                # Never let the reconnect task die quietly: that would leave us offline forever.
+                log.exception(
+                    "unexpected error connecting to %s; retrying", self.endpoint.redacted()
                 )
                 if self.client.socket() is not None:
                     self.client._sock_close()  # drop a half-open attempt before retrying
