@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import http
 import logging
+import os
 import time
 import uuid
 from collections import Counter
@@ -270,8 +271,12 @@ class Front:
             await wake.wait()
             wake.clear()
             while frames := queue.pop(100):
-                for frame in frames:
-                    await ws.send(frame, text=True)
+                if session.batch_mode and len(frames) > 1:
+                    # clients that asked for "batch": true get one envelope per writer pass
+                    await ws.send(_batch_frame(frames), text=True)
+                else:
+                    for frame in frames:
+                        await ws.send(frame, text=True)
                 self.stats.sent += len(frames)
             if session.close_request:
                 code, reason = session.close_request
@@ -319,7 +324,9 @@ class Front:
 
     # -- HTTP ------------------------------------------------------------------------------------
     def _http(self, path: str, request: Request) -> Response:
-        if path == "/health" or path == "/api/websocket/health":
+        if path.startswith("/api/websocket/"):
+            return self._o1(path)
+        if path == "/health":
             mqtt_ok = self.hub.connected.is_set()
             db_ok = self.database_check() if self.database_check is not None else None
             checks = {"mqtt": "ok" if mqtt_ok else "down"}
@@ -331,15 +338,67 @@ class Front:
             return _json_response(
                 code, {"status": status, "checks": checks, "timestamp": protocol.now_iso()}
             )
-        if path == "/metrics" or path == "/api/websocket/metrics":
+        if path == "/metrics":
             accept = request.headers.get("Accept", "")
             if "text/plain" in accept or "openmetrics" in accept:
                 return _text_response(
                     200, self._prometheus(), "text/plain; version=0.0.4; charset=utf-8"
                 )
             return _json_response(200, self._metrics())
-        if path == "/status" or path == "/api/websocket/stats":
+        if path == "/status":
             return _json_response(200, self._status())
+        return _json_response(404, {"error": "not_found", "message": f"no endpoint {path}"})
+
+    def _o1(self, path: str) -> Response:
+        """The o1 seed's shapes of health, stats and metrics."""
+        s = self.stats
+        if path == "/api/websocket/health":
+            ok = self.hub.connected.is_set()
+            body = {
+                "status": "healthy" if ok else "unhealthy",
+                "connectionCount": s.current,
+                "timestamp": protocol.now_iso(),
+            }
+            return _json_response(200 if ok else 503, body)
+        m = self._metrics()
+        if path == "/api/websocket/metrics":
+            uptime = int(time.monotonic() - s.started)
+            cpu = os.times()
+            return _json_response(
+                200,
+                {
+                    "connections": {"current": s.current, "peak": s.peak, "total": s.total},
+                    "messages": m["messages"],
+                    "performance": {
+                        "uptime": _duration(uptime),
+                        "memoryUsage": f"{_rss_mb():.1f}MB",
+                        "cpuUsage": f"{100 * (cpu.user + cpu.system) / max(1, uptime):.1f}%",
+                    },
+                },
+            )
+        if path == "/api/websocket/stats":
+            queued = sum(len(x.queue) for x in self.sessions)
+            return _json_response(
+                200,
+                {
+                    "totalConnections": s.current,
+                    "poolStats": {
+                        "active": sum(1 for x in self.sessions if x.subscriptions),
+                        "idle": sum(1 for x in self.sessions if not x.subscriptions),
+                        "total": s.current,
+                    },
+                    "batcherStats": {
+                        "queuedMessages": queued,
+                        "messagesProcessed": m["messages"]["sent"],
+                    },
+                    "processorStats": {
+                        "messagesProcessed": m["messages"]["received"],
+                        "errors": 0,
+                        "dropped": m["messages"]["dropped"],
+                    },
+                    "brokerSubscriptions": self.hub.subscriptions(),
+                },
+            )
         return _json_response(404, {"error": "not_found", "message": f"no endpoint {path}"})
 
     def _metrics(self) -> dict[str, Any]:
@@ -396,6 +455,23 @@ class Front:
             f"bridge_broker_subscriptions {m['broker']['subscriptions']}",
         ]
         return "\n".join(lines) + "\n"
+
+
+def _batch_frame(frames: list[bytes]) -> bytes:
+    stamp = protocol.now_iso().encode()
+    return b'{"type":"batch","messages":[' + b",".join(frames) + b'],"timestamp":"' + stamp + b'"}'
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds // 86400}d {seconds % 86400 // 3600}h {seconds % 3600 // 60}m"
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _with_default_channel(frame: str | bytes, channel: str) -> str | bytes:

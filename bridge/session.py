@@ -204,6 +204,7 @@ class Session:
         self._on_principal = on_principal
         self.closed = False
         self.close_request: tuple[int, str] | None = None
+        self.batch_mode = False  # set by a subscribe with "batch": true
 
     # -- output ------------------------------------------------------------------------------
     def reply(self, msg: dict[str, Any]) -> None:
@@ -349,6 +350,8 @@ class Session:
             await self.handle_message(item, in_batch=True)
 
     async def _subscribe(self, msg: dict[str, Any], id_: Any) -> None:
+        if msg.get("batch") is True:
+            self.batch_mode = True
         if "topics" in msg:
             await self._subscribe_named(msg, id_, "topics")
         elif "events" in msg:

@@ -571,3 +571,34 @@ async def test_tokens_and_query_strings_never_reach_the_logs(
     assert "GET /ws?token=***" in server_side  # the request line is logged, masked
     assert token not in server_side
     assert token.split(".")[1] not in server_side
+
+
+async def test_o1_http_shapes(small_stack: tuple[Stack, Settings]) -> None:
+    stack, _ = small_stack
+    health = await _http_json(stack, "/api/websocket/health")
+    assert health["status"] == "healthy" and "connectionCount" in health
+    metrics = await _http_json(stack, "/api/websocket/metrics")
+    assert {"connections", "messages", "performance"} <= metrics.keys()
+    assert metrics["performance"]["memoryUsage"].endswith("MB")
+    stats = await _http_json(stack, "/api/websocket/stats")
+    assert {"totalConnections", "poolStats", "batcherStats", "processorStats"} <= stats.keys()
+
+
+async def test_server_batches_when_asked(small_stack: tuple[Stack, Settings]) -> None:
+    stack, _ = small_stack
+    async with await stack.client(stack.token()) as ws:
+        await recv(ws)
+        await ws.send(
+            '{"type": "subscribe", "channel": "telemetry", "device_id": "b1", "batch": true}'
+        )
+        assert (await recv(ws))["type"] == "subscribed"
+        for v in range(30):
+            stream(stack, "b1", f"m{v}", float(v))
+        got: list[dict[str, Any]] = []
+        while len(got) < 30:
+            msg = await recv(ws)
+            got.extend(msg["messages"] if msg["type"] == "batch" else [msg])
+        assert {m["type"] for m in got} == {"telemetry_update"}
+        assert sorted(next(iter(m["telemetry"].values()))["value"] for m in got) == [
+            float(v) for v in range(30)
+        ]
