@@ -5,105 +5,30 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.app import run_front
 from bridge.auth import mint
 from bridge.config import Settings
 from bridge.embedded import free_port
-from ingest.mqtt import MqttEndpoint
-from ingest.service import IngestConfig, IngestService
 from ingest.topics import Topics
 from tests.helpers import BrokerInfo, MqttPeer, wait_until
+from tests.integration.frontkit import (
+    SECRET,
+    Stack,
+    http_json,
+    nothing_more,
+    recv,
+    recv_type,
+)
 
 pytestmark = pytest.mark.integration
-
-SECRET = "front-test-secret-" + "x" * 40
-
-
-class Stack:
-    def __init__(self, port: int, topics: Topics, peer: MqttPeer) -> None:
-        self.url = f"ws://127.0.0.1:{port}"
-        self.topics = topics
-        self.peer = peer
-
-    def token(self, scope: str = "telemetry:read alerts:read devices:read", **kw: Any) -> str:
-        return mint(key=SECRET, algorithm="HS256", sub=kw.pop("sub", "alice"), scopes=scope, **kw)
-
-    async def client(self, token: str | None = None, path: str = "/ws") -> ClientConnection:
-        headers = {"Authorization": f"Bearer {token}"} if token else None
-        return await connect(self.url + path, additional_headers=headers, open_timeout=5)
-
-    def reading(self, device: str, **values: float) -> None:
-        self.peer.publish(self.topics.device_telemetry(device), orjson.dumps(values))
-
-
-async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    return orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def recv_type(ws: ClientConnection, type_: str, timeout: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        msg = await recv(ws, max(0.01, deadline - time.monotonic()))
-        if msg["type"] == type_:
-            return msg
-
-
-async def nothing_more(ws: ClientConnection, within: float = 0.5) -> None:
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(ws.recv(), within)
-
-
-@pytest.fixture
-async def stack(broker: BrokerInfo, database_url: str, topic_prefix: str) -> AsyncIterator[Stack]:
-    port = free_port()
-    settings = Settings(
-        mqtt_url=broker.url,
-        jwt_secret=SECRET,
-        ws_port=port,
-        mqtt_topic_prefix=topic_prefix,
-        ws_new_connections_per_ip_per_min=1000,
-    )
-    topics = Topics(topic_prefix)
-    ingest = IngestService(
-        IngestConfig(
-            mqtt=MqttEndpoint.from_url(broker.url),
-            database_url=database_url,
-            topics=topics,
-            client_id=f"ingest-{uuid.uuid4().hex[:8]}",
-            batch_max_wait_s=0.01,
-            max_past=timedelta(days=3650),
-        )
-    )
-    stop = asyncio.Event()
-    ingest_ready, front_ready = asyncio.Event(), asyncio.Event()
-    tasks = [
-        asyncio.create_task(ingest.run(stop, ingest_ready)),
-        asyncio.create_task(run_front(settings, broker.url, database_url, stop, front_ready)),
-    ]
-    await asyncio.wait_for(asyncio.gather(ingest_ready.wait(), front_ready.wait()), 10)
-    peer = MqttPeer(broker.url)
-    stack = Stack(port, topics, peer)
-
-    async def healthy() -> bool:  # the front's broker connection is up: subscriptions work
-        return (await _http_json(stack, "/health"))["status"] == "healthy"
-
-    try:
-        await wait_until(healthy, timeout=10)
-        yield stack
-    finally:
-        peer.close()
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 20)
 
 
 async def test_reading_reaches_a_channel_subscriber_with_the_right_shape(stack: Stack) -> None:
@@ -146,26 +71,15 @@ async def test_two_clients_share_one_broker_subscription_released_when_both_leav
         await recv(ws)
         await ws.send(msg)
         assert (await recv(ws))["mqtt_topics"] == [stack.topics.status_filter("d7")]
-    stats = await _http_json(stack, "/metrics")
+    stats = await http_json(stack, "/metrics")
     assert stats["broker"]["subscriptions"] == 1  # one filter, two clients
     await a.close()
     await b.close()
 
     async def released() -> bool:
-        return (await _http_json(stack, "/metrics"))["broker"]["subscriptions"] == 0
+        return (await http_json(stack, "/metrics"))["broker"]["subscriptions"] == 0
 
     await wait_until(released, timeout=5)
-
-
-async def _http_json(stack: Stack, path: str) -> dict[str, Any]:
-    host, port = stack.url.removeprefix("ws://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    data = await reader.read()
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert b" 200 " in head.split(b"\r\n")[0], head
-    return orjson.loads(body)
 
 
 async def test_handshake_auth_failures_are_http_401(stack: Stack) -> None:
@@ -277,14 +191,14 @@ async def test_topics_and_events_dialects(stack: Stack) -> None:
 
 async def test_health_status_and_metrics(stack: Stack) -> None:
     async def healthy() -> bool:  # the broker connection comes up just after the listener
-        return (await _http_json(stack, "/health"))["status"] == "healthy"
+        return (await http_json(stack, "/health"))["status"] == "healthy"
 
     await wait_until(healthy, timeout=10)
-    health = await _http_json(stack, "/health")
+    health = await http_json(stack, "/health")
     assert health["checks"] == {"mqtt": "ok", "database": "ok"}
-    status = await _http_json(stack, "/status")
+    status = await http_json(stack, "/status")
     assert status["service"] == "telemetry-bridge" and status["features"]["auth_required"] is True
-    metrics = await _http_json(stack, "/metrics")
+    metrics = await http_json(stack, "/metrics")
     assert {"rate_limiting", "connections", "messages"} <= metrics.keys()
 
 
@@ -347,7 +261,7 @@ async def small_stack(
     stack = Stack(port, Topics(topic_prefix), peer)
 
     async def healthy() -> bool:
-        return (await _http_json(stack, "/health"))["status"] == "healthy"
+        return (await http_json(stack, "/health"))["status"] == "healthy"
 
     try:
         await wait_until(healthy, timeout=10)
@@ -490,7 +404,7 @@ async def test_a_client_that_stops_reading_does_not_delay_another(
         if msg.get("data", {}).get("device_id") == "marker":
             break
     assert seen >= 1 and time.monotonic() - started < 10
-    metrics = await _http_json(stack, "/metrics")
+    metrics = await http_json(stack, "/metrics")
     assert metrics["messages"]["dropped"] > 0, (seen, metrics)  # the slow queue overflowed
     await fast.close()
     await slow.close()
@@ -575,12 +489,12 @@ async def test_tokens_and_query_strings_never_reach_the_logs(
 
 async def test_o1_http_shapes(small_stack: tuple[Stack, Settings]) -> None:
     stack, _ = small_stack
-    health = await _http_json(stack, "/api/websocket/health")
+    health = await http_json(stack, "/api/websocket/health")
     assert health["status"] == "healthy" and "connectionCount" in health
-    metrics = await _http_json(stack, "/api/websocket/metrics")
+    metrics = await http_json(stack, "/api/websocket/metrics")
     assert {"connections", "messages", "performance"} <= metrics.keys()
     assert metrics["performance"]["memoryUsage"].endswith("MB")
-    stats = await _http_json(stack, "/api/websocket/stats")
+    stats = await http_json(stack, "/api/websocket/stats")
     assert {"totalConnections", "poolStats", "batcherStats", "processorStats"} <= stats.keys()
 
 

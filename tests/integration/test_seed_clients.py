@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from tests.helpers import wait_until
-from tests.integration.test_front import Stack, stack  # noqa: F401  (fixture)
+from tests.integration.frontkit import Stack
 from tests.seeds.valtronics_client import ValtronicsWebSocketClient
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ class Output:
         await wait_until(seen, timeout=timeout)
 
 
-async def test_valtronics_python_client(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+async def test_valtronics_python_client(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     out = Output(capsys)
     client = ValtronicsWebSocketClient(f"{stack.url}/ws", stack.token())
     await client.connect()
@@ -85,7 +85,7 @@ def _openframe_function(url: str, token: str) -> Any:
     return namespace["connect_websocket"]
 
 
-async def test_openframe_python_client(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+async def test_openframe_python_client(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     out = Output(capsys)
     run = _openframe_function(f"{stack.url}/v1/ws", stack.token())
     task = asyncio.create_task(run())
@@ -105,7 +105,7 @@ async def test_openframe_python_client(stack: Stack, capsys: pytest.CaptureFixtu
             await task
 
 
-async def test_zhineng_python_examples(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+async def test_zhineng_python_examples(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     out = Output(capsys)
     text = seed_text("zhineng-bridge-api-examples.txt")
     start = text.index("async def connect_with_auth():")
