@@ -140,6 +140,7 @@ def front_config(settings: Settings) -> FrontConfig:
             burst=settings.ws_burst,
             max_subscriptions=settings.ws_max_subscriptions,
             queue_capacity=settings.ws_queue_size,
+            max_behind_s=settings.ws_max_behind_s,
             max_frame_bytes=settings.ws_max_frame_bytes,
         ),
     )

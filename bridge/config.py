@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     ws_burst: float = Field(default=200.0, ge=1)
     ws_max_subscriptions: int = Field(default=100, ge=1)
     ws_queue_size: int = Field(default=1000, ge=10)
+    ws_max_behind_s: float = Field(default=10.0, gt=0, description="then close with 4008")
     ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     ws_compression: bool = True
 

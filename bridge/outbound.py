@@ -29,7 +29,13 @@ class OutboundQueue:
         return len(self._items)
 
     def put(
-        self, frame: bytes, now: float, key: Hashable | None = None, *, force: bool = False
+        self,
+        frame: bytes,
+        now: float,
+        key: Hashable | None = None,
+        *,
+        force: bool = False,
+        urgent: bool = False,
     ) -> bool:
         """Queue ``frame``; False when it had to be dropped.
 
@@ -47,7 +53,10 @@ class OutboundQueue:
             self.dropped += 1
             self._unreported += 1
             return False
-        self._items[slot if slot is not None else ("s", next(self._seq))] = frame
+        slot = slot if slot is not None else ("s", next(self._seq))
+        self._items[slot] = frame
+        if urgent:  # e.g. the slow-consumer warning: next out, ahead of the backlog
+            self._items.move_to_end(slot, last=False)
         return True
 
     def pop(self, limit: int = 100) -> list[bytes]:

@@ -69,6 +69,7 @@ class FrontStats:
     sent: int = 0
     received: int = 0
     dropped: int = 0
+    slow_consumer_closes: int = 0
     refused: Counter[str] = field(default_factory=Counter)
 
 
@@ -308,6 +309,7 @@ class Front:
             session.flush_intervals(now)
             queue = session.queue
             if queue.too_far_behind(now):
+                self.stats.slow_consumer_closes += 1
                 await ws.close(4008, "slow consumer")
                 return
             if queue.full_since is not None and now - warned_at >= 1.0:
@@ -320,7 +322,9 @@ class Front:
                         ),
                         now,
                         force=True,
+                        urgent=True,
                     )
+                    session.reply_wake()
 
     # -- HTTP ------------------------------------------------------------------------------------
     def _http(self, path: str, request: Request) -> Response:
@@ -410,6 +414,7 @@ class Front:
                 "peak": s.peak,
                 "total": s.total,
                 "refused": dict(s.refused),
+                "closed_slow_consumer": s.slow_consumer_closes,
             },
             "messages": {
                 "sent": s.sent,

@@ -211,6 +211,9 @@ class Session:
         self.queue.put(encode(msg), time.monotonic(), force=True)
         self._wake()
 
+    def reply_wake(self) -> None:
+        self._wake()
+
     def error(self, exc: ClientError, id_: Any = None) -> None:
         self.reply(protocol.error_message(exc, id_))
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.app import run_front
@@ -516,3 +516,80 @@ async def test_server_batches_when_asked(small_stack: tuple[Stack, Settings]) ->
         assert sorted(next(iter(m["telemetry"].values()))["value"] for m in got) == [
             float(v) for v in range(30)
         ]
+
+
+@pytest.mark.parametrize("small_stack", [{"ws_max_connections": 2}], indirect=True)
+async def test_total_connection_limit_is_503(small_stack: tuple[Stack, Settings]) -> None:
+    stack, _ = small_stack
+    a, b = await stack.client(stack.token()), await stack.client(stack.token(sub="b"))
+    with pytest.raises(InvalidStatus) as err:
+        await stack.client(stack.token(sub="c"))
+    assert err.value.response.status_code == 503
+    await a.close()
+    await b.close()
+
+
+async def test_alg_none_token_is_refused_at_the_handshake(
+    small_stack: tuple[Stack, Settings],
+) -> None:
+    stack, _ = small_stack
+    import base64
+
+    def b64(d: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(d)).rstrip(b"=").decode()
+
+    claims = {"sub": "alice", "exp": int(time.time()) + 600, "scope": "admin"}
+    with pytest.raises(InvalidStatus) as err:
+        await stack.client(f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}.")
+    assert err.value.response.status_code == 401
+
+
+async def _flooded_client(stack: Stack) -> ClientConnection:
+    ws = await connect(
+        f"{stack.url}/ws",
+        additional_headers={"Authorization": f"Bearer {stack.token()}"},
+        max_queue=1,
+        compression=None,
+    )
+    await recv(ws)
+    await ws.send('{"type": "subscribe", "topics": ["telemetry"]}')
+    assert (await recv(ws))["type"] == "subscription_confirmed"
+    for i in range(3000):
+        stream(stack, f"behind-{i}", "t", float(i), pad=10_000)
+    return ws
+
+
+@pytest.mark.parametrize(
+    "small_stack", [{"ws_queue_size": 10, "ws_max_behind_s": 60}], indirect=True
+)
+async def test_a_client_that_falls_behind_is_warned(small_stack: tuple[Stack, Settings]) -> None:
+    stack, _ = small_stack
+    ws = await _flooded_client(stack)
+    await asyncio.sleep(1.5)  # not reading while the flood arrives: the queue overflows
+    seen: list[dict[str, Any]] = []
+    with pytest.raises(TimeoutError):
+        while True:  # catch up until the stream goes quiet
+            seen.append(await recv(ws, 2))
+    warnings = [f for f in seen if f["type"] == "warning"]
+    assert warnings and warnings[0]["error"] == "slow_consumer" and warnings[0]["dropped"] > 0
+    assert len(seen) < 3000  # dropped, not queued without bound
+    stream(stack, "after", "t", 1.0)  # caught up: live delivery resumes on the same connection
+    assert (await recv_type(ws, "event"))["data"]["device_id"] == "after"
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    "small_stack", [{"ws_queue_size": 10, "ws_max_behind_s": 1.0}], indirect=True
+)
+async def test_a_client_that_stays_behind_is_closed(small_stack: tuple[Stack, Settings]) -> None:
+    stack, _ = small_stack
+    ws = await _flooded_client(stack)  # and then never reads
+
+    async def closed_by_server() -> bool:
+        metrics = await http_json(stack, "/metrics")
+        return metrics["connections"]["closed_slow_consumer"] == 1
+
+    await wait_until(closed_by_server, timeout=15)
+    with pytest.raises(ConnectionClosed):
+        while True:  # what was already buffered, then the close (4008) or the abort after it
+            await asyncio.wait_for(ws.recv(), 15)

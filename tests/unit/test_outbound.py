@@ -29,3 +29,11 @@ def test_full_queue_drops_and_reports_then_conflates_still() -> None:
     assert q.too_far_behind(now=11.0)
     assert q.pop(limit=1) == [b"x2"]
     assert q.full_since is None and not q.too_far_behind(now=100)
+
+
+def test_urgent_frames_jump_the_line() -> None:
+    q = OutboundQueue(capacity=2)
+    q.put(b"a", now=0)
+    q.put(b"b", now=0)
+    q.put(b"warn", now=0, force=True, urgent=True)
+    assert q.pop() == [b"warn", b"a", b"b"]
