@@ -1,0 +1,101 @@
+"""The command line as an operator uses it: `token`, `serve`, `migrate`, and clear config errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bridge.auth import JwtVerifier
+from bridge.embedded import free_port
+from tests.helpers import BrokerInfo, wait_until
+
+pytestmark = pytest.mark.integration
+SECRET = "cli-test-secret-" + "z" * 40
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_token_mints_what_the_front_accepts() -> None:
+    done = run_cli(
+        "token",
+        "--sub",
+        "alice",
+        "--scope",
+        "telemetry:read",
+        "--devices",
+        "a-*,b1",
+        env={"BRIDGE_JWT_SECRET": SECRET},
+    )
+    assert done.returncode == 0, done.stderr
+    principal = JwtVerifier("HS256", SECRET).verify(done.stdout.strip())
+    assert principal.sub == "alice" and principal.devices == ("a-*", "b1")
+
+
+def test_token_without_a_secret_says_how_to_fix(tmp_path: Path) -> None:
+    done = run_cli("token", "--sub", "a", env={"BRIDGE_STATE_DIR": str(tmp_path)})
+    assert done.returncode == 2 and "BRIDGE_JWT_SECRET" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"BRIDGE_MQTT_URL": "http://x"}, "scheme"),
+        (
+            {"BRIDGE_MQTT_URL": "mqtt://127.0.0.1:1", "BRIDGE_JWT_SECRET": "short"},
+            "at least 32 bytes",
+        ),
+        ({"BRIDGE_MQTT_TOPIC_PREFIX": "a/#"}, "invalid topic prefix"),
+    ],
+)
+def test_serve_refuses_bad_configuration_clearly(env: dict[str, str], needle: str) -> None:
+    done = run_cli("serve", env=env)
+    assert done.returncode == 2 and needle in done.stderr, done.stderr
+
+
+async def test_serve_runs_and_answers_health(broker: BrokerInfo, database_url: str) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(
+        BRIDGE_MQTT_URL=broker.url,
+        BRIDGE_DATABASE_URL=database_url,
+        BRIDGE_JWT_SECRET=SECRET,
+        BRIDGE_WS_PORT=str(port),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        async def healthy() -> bool:
+            assert proc.poll() is None
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    return bool(orjson.loads(r.read())["status"] == "healthy")
+            except OSError:
+                return False
+
+        await wait_until(healthy, timeout=20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=20)[0].decode()
+    assert proc.returncode == 0, out
+    assert SECRET not in out
