@@ -1,0 +1,177 @@
+"""The rule engine as tables: thresholds, for, hysteresis, no-data, escalation, resolution,
+acknowledgement and restart. Time is passed in; nothing sleeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.rules import Rule, RuleEngine, RuleError
+
+HOT = Rule("hot", "temperature", "gt", 50.0, severity="warning", clear_threshold=45.0)
+CRIT = Rule("crit", "temperature", "gt", 80.0, severity="critical", clear_threshold=75.0)
+
+
+def run(engine: RuleEngine, feed: list[tuple[float, float]], device: str = "d1") -> list[str]:
+    """Feed (time, value) pairs; return 'event:severity' strings in order."""
+    out = []
+    for now, value in feed:
+        out += [
+            f"{e.event}:{e.alert.severity}" for e in engine.feed(device, "temperature", value, now)
+        ]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("condition", "threshold", "high", "value", "breached"),
+    [
+        ("gt", 10, None, 10.1, True),
+        ("gt", 10, None, 10, False),
+        ("gte", 10, None, 10, True),
+        ("lt", 10, None, 9.9, True),
+        ("lt", 10, None, 10, False),
+        ("lte", 10, None, 10, True),
+        ("outside", 10, 20, 9, True),
+        ("outside", 10, 20, 15, False),
+        ("outside", 10, 20, 21, True),
+        ("inside", 10, 20, 15, True),
+        ("inside", 10, 20, 25, False),
+    ],
+)
+def test_conditions(
+    condition: str, threshold: float, high: float | None, value: float, breached: bool
+) -> None:
+    rule = Rule("r", "m", condition, threshold, threshold_high=high)  # type: ignore[arg-type]
+    assert rule.breached(value) is breached
+
+
+CASES = [
+    ("below-never-fires", [HOT], [(0, 20), (1, 49.9)], []),
+    ("fires-once", [HOT], [(0, 51), (1, 60), (2, 55)], ["created:warning"]),
+    (
+        "hysteresis-no-flap",
+        [HOT],
+        [(0, 51), (1, 49), (2, 51), (3, 48), (4, 51)],
+        ["created:warning"],
+    ),
+    ("resolves-past-clear", [HOT], [(0, 51), (1, 44.9)], ["created:warning", "resolved:warning"]),
+    (
+        "refires-after-resolve",
+        [HOT],
+        [(0, 51), (1, 40), (2, 52)],
+        ["created:warning", "resolved:warning", "created:warning"],
+    ),
+    ("escalates", [HOT, CRIT], [(0, 60), (1, 85)], ["created:warning", "updated:critical"]),
+    ("critical-directly", [HOT, CRIT], [(0, 90)], ["created:critical"]),
+    ("critical-hysteresis-holds", [HOT, CRIT], [(0, 90), (1, 78), (2, 81)], ["created:critical"]),
+    (
+        "steps-down-then-resolves",
+        [HOT, CRIT],
+        [(0, 90), (1, 74), (2, 60), (3, 44)],
+        ["created:critical", "updated:warning", "resolved:warning"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "rules", "feed", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_lifecycle(
+    name: str, rules: list[Rule], feed: list[tuple[float, float]], expected: list[str]
+) -> None:
+    engine = RuleEngine()
+    engine.set_rules(rules)
+    assert run(engine, feed) == expected
+
+
+def test_for_duration_must_hold() -> None:
+    engine = RuleEngine()
+    engine.set_rules([Rule("slow", "temperature", "gt", 50.0, for_s=10)])
+    assert run(engine, [(0, 60), (5, 60), (6, 40), (7, 60), (16, 60)]) == []  # broken at 6
+    assert run(engine, [(17, 60)]) == ["created:warning"]  # held 7 -> 17
+    engine2 = RuleEngine()
+    engine2.set_rules([Rule("slow", "temperature", "gt", 50.0, for_s=10)])
+    run(engine2, [(0, 60)])
+    assert [e.event for e in engine2.tick(9.9)] == []
+    assert [e.event for e in engine2.tick(10.0)] == ["created"]  # no new reading needed
+
+
+def test_no_data_fires_on_silence_and_resolves_on_data() -> None:
+    engine = RuleEngine()
+    engine.set_rules([Rule("quiet", "temperature", "no_data", 30.0, severity="high")])
+    engine.feed("d1", "temperature", 20, now=0)
+    assert engine.tick(29) == []
+    events = engine.tick(30)
+    assert [(e.event, e.alert.severity, e.alert.actual_value) for e in events] == [
+        ("created", "high", None)
+    ]
+    assert engine.tick(60) == []  # one open alert, not one per tick
+    assert [e.event for e in engine.feed("d1", "temperature", 21, now=61)] == ["resolved"]
+
+
+def test_device_selectors() -> None:
+    engine = RuleEngine()
+    engine.set_rules([Rule("plant", "temperature", "gt", 50.0, devices=("plant-a-*", "x1"))])
+    assert run(engine, [(0, 60)], device="plant-a-7") == ["created:warning"]
+    assert run(engine, [(0, 60)], device="plant-b-7") == []
+    assert run(engine, [(0, 60)], device="x1") == ["created:warning"]
+
+
+def test_acknowledge_then_resolve_and_escalation_needs_a_new_ack() -> None:
+    engine = RuleEngine()
+    engine.set_rules([HOT, CRIT])
+    [created] = engine.feed("d1", "temperature", 60, now=0)
+    ack = engine.acknowledge(created.alert.alert_id, "alice", now=1)
+    assert (
+        ack is not None
+        and ack.alert.state == "acknowledged"
+        and ack.alert.acknowledged_by == "alice"
+    )
+    assert engine.acknowledge(created.alert.alert_id, "alice", now=2) is None  # already
+    [esc] = engine.feed("d1", "temperature", 90, now=3)
+    assert esc.event == "updated" and esc.alert.state == "active"
+    assert esc.alert.alert_id == created.alert.alert_id  # still one alert
+    [res] = engine.feed("d1", "temperature", 10, now=4)
+    assert res.event == "resolved" and res.alert.resolved_at == 4
+
+
+def test_restart_restores_open_alerts() -> None:
+    first = RuleEngine()
+    first.set_rules([HOT])
+    [created] = first.feed("d1", "temperature", 60, now=0)
+    second = RuleEngine()
+    second.set_rules([HOT])
+    second.restore([created.alert], last_seen={("d1", "temperature"): 0})
+    assert second.feed("d1", "temperature", 61, now=1) == []  # no duplicate alert
+    assert [e.event for e in second.feed("d1", "temperature", 40, now=2)] == ["resolved"]
+
+
+def test_templates() -> None:
+    rule = Rule(
+        "t",
+        "temperature",
+        "gt",
+        50.0,
+        title="{device_id} hot",
+        message="{value} > {threshold} {nope}",
+    )
+    engine = RuleEngine()
+    engine.set_rules([rule])
+    [e] = engine.feed("d9", "temperature", 51.5, now=0)
+    assert e.alert.title == "d9 hot"
+    assert e.alert.message == "{value} > {threshold} {nope}"  # unknown field: left as written
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"metric": "bad metric"},
+        {"condition": "between"},
+        {"severity": "urgent"},
+        {"condition": "outside"},
+        {"condition": "no_data", "threshold": 0},
+        {"for_s": -1},
+        {"devices": ("a/+",)},
+    ],
+)
+def test_invalid_rules(kwargs: dict[str, object]) -> None:
+    base: dict[str, object] = {"rule_id": "r", "metric": "m", "condition": "gt", "threshold": 1.0}
+    with pytest.raises((RuleError, ValueError)):
+        Rule(**{**base, **kwargs})  # type: ignore[arg-type]
