@@ -23,7 +23,10 @@ from bridge.session import FrontLimits
 from bridge.snapshot import make_snapshot
 from ingest.mqtt import MqttEndpoint
 from ingest.service import IngestConfig, IngestService
+from ingest.stream import StreamPublisher
 from ingest.topics import Topics
+from ingest.wire import status_event
+from storage.devices import mark_silent_offline
 from storage.migrate import ensure_partitions, migrate
 from storage.pool import connect, create_pool
 
@@ -72,8 +75,38 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-def _scheduler(database_url: str) -> AsyncIOScheduler:
-    """Periodic maintenance. Later issues add offline detection, rollups and retention."""
+def _scheduler(
+    database_url: str, settings: Settings, stream: StreamPublisher | None = None
+) -> AsyncIOScheduler:
+    """Periodic work: partitions ahead of time, devices that went silent. Later issues add
+    rollups, retention and system status."""
+    topics = Topics(settings.mqtt_topic_prefix)
+
+    async def offline() -> None:
+        try:
+            conn = await connect(database_url)
+            try:
+                changes = await mark_silent_offline(conn, settings.device_offline_after_s)
+            finally:
+                await conn.close()
+        except Exception as exc:  # retried at the next run
+            log.warning("offline detection failed: %s", exc)
+            return
+        if changes and stream is not None:
+            stream.publish_many(
+                [
+                    (
+                        topics.status(c.device_id),
+                        status_event(
+                            c.device_id, c.old_status, c.new_status, c.reason, c.last_seen, c.ts
+                        ),
+                    )
+                    for c in changes
+                ],
+                retain=True,
+            )
+        if changes:
+            log.info("%d device(s) went offline", len(changes))
 
     async def partitions() -> None:
         try:
@@ -89,6 +122,14 @@ def _scheduler(database_url: str) -> AsyncIOScheduler:
 
     scheduler = AsyncIOScheduler(timezone="UTC")
     scheduler.add_job(partitions, "interval", hours=1, id="partitions", coalesce=True)
+    scheduler.add_job(
+        offline,
+        "interval",
+        seconds=settings.device_check_interval_s,
+        id="offline",
+        coalesce=True,
+        max_instances=1,
+    )
     return scheduler
 
 
@@ -208,7 +249,9 @@ async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front:
         log.info("applied migrations: %s", ", ".join(applied))
     stop = asyncio.Event()
     _install_signal_handlers(stop)
-    scheduler = _scheduler(database_url)
+    stream = StreamPublisher(MqttEndpoint.from_url(mqtt_url), f"scheduler-{uuid.uuid4().hex[:10]}")
+    await stream.start()
+    scheduler = _scheduler(database_url, settings, stream)
     scheduler.start()
     try:
         jobs = [IngestService(ingest_config(settings, database_url, mqtt_url)).run(stop)]
@@ -217,6 +260,7 @@ async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front:
         await asyncio.gather(*jobs)
     finally:
         scheduler.shutdown(wait=False)
+        await stream.stop()
 
 
 def run_serve(settings: Settings) -> None:

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     ingest_max_past_days: int = Field(default=30, ge=1, le=3650)
     ingest_publish_stream: bool = True
     ingest_stats_file: Path | None = None
+    device_offline_after_s: int = Field(
+        default=300, ge=1, description="silence after which a device is marked offline"
+    )
+    device_check_interval_s: float = Field(default=10.0, gt=0)
 
     @field_validator("mqtt_topic_prefix")
     @classmethod

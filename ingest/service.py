@@ -31,11 +31,13 @@ from ingest import names
 from ingest.batcher import Batcher
 from ingest.mqtt import AsyncMqtt, MqttEndpoint
 from ingest.payload import MAX_PAYLOAD_BYTES, PayloadError, Reading, parse_telemetry
+from ingest.status import parse_status
 from ingest.stream import StreamPublisher
 from ingest.topics import Topics
-from ingest.wire import device_error, iso_ms, reading_event
+from ingest.wire import device_error, iso_ms, reading_event, status_event
+from storage.devices import StatusChange
 from storage.errors import is_transient
-from storage.readings import DeadLetterRow, ReadingRow, ReadingWriter, WriteResult
+from storage.readings import DeadLetterRow, ReadingRow, ReadingWriter, StatusRow, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,7 @@ class _Prepared:
     readings: list[Reading]
     dead: list[DeadLetterRow]
     errors: list[tuple[str, bytes]]  # (topic, payload) for devices/{id}/errors
+    statuses: list[StatusRow] = field(default_factory=list)
 
 
 class IngestService:
@@ -162,11 +165,14 @@ class IngestService:
         """Run until ``stop`` is set, then flush, acknowledge and disconnect."""
         cfg = self.config
         subscription = cfg.topics.ingest_subscription(shared=cfg.shared_subscription)
+        status_subscription = cfg.topics.ingest_subscription(
+            shared=cfg.shared_subscription, kind="status"
+        )
         self._mqtt = AsyncMqtt(
             cfg.mqtt,
             cfg.client_id,
             on_message=self._on_message,
-            subscriptions=[(subscription, 1)],
+            subscriptions=[(subscription, 1), (status_subscription, 1)],
             clean_start=False,
             session_expiry_s=cfg.session_expiry_s,
             receive_maximum=cfg.receive_maximum,
@@ -254,7 +260,11 @@ class IngestService:
         prep = _Prepared(batch, [], [], [], [])
         for msg in batch:
             received = datetime.fromtimestamp(msg.received_at, UTC)
-            device = cfg.topics.parse_device_topic(msg.topic, "telemetry") or ""
+            device = cfg.topics.parse_device_topic(msg.topic, "telemetry")
+            if device is None and (reporter := cfg.topics.parse_device_topic(msg.topic, "status")):
+                self._prepare_status(prep, msg, reporter, received)
+                continue
+            device = device or ""
             try:
                 readings = parse_telemetry(
                     device,
@@ -290,6 +300,35 @@ class IngestService:
             )
         return prep
 
+    def _prepare_status(
+        self, prep: _Prepared, msg: Inbound, device: str, received: datetime
+    ) -> None:
+        try:
+            if not names.is_device_id(device):
+                raise PayloadError("invalid_device_id", "invalid device id in the topic")
+            status, reason = parse_status(msg.payload)
+        except PayloadError as exc:
+            valid = names.is_device_id(device)
+            prep.dead.append(
+                (
+                    msg.topic,
+                    device if valid else None,
+                    msg.payload[:DEAD_LETTER_KEEP_BYTES],
+                    exc.reason,
+                    exc.message,
+                    received,
+                )
+            )
+            if valid:
+                prep.errors.append(
+                    (
+                        self.config.topics.device_errors(device),
+                        device_error(exc.reason, exc.message, msg.topic, received),
+                    )
+                )
+            return
+        prep.statuses.append((device, status, reason, received))
+
     async def _handle_batch(self, batch: list[Inbound], stop: asyncio.Event) -> None:
         assert self._mqtt is not None
         generation = self._mqtt.generation
@@ -318,7 +357,7 @@ class IngestService:
         while True:
             try:
                 try:
-                    return await self._writer.write(prep.rows, prep.dead)
+                    return await self._writer.write(prep.rows, prep.dead, prep.statuses)
                 except Exception as exc:
                     self._writer.reset()
                     if is_transient(exc):
@@ -349,10 +388,11 @@ class IngestService:
         log.error("batch rejected by the database (%s); storing message by message", exc)
         staged = inserted = 0
         keys: set[tuple[str, str, datetime]] = set()
+        changes: list[StatusChange] = []
         for msg in prep.messages:
             one = self._prepare([msg])
             try:
-                res = await self._writer.write(one.rows, one.dead)
+                res = await self._writer.write(one.rows, one.dead, one.statuses)
             except Exception as one_exc:
                 if is_transient(one_exc):
                     raise
@@ -374,11 +414,12 @@ class IngestService:
                 continue
             staged += res.staged
             inserted += res.inserted
+            changes.extend(res.status_changes)
             if res.inserted_keys is None:
                 keys.update((r[0], r[1], r[2]) for r in one.rows)
             else:
                 keys.update(res.inserted_keys)
-        return WriteResult(staged, inserted, frozenset(keys))
+        return WriteResult(staged, inserted, frozenset(keys), tuple(changes))
 
     def _account(self, prep: _Prepared, result: WriteResult, committed: float) -> None:
         stats = self.stats
@@ -399,6 +440,20 @@ class IngestService:
         stream = self._stream
         if prep.errors:
             stream.publish_many(prep.errors, retain=False)
+        if result.status_changes:
+            topics = self.config.topics
+            stream.publish_many(
+                [
+                    (
+                        topics.status(c.device_id),
+                        status_event(
+                            c.device_id, c.old_status, c.new_status, c.reason, c.last_seen, c.ts
+                        ),
+                    )
+                    for c in result.status_changes
+                ],
+                retain=True,
+            )
         if not self.config.publish_stream:
             return
         keys, cache, topics = result.inserted_keys, self._topic_cache, self.config.topics

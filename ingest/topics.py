@@ -44,9 +44,9 @@ class Topics:
     def device_telemetry_filter(self) -> str:
         return self._join("devices", "+", "telemetry")
 
-    def ingest_subscription(self, *, shared: bool) -> str:
+    def ingest_subscription(self, *, shared: bool, kind: str = "telemetry") -> str:
         """What the ingest subscribes to; `$share/ingest/...` spreads load over processes."""
-        topic = self.device_telemetry_filter()
+        topic = self._join("devices", "+", kind)
         return f"$share/{SHARED_GROUP}/{topic}" if shared else topic
 
     def device_errors(self, device_id: str) -> str:

@@ -42,3 +42,24 @@ def device_error(reason: str, message: str, topic: str, received_at: datetime) -
             "received_at": iso_ms(received_at),
         }
     )
+
+
+def status_event(
+    device_id: str,
+    old_status: str | None,
+    new_status: str,
+    reason: str,
+    last_seen: datetime | None,
+    ts: datetime,
+) -> bytes:
+    """Payload of ``status/{device_id}`` (PROTOCOL.md section 2)."""
+    return orjson.dumps(
+        {
+            "device_id": device_id,
+            "old_status": old_status,
+            "new_status": new_status,
+            "reason": reason,
+            "last_seen": iso_ms(last_seen) if last_seen else None,
+            "ts": iso_ms(ts),
+        }
+    )

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import asyncpg
 
+from storage.devices import StatusChange, set_reported_status
+from storage.devices import record as record_status
 from storage.pool import connect
 
 # (device_id, metric, ts, value, unit, received_at)
@@ -21,6 +23,8 @@ ReadingRow = tuple[str, str, datetime, float, str | None, datetime]
 # (topic, device_id or None, raw payload, reason, detail, received_at)
 DeadLetterRow = tuple[str, str | None, bytes, str, str, datetime]
 ReadingKey = tuple[str, str, datetime]
+# (device_id, status, reason, received_at): a status the device reported itself
+StatusRow = tuple[str, str, str, datetime]
 
 READING_COLUMNS = ("device_id", "metric", "ts", "value", "unit", "received_at")
 DEAD_LETTER_COLUMNS = ("topic", "device_id", "payload", "reason", "detail", "received_at")
@@ -51,12 +55,34 @@ SET ts = EXCLUDED.ts, value = EXCLUDED.value, unit = EXCLUDED.unit,
 WHERE l.ts < EXCLUDED.ts
 """
 
+# Devices that were offline (or unknown) and now sent data: they come back online. Read
+# before the upsert so the transition can name the old status; normally returns no rows.
+_WAKING = """
+SELECT device_id, status, last_seen FROM devices
+WHERE device_id IN (SELECT DISTINCT device_id FROM ingest_staging)
+  AND status IN ('offline', 'unknown')
+ORDER BY device_id
+FOR UPDATE
+"""
+
+# last_seen moves forward; offline/unknown devices come back online; new devices are returned.
 _DEVICES = """
-INSERT INTO devices AS d (device_id, first_seen, last_seen, status)
-SELECT device_id, min(received_at), max(received_at), 'online'
-FROM ingest_staging GROUP BY device_id ORDER BY device_id
-ON CONFLICT (device_id) DO UPDATE
-SET last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen)
+WITH up AS (
+    INSERT INTO devices AS d (device_id, first_seen, last_seen, status, status_reason,
+                              status_changed_at)
+    SELECT device_id, min(received_at), max(received_at), 'online', 'first reading',
+           min(received_at)
+    FROM ingest_staging GROUP BY device_id ORDER BY device_id
+    ON CONFLICT (device_id) DO UPDATE
+    SET last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen),
+        status = CASE WHEN d.status IN ('offline', 'unknown') THEN 'online' ELSE d.status END,
+        status_reason = CASE WHEN d.status IN ('offline', 'unknown') THEN 'data received'
+                             ELSE d.status_reason END,
+        status_changed_at = CASE WHEN d.status IN ('offline', 'unknown')
+                                 THEN EXCLUDED.last_seen ELSE d.status_changed_at END
+    RETURNING device_id, last_seen, (xmax = 0) AS inserted
+)
+SELECT device_id, last_seen FROM up WHERE inserted
 """
 
 # Rows whose stored received_at is the one we staged were inserted by this batch; a
@@ -74,6 +100,8 @@ class WriteResult:
     inserted: int
     # None when every staged row was new; otherwise exactly the keys this batch inserted.
     inserted_keys: frozenset[ReadingKey] | None
+    # Devices that appeared or came back online with this batch (stored in its transaction).
+    status_changes: tuple[StatusChange, ...] = ()
 
 
 class ReadingWriter:
@@ -109,27 +137,32 @@ class ReadingWriter:
             self._known_days |= days
 
     async def write(
-        self, rows: Sequence[ReadingRow], dead_letters: Sequence[DeadLetterRow] = ()
+        self,
+        rows: Sequence[ReadingRow],
+        dead_letters: Sequence[DeadLetterRow] = (),
+        statuses: Sequence[StatusRow] = (),
     ) -> WriteResult:
         conn = await self._connection()
         if rows:
             await self._ensure_days(conn, rows)
         try:
-            return await self._write(conn, rows, dead_letters)
+            return await self._write(conn, rows, dead_letters, statuses)
         except asyncpg.CheckViolationError:
             # "no partition of relation found": a partition we cached was dropped by retention.
             self._known_days.clear()
             await self._ensure_days(conn, rows)
-            return await self._write(conn, rows, dead_letters)
+            return await self._write(conn, rows, dead_letters, statuses)
 
     async def _write(
         self,
         conn: asyncpg.Connection,
         rows: Sequence[ReadingRow],
         dead_letters: Sequence[DeadLetterRow],
+        statuses: Sequence[StatusRow],
     ) -> WriteResult:
         inserted = 0
         keys: frozenset[ReadingKey] | None = None
+        changes: list[StatusChange] = []
         async with conn.transaction():
             if rows:
                 await conn.copy_records_to_table(
@@ -138,7 +171,21 @@ class ReadingWriter:
                 status = await conn.execute(_INSERT)
                 inserted = int(status.rsplit(" ", 1)[1])
                 await conn.execute(_LATEST)
-                await conn.execute(_DEVICES)
+                waking = await conn.fetch(_WAKING)
+                new = await conn.fetch(_DEVICES)
+                now = datetime.now(UTC)
+                changes = [
+                    StatusChange(
+                        r["device_id"], r["status"], "online", "data received", r["last_seen"], now
+                    )
+                    for r in waking
+                ] + [
+                    StatusChange(
+                        r["device_id"], None, "online", "first reading", r["last_seen"], now
+                    )
+                    for r in new
+                ]
+                await record_status(conn, changes)
                 if inserted != len(rows):
                     found = await conn.fetch(_INSERTED_KEYS)
                     keys = frozenset((r[0], r[1], r[2]) for r in found)
@@ -146,4 +193,10 @@ class ReadingWriter:
                 await conn.copy_records_to_table(
                     "dead_letters", records=dead_letters, columns=DEAD_LETTER_COLUMNS
                 )
-        return WriteResult(staged=len(rows), inserted=inserted, inserted_keys=keys)
+            for device_id, status, reason, at in statuses:
+                change = await set_reported_status(conn, device_id, status, reason, at)
+                if change is not None:
+                    changes.append(change)
+        return WriteResult(
+            staged=len(rows), inserted=inserted, inserted_keys=keys, status_changes=tuple(changes)
+        )

@@ -61,7 +61,9 @@ async def test_valtronics_python_client(stack: Stack, capsys: pytest.CaptureFixt
     stack.reading("valve-2", pressure=9.9)  # not subscribed
     stack.reading("valve-1", pressure=3.25)
     await out.wait_for(r"Telemetry update for device valve-1: \{'pressure': \{'value': 3\.25")
-    assert "valve-2" not in out.read()
+    assert "Telemetry update for device valve-2" not in out.read()  # filtered out
+    # the "devices" channel: a device's first reading brings it online
+    await out.wait_for(r"Device valve-1 status changed: None -> online")
     assert "Authentication successful" in out.read()
     await client.ping()
     await client.unsubscribe("telemetry")
