@@ -116,14 +116,14 @@ def publish(
         )
 
 
-async def wait_rows(url: str, expected: int, within: float) -> int:
+async def wait_rows(url: str, expected: int, within: float, interval: float = 1.0) -> int:
     end = time.monotonic() + within
     n = 0
     while time.monotonic() < end:
         n = await count(url)
         if n >= expected:
             return n
-        await asyncio.sleep(1)
+        await asyncio.sleep(interval)
     return n
 
 
@@ -148,20 +148,26 @@ async def phase_drain(args: argparse.Namespace, mqtt_url: str, tmp: Path) -> dic
     print(f"drain: backlog published in {time.monotonic() - t0:.1f}s", flush=True)
     proc = ingest_proc(env, log)
     expected = pub["messages_acked"] * METRICS
-    stored = await wait_rows(url, expected, within=args.messages / 1000 + 120)
+    stored = await wait_rows(url, expected, within=args.messages / 1000 + 120, interval=0.25)
+    all_stored_at = time.time()  # within one poll (+ one count(*)) of the last commit
     stop_proc(proc)
+    results_dir = Path(__file__).parent / "results"
+    results_dir.mkdir(exist_ok=True)
+    (results_dir / "drain-ingest.log").write_text(log.read_text())
     conn = await asyncpg.connect(url)
-    span = await conn.fetchval(
-        "SELECT extract(epoch FROM max(received_at) - min(received_at)) FROM readings"
-    )
+    # From the first message the ingest received to the moment every row was committed.
+    # (Not max(received_at): a broker that overruns the in-flight window makes receiving
+    # finish long before storing does; an earlier version of this benchmark measured that.)
+    first = await conn.fetchval("SELECT extract(epoch FROM min(received_at)) FROM readings")
     await conn.close()
     await drop_database(args.admin_url, url)
+    span = all_stored_at - float(first)
     return {
         "readings": stored,
         "expected": expected,
         "lost": expected - stored,
-        "seconds": round(float(span), 2),
-        "readings_per_s": round(stored / float(span)),
+        "seconds": round(span, 2),
+        "readings_per_s": round(stored / span),
     }
 
 
