@@ -275,24 +275,7 @@ class IngestService:
                     max_past=cfg.max_past,
                 )
             except PayloadError as exc:
-                valid_device = names.is_device_id(device)
-                prep.dead.append(
-                    (
-                        msg.topic,
-                        device if valid_device else None,
-                        msg.payload[:DEAD_LETTER_KEEP_BYTES],
-                        exc.reason,
-                        exc.message,
-                        received,
-                    )
-                )
-                if valid_device:
-                    prep.errors.append(
-                        (
-                            cfg.topics.device_errors(device),
-                            device_error(exc.reason, exc.message, msg.topic, received),
-                        )
-                    )
+                self._reject(prep, msg, device, exc, received)
                 continue
             prep.readings.extend(readings)
             prep.rows.extend(
@@ -308,26 +291,32 @@ class IngestService:
                 raise PayloadError("invalid_device_id", "invalid device id in the topic")
             status, reason = parse_status(msg.payload)
         except PayloadError as exc:
-            valid = names.is_device_id(device)
-            prep.dead.append(
-                (
-                    msg.topic,
-                    device if valid else None,
-                    msg.payload[:DEAD_LETTER_KEEP_BYTES],
-                    exc.reason,
-                    exc.message,
-                    received,
-                )
-            )
-            if valid:
-                prep.errors.append(
-                    (
-                        self.config.topics.device_errors(device),
-                        device_error(exc.reason, exc.message, msg.topic, received),
-                    )
-                )
+            self._reject(prep, msg, device, exc, received)
             return
         prep.statuses.append((device, status, reason, received))
+
+    def _reject(
+        self, prep: _Prepared, msg: Inbound, device: str, exc: PayloadError, received: datetime
+    ) -> None:
+        """Dead-letter the message; tell the device why, when its id is safe to put in a topic."""
+        valid = names.is_device_id(device)
+        prep.dead.append(
+            (
+                msg.topic,
+                device if valid else None,
+                msg.payload[:DEAD_LETTER_KEEP_BYTES],
+                exc.reason,
+                exc.message,
+                received,
+            )
+        )
+        if valid:
+            prep.errors.append(
+                (
+                    self.config.topics.device_errors(device),
+                    device_error(exc.reason, exc.message, msg.topic, received),
+                )
+            )
 
     async def _handle_batch(self, batch: list[Inbound], stop: asyncio.Event) -> None:
         assert self._mqtt is not None

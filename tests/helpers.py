@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,32 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.embedded import MosquittoProcess
 from ingest.mqtt import MqttEndpoint
+from ingest.service import IngestConfig, IngestService
+from ingest.topics import Topics
+
+
+@contextlib.asynccontextmanager
+async def running_ingest(
+    mqtt_url: str, database_url: str, topics: Topics, **config: Any
+) -> AsyncIterator[IngestService]:
+    """A real IngestService on the test's event loop, stopped (flushed) on exit."""
+    service = IngestService(
+        IngestConfig(
+            mqtt=MqttEndpoint.from_url(mqtt_url),
+            database_url=database_url,
+            topics=topics,
+            client_id=config.pop("client_id", f"ingest-{uuid.uuid4().hex[:8]}"),
+            **config,
+        )
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(service.run(stop, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
 
 
 @dataclass

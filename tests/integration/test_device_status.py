@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,11 +9,9 @@ import asyncpg
 import orjson
 import pytest
 
-from ingest.mqtt import MqttEndpoint
-from ingest.service import IngestConfig, IngestService
 from ingest.topics import Topics
 from storage.devices import mark_silent_offline
-from tests.helpers import BrokerInfo, MqttPeer, wait_until
+from tests.helpers import BrokerInfo, MqttPeer, running_ingest, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,28 +21,15 @@ async def running(
     broker: BrokerInfo, database_url: str, topic_prefix: str
 ) -> AsyncIterator[tuple[Topics, MqttPeer, asyncpg.Connection]]:
     topics = Topics(topic_prefix)
-    service = IngestService(
-        IngestConfig(
-            mqtt=MqttEndpoint.from_url(broker.url),
-            database_url=database_url,
-            topics=topics,
-            client_id=f"ingest-{uuid.uuid4().hex[:8]}",
-            batch_max_wait_s=0.01,
-        )
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(service.run(stop, ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    peer = MqttPeer(broker.url)
-    peer.subscribe(f"{topic_prefix}/status/+")
-    db = await asyncpg.connect(database_url)
-    try:
-        yield topics, peer, db
-    finally:
-        peer.close()
-        stop.set()
-        await asyncio.wait_for(task, 20)
-        await db.close()
+    async with running_ingest(broker.url, database_url, topics, batch_max_wait_s=0.01):
+        peer = MqttPeer(broker.url)
+        peer.subscribe(f"{topic_prefix}/status/+")
+        db = await asyncpg.connect(database_url)
+        try:
+            yield topics, peer, db
+        finally:
+            peer.close()
+            await db.close()
 
 
 def statuses(peer: MqttPeer, topics: Topics, device: str) -> list[dict[str, Any]]:

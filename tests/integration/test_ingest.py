@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,10 +10,9 @@ import asyncpg
 import orjson
 import pytest
 
-from ingest.mqtt import MqttEndpoint
-from ingest.service import IngestConfig, IngestService
+from ingest.service import IngestService
 from ingest.topics import Topics
-from tests.helpers import BrokerInfo, MqttPeer, wait_until
+from tests.helpers import BrokerInfo, MqttPeer, running_ingest, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,27 +35,15 @@ async def ingest(
     broker: BrokerInfo, database_url: str, topic_prefix: str
 ) -> AsyncIterator[Running]:
     topics = Topics(topic_prefix)
-    service = IngestService(
-        IngestConfig(
-            mqtt=MqttEndpoint.from_url(broker.url),
-            database_url=database_url,
-            topics=topics,
-            client_id=f"ingest-{uuid.uuid4().hex[:8]}",
-            batch_max_wait_s=0.02,
-            # fixed dates in these tests must stay inside the accepted window for years
-            max_past=timedelta(days=3650),
-        )
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(service.run(stop, ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    db = await asyncpg.connect(database_url)
-    try:
-        yield Running(service, db, topics)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
-        await db.close()
+    # fixed dates in these tests must stay inside the accepted window for years
+    async with running_ingest(
+        broker.url, database_url, topics, batch_max_wait_s=0.02, max_past=timedelta(days=3650)
+    ) as service:
+        db = await asyncpg.connect(database_url)
+        try:
+            yield Running(service, db, topics)
+        finally:
+            await db.close()
 
 
 @pytest.fixture

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
 import pytest
 
-from ingest.mqtt import MqttEndpoint
-from ingest.service import IngestConfig, IngestService
+from ingest.service import IngestService
 from ingest.topics import Topics
-from tests.helpers import BrokerInfo, MqttPeer, wait_until
+from tests.helpers import BrokerInfo, MqttPeer, running_ingest, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,18 +21,13 @@ async def test_terminated_database_connections_are_retried_without_loss(
     broker: BrokerInfo, database_url: str, topic_prefix: str
 ) -> None:
     topics = Topics(topic_prefix)
-    service = IngestService(
-        IngestConfig(
-            mqtt=MqttEndpoint.from_url(broker.url),
-            database_url=database_url,
-            topics=topics,
-            client_id=f"outage-{uuid.uuid4().hex[:8]}",
-            batch_max_messages=200,
-        )
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(service.run(stop, ready))
-    await asyncio.wait_for(ready.wait(), 10)
+    async with running_ingest(broker.url, database_url, topics, batch_max_messages=200) as service:
+        await _flood_while_terminating(broker, database_url, topics, service)
+
+
+async def _flood_while_terminating(
+    broker: BrokerInfo, database_url: str, topics: Topics, service: IngestService
+) -> None:
     db = await asyncpg.connect(database_url)
     peer = MqttPeer(broker.url)
     try:
@@ -71,6 +64,4 @@ async def test_terminated_database_connections_are_retried_without_loss(
         assert service.stats.db_retries > 0
     finally:
         peer.close()
-        stop.set()
-        await asyncio.wait_for(task, 30)
         await db.close()
