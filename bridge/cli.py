@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bridge import __version__
+from bridge import __version__, rules_cli
 from bridge.app import ConfigError, run_ingest, run_migrations, run_serve, run_up, state_secret
 from bridge.auth import HMAC_ALGORITHMS, mint
 from bridge.config import Settings, load_settings
@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     tok.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     tok.add_argument("--private-key", type=Path, help="PEM private key for RS*/ES* algorithms")
+
+    rules_cli.add_parser(sub)
 
     sub.add_parser(
         "migrate",
@@ -178,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             run_serve(settings)
         elif args.command == "token":
             print(_token(settings, args))
+        elif args.command == "rules":
+            url = settings.database_url or _from_running_up(settings, "database_url")
+            if not url:
+                raise ConfigError("set BRIDGE_DATABASE_URL (or start `telemetry-bridge up` first)")
+            print(asyncio.run(rules_cli.run(args, url)))
         elif args.command == "migrate":
             url = settings.database_url or _from_running_up(settings, "database_url")
             if not url:
@@ -207,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             return 1 if summary["unacked"] else 0
-    except (ConfigError, EmbeddedError, ValueError) as exc:
+    except (ConfigError, EmbeddedError, ValueError, OSError) as exc:
         print(f"telemetry-bridge: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

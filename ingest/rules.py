@@ -149,6 +149,16 @@ class RuleEngine:
     def set_rules(self, rules: list[Rule]) -> None:
         self.rules = {r.rule_id: r for r in rules}
 
+    @property
+    def metrics(self) -> frozenset[str]:
+        """Metrics any enabled rule looks at: the ingest feeds only these."""
+        return frozenset(r.metric for r in self.rules.values() if r.enabled)
+
+    @staticmethod
+    def kind_of(alert: Alert, rules: dict[str, Rule]) -> str:
+        rule = rules.get(alert.rule_id)
+        return rule.kind if rule else "value"
+
     def restore(self, open_alerts: list[Alert], last_seen: dict[tuple[str, str], float]) -> None:
         """Rebuild after a restart: open alerts from the database, last reading times."""
         for alert in open_alerts:
@@ -291,3 +301,47 @@ def _render(template: str, rule: Rule, device_id: str, value: float | None) -> s
         return template.format_map(fields)[:500]
     except (KeyError, ValueError, IndexError, AttributeError):
         return template[:500]
+
+
+def rule_from_row(row: dict[str, object]) -> Rule:
+    """A rule as stored (storage/alerts.py RULE_COLUMNS) -> Rule; raises RuleError if invalid."""
+    return Rule(
+        rule_id=str(row["rule_id"]),
+        name=str(row.get("name") or ""),
+        metric=str(row["metric"]),
+        condition=row["condition"],  # type: ignore[arg-type]
+        threshold=float(row["threshold"]),  # type: ignore[arg-type]
+        threshold_high=None if row.get("threshold_high") is None else float(row["threshold_high"]),  # type: ignore[arg-type]
+        clear_threshold=None
+        if row.get("clear_threshold") is None
+        else float(row["clear_threshold"]),  # type: ignore[arg-type]
+        for_s=float(row.get("for_s") or 0),  # type: ignore[arg-type]
+        severity=str(row["severity"]),
+        devices=tuple(row.get("devices") or ("*",)),  # type: ignore[arg-type]
+        title=str(row.get("title") or Rule.title),
+        message=str(row.get("message") or Rule.message),
+        enabled=bool(row.get("enabled", True)),
+    )
+
+
+def alert_from_row(row: dict[str, object]) -> Alert:
+    def epoch(v: object) -> float | None:
+        return None if v is None else v.timestamp()  # type: ignore[attr-defined]
+
+    return Alert(
+        alert_id=str(row["alert_id"]),
+        rule_id=str(row["rule_id"]),
+        device_id=str(row["device_id"]),
+        metric=str(row["metric"]),
+        severity=str(row["severity"]),
+        title=str(row["title"]),
+        message=str(row["message"]),
+        state=str(row["state"]),
+        created_at=epoch(row["created_at"]) or 0.0,
+        updated_at=epoch(row["updated_at"]) or 0.0,
+        threshold_value=float(row["threshold_value"] or 0.0),  # type: ignore[arg-type]
+        actual_value=None if row["actual_value"] is None else float(row["actual_value"]),  # type: ignore[arg-type]
+        acknowledged_at=epoch(row.get("acknowledged_at")),
+        acknowledged_by=row.get("acknowledged_by"),  # type: ignore[arg-type]
+        resolved_at=epoch(row.get("resolved_at")),
+    )

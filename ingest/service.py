@@ -25,18 +25,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
+import asyncpg
 import paho.mqtt.client as paho
 
 from ingest import names
 from ingest.batcher import Batcher
 from ingest.mqtt import AsyncMqtt, MqttEndpoint
 from ingest.payload import MAX_PAYLOAD_BYTES, PayloadError, Reading, parse_telemetry
+from ingest.rules import AlertEvent, Rule, RuleEngine, alert_from_row, rule_from_row
 from ingest.status import parse_status
 from ingest.stream import StreamPublisher
 from ingest.topics import Topics
-from ingest.wire import device_error, iso_ms, reading_event, status_event
+from ingest.wire import alert_event, device_error, iso_ms, reading_event, status_event
+from storage.alerts import load_rules, open_alerts, save_alerts
 from storage.devices import StatusChange
 from storage.errors import is_transient
+from storage.pool import create_pool
 from storage.readings import DeadLetterRow, ReadingRow, ReadingWriter, StatusRow, WriteResult
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,7 @@ class IngestConfig:
     shutdown_timeout_s: float = 15.0
     # When set, the final counters and latency percentiles are written here as JSON on exit.
     stats_file: Path | None = None
+    rules_reload_s: float = 10.0
 
 
 class Inbound(NamedTuple):
@@ -87,6 +92,7 @@ class IngestStats:
     dead_letters: int = 0
     batches: int = 0
     db_retries: int = 0
+    alerts: int = 0
     started: float = field(default_factory=time.monotonic)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
 
@@ -103,6 +109,7 @@ class IngestStats:
             "dead_letters": self.dead_letters,
             "batches": self.batches,
             "db_retries": self.db_retries,
+            "alert_events": self.alerts,
             "uptime_s": round(time.monotonic() - self.started, 1),
             "latency_p50_ms": pct(0.50),
             "latency_p99_ms": pct(0.99),
@@ -132,6 +139,9 @@ class IngestService:
         self._mqtt: AsyncMqtt | None = None
         self._stream = StreamPublisher(config.mqtt, f"{config.client_id}-stream")
         self._topic_cache: dict[tuple[str, str], str] = {}
+        self._engine = RuleEngine()
+        self._pool: asyncpg.Pool | None = None
+        self._unsaved: list[AlertEvent] = []  # alert events whose write failed; retried
 
     # -- MQTT side ---------------------------------------------------------------------------
     def _on_message(self, message: paho.MQTTMessage) -> None:
@@ -185,6 +195,7 @@ class IngestService:
         gc.set_threshold(50_000, 50, 100)
         writer_task = asyncio.create_task(self._write_loop(stop), name="ingest-writer")
         stats_task = asyncio.create_task(self._stats_loop(), name="ingest-stats")
+        rules_task = asyncio.create_task(self._rules_loop(), name="ingest-rules")
         try:
             await self._stream.start()
             await self._stream.connected.wait()
@@ -200,9 +211,11 @@ class IngestService:
             log.warning("shutdown timed out; unacknowledged messages stay with the broker")
         finally:
             self._accepting = False
-            for task in (writer_task, stats_task):
+            for task in (writer_task, stats_task, rules_task):
                 task.cancel()
-            await asyncio.gather(writer_task, stats_task, return_exceptions=True)
+            await asyncio.gather(writer_task, stats_task, rules_task, return_exceptions=True)
+            if self._pool is not None:
+                await self._pool.close()
             await self._mqtt.stop()
             await self._stream.stop()
             await self._writer.close()
@@ -210,6 +223,76 @@ class IngestService:
             log.info("ingest stopped: %s", summary)
             if cfg.stats_file is not None:
                 cfg.stats_file.write_text(json.dumps(summary, indent=2))
+
+    # -- rules and alerts ------------------------------------------------------------------------
+    async def _rules_loop(self) -> None:
+        """Keep the engine's rules current (changes apply without a restart) and tick it."""
+        last_load = 0.0
+        while True:
+            try:
+                if self._pool is None:
+                    self._pool = await create_pool(self.config.database_url, min_size=1, max_size=2)
+                    self._engine.set_rules(await self._fetch_rules())
+                    self._engine.restore(
+                        [alert_from_row(r) for r in await open_alerts(self._pool)], {}
+                    )
+                    last_load = time.monotonic()
+                elif time.monotonic() - last_load >= self.config.rules_reload_s:
+                    self._engine.set_rules(await self._fetch_rules())
+                    last_load = time.monotonic()
+                await self._handle_alerts(self._engine.tick(time.time()))
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("rule evaluation failed")
+                else:
+                    log.warning("rules/alerts storage unavailable: %s", exc)
+            await asyncio.sleep(1.0)
+
+    async def _fetch_rules(self) -> list[Rule]:
+        assert self._pool is not None
+        rules = []
+        for row in await load_rules(self._pool):
+            try:
+                rules.append(rule_from_row(row))
+            except ValueError as exc:
+                log.error("ignoring rule %s: %s", names.safe_excerpt(row.get("rule_id")), exc)
+        return rules
+
+    def _feed_rules(self, prep: _Prepared, now: float) -> list[AlertEvent]:
+        engine = self._engine
+        watched = engine.metrics
+        if not watched:
+            return []
+        events: list[AlertEvent] = []
+        for r in sorted((r for r in prep.readings if r.metric in watched), key=lambda r: r.ts):
+            events.extend(engine.feed(r.device_id, r.metric, r.value, now))
+        return events
+
+    async def _handle_alerts(self, events: list[AlertEvent]) -> None:
+        """Store, then publish on alerts/{severity}/{device_id}. A failed write is retried."""
+        events = self._unsaved + events
+        self._unsaved = []
+        if not events:
+            return
+        try:
+            assert self._pool is not None
+            async with self._pool.acquire() as conn:
+                await save_alerts(
+                    conn,
+                    [(RuleEngine.kind_of(e.alert, self._engine.rules), e.alert) for e in events],
+                )
+        except Exception:
+            self._unsaved = events[-10_000:]
+            raise
+        topics = self.config.topics
+        self._stream.publish_many(
+            [
+                (topics.alert(e.alert.severity, e.alert.device_id), alert_event(e.event, e.alert))
+                for e in events
+            ],
+            retain=False,
+        )
+        self.stats.alerts += len(events)
 
     def summary(self) -> dict[str, float | int]:
         return {
@@ -335,6 +418,11 @@ class IngestService:
                     self._mqtt.ack(msg.mid, msg.qos)
         self._account(prep, result, committed)
         self._publish(prep, result)
+        if self._pool is not None:
+            try:
+                await self._handle_alerts(self._feed_rules(prep, committed))
+            except Exception as exc:  # kept in _unsaved and retried with the next batch/tick
+                log.warning("storing alerts failed (%s); will retry", exc)
 
     async def _store(self, prep: _Prepared, stop: asyncio.Event) -> WriteResult | None:
         """Write the batch, retrying transient failures with backoff until it commits.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -61,5 +62,35 @@ def status_event(
             "reason": reason,
             "last_seen": iso_ms(last_seen) if last_seen else None,
             "ts": iso_ms(ts),
+        }
+    )
+
+
+def alert_event(event: str, alert: Any) -> bytes:
+    """Payload of ``alerts/{severity}/{device_id}``: the alert object (PROTOCOL.md section 5)."""
+
+    def ts(epoch: float | None) -> str | None:
+        return None if epoch is None else iso_ms(datetime.fromtimestamp(epoch, UTC))
+
+    return orjson.dumps(
+        {
+            "event": event,
+            "alert_id": alert.alert_id,
+            "rule_id": alert.rule_id,
+            "device_id": alert.device_id,
+            "metric": alert.metric,
+            "severity": alert.severity,
+            "title": alert.title,
+            "message": alert.message,
+            "state": alert.state,
+            "created_at": ts(alert.created_at),
+            "updated_at": ts(alert.updated_at),
+            "acknowledged_at": ts(alert.acknowledged_at),
+            "acknowledged_by": alert.acknowledged_by,
+            "resolved_at": ts(alert.resolved_at),
+            "metadata": {
+                "threshold_value": alert.threshold_value,
+                "actual_value": alert.actual_value,
+            },
         }
     )

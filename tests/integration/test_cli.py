@@ -99,3 +99,54 @@ async def test_serve_runs_and_answers_health(broker: BrokerInfo, database_url: s
         out = proc.communicate(timeout=20)[0].decode()
     assert proc.returncode == 0, out
     assert SECRET not in out
+
+
+async def test_rules_add_list_load_remove(database_url: str, tmp_path: Path) -> None:
+    env = {"BRIDGE_DATABASE_URL": database_url}
+    done = run_cli(
+        "rules",
+        "add",
+        "--id",
+        "hot",
+        "--metric",
+        "temperature",
+        "--condition",
+        "gt",
+        "--threshold",
+        "50",
+        "--clear",
+        "45",
+        "--severity",
+        "high",
+        "--devices",
+        "plant-*",
+        env=env,
+    )
+    assert done.returncode == 0 and "rule hot saved" in done.stdout, done.stderr
+    bad = run_cli(
+        "rules",
+        "add",
+        "--id",
+        "bad",
+        "--metric",
+        "temperature",
+        "--condition",
+        "outside",
+        "--threshold",
+        "5",
+        env=env,
+    )
+    assert bad.returncode == 2 and "threshold_high" in bad.stderr
+    file = tmp_path / "rules.toml"
+    file.write_text(
+        '[[rules]]\nid = "cold"\nmetric = "temperature"\ncondition = "lt"\nthreshold = 0.0\n'
+        'severity = "warning"\n\n[[rules]]\nid = "quiet"\nmetric = "temperature"\n'
+        'condition = "no_data"\nthreshold = 600.0\nseverity = "info"\n'
+    )
+    assert run_cli("rules", "load", str(file), env=env).returncode == 0
+    listed = run_cli("rules", "list", env=env).stdout
+    assert "hot: temperature gt 50 for 0s -> high on plant-*" in listed
+    assert "cold:" in listed and "quiet:" in listed
+    assert run_cli("rules", "remove", "cold", env=env).returncode == 0
+    assert "cold:" not in run_cli("rules", "list", env=env).stdout
+    assert run_cli("rules", "remove", "cold", env=env).returncode == 2

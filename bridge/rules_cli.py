@@ -1,0 +1,116 @@
+"""`telemetry-bridge rules list|add|remove|load`: manage threshold rules in PostgreSQL.
+
+The ingest reloads rules every few seconds, so a change takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ingest.rules import Rule, RuleError, rule_from_row
+from storage.alerts import RULE_COLUMNS, delete_rule, load_rules, upsert_rule
+from storage.pool import connect
+
+
+def add_parser(sub: Any) -> None:
+    rules = sub.add_parser(
+        "rules",
+        help="list, add, remove or load threshold rules",
+        description="Threshold rules raise alerts (PROTOCOL.md section 5). Conditions: gt gte "
+        "lt lte outside inside no_data. Changes apply without a restart.",
+        epilog="example: telemetry-bridge rules add --id hot --metric temperature "
+        "--condition gt --threshold 50 --clear 45 --for 30 --severity high --devices 'plant-*'",
+    )
+    actions = rules.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="print every rule")
+    add = actions.add_parser("add", help="add or replace a rule")
+    add.add_argument("--id", required=True, dest="rule_id")
+    add.add_argument("--metric", required=True)
+    add.add_argument(
+        "--condition",
+        required=True,
+        choices=("gt", "gte", "lt", "lte", "outside", "inside", "no_data"),
+    )
+    add.add_argument(
+        "--threshold", required=True, type=float, help="the limit (seconds for no_data)"
+    )
+    add.add_argument("--threshold-high", type=float, help="upper bound for outside/inside")
+    add.add_argument(
+        "--clear", type=float, dest="clear_threshold", help="hysteresis: clear past this"
+    )
+    add.add_argument("--for", type=float, default=0.0, dest="for_s", help="seconds it must hold")
+    add.add_argument(
+        "--severity", default="warning", choices=("info", "warning", "high", "critical")
+    )
+    add.add_argument("--devices", default="*", help="comma-separated ids or *-globs (default all)")
+    add.add_argument("--name", default="")
+    add.add_argument("--title", default=Rule.title)
+    add.add_argument("--message", default=Rule.message)
+    add.add_argument("--disabled", action="store_true")
+    remove = actions.add_parser("remove", help="delete a rule")
+    remove.add_argument("rule_id")
+    load = actions.add_parser("load", help="add or replace the rules of a TOML file ([[rules]])")
+    load.add_argument("file", type=Path)
+
+
+def _row(fields: dict[str, Any]) -> dict[str, Any]:
+    devices = fields.get("devices", ["*"])
+    if isinstance(devices, str):
+        devices = [d.strip() for d in devices.split(",") if d.strip()]
+    row = {
+        "name": "",
+        "threshold_high": None,
+        "clear_threshold": None,
+        "for_s": 0.0,
+        "severity": "warning",
+        "title": Rule.title,
+        "message": Rule.message,
+        "enabled": True,
+        **fields,
+        "devices": devices,
+    }
+    missing = [c for c in RULE_COLUMNS if c not in row]
+    if missing:
+        raise RuleError(f"rule {fields.get('rule_id', '?')} lacks {', '.join(missing)}")
+    rule_from_row(row)  # validates; raises RuleError with the reason
+    return {c: row[c] for c in RULE_COLUMNS}
+
+
+async def run(args: argparse.Namespace, database_url: str) -> str:
+    conn = await connect(database_url)
+    try:
+        if args.action == "list":
+            rules = await load_rules(conn)
+            if not rules:
+                return "no rules"
+            return "\n".join(
+                f"{r['rule_id']}: {r['metric']} {r['condition']} {r['threshold']:g}"
+                f"{'' if r['threshold_high'] is None else '..' + format(r['threshold_high'], 'g')}"
+                f" for {r['for_s']:g}s -> {r['severity']} on {','.join(r['devices'])}"
+                f"{'' if r['enabled'] else ' (disabled)'}"
+                for r in rules
+            )
+        if args.action == "add":
+            fields = {k: getattr(args, k) for k in RULE_COLUMNS if hasattr(args, k)}
+            fields["enabled"] = not args.disabled
+            await upsert_rule(conn, _row(fields))
+            return f"rule {args.rule_id} saved"
+        if args.action == "remove":
+            if not await delete_rule(conn, args.rule_id):
+                raise RuleError(f"no rule {args.rule_id}")
+            return f"rule {args.rule_id} removed"
+        doc = tomllib.loads(args.file.read_text())
+        entries = doc.get("rules", [])
+        rows = [
+            _row({("rule_id" if k in ("id", "rule_id") else k): v for k, v in e.items()})
+            for e in entries
+        ]
+        async with conn.transaction():
+            for row in rows:
+                await upsert_rule(conn, row)
+        return f"{len(rows)} rule(s) loaded from {args.file}"
+    finally:
+        await conn.close()

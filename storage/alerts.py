@@ -1,0 +1,92 @@
+"""Rules and alerts in PostgreSQL; the engine that evaluates them is ingest/rules.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+RULE_COLUMNS = (
+    "rule_id",
+    "name",
+    "metric",
+    "devices",
+    "condition",
+    "threshold",
+    "threshold_high",
+    "clear_threshold",
+    "for_s",
+    "severity",
+    "title",
+    "message",
+    "enabled",
+)
+
+
+async def load_rules(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, Any]]:
+    rows = await conn.fetch(f"SELECT {', '.join(RULE_COLUMNS)} FROM rules ORDER BY rule_id")
+    return [dict(r) for r in rows]
+
+
+async def upsert_rule(conn: asyncpg.Connection | asyncpg.Pool, rule: dict[str, Any]) -> None:
+    cols = ", ".join(RULE_COLUMNS)
+    params = ", ".join(f"${i + 1}" for i in range(len(RULE_COLUMNS)))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in RULE_COLUMNS[1:])
+    await conn.execute(
+        f"INSERT INTO rules ({cols}) VALUES ({params}) "
+        f"ON CONFLICT (rule_id) DO UPDATE SET {updates}, updated_at = now()",
+        *[rule[c] for c in RULE_COLUMNS],
+    )
+
+
+async def delete_rule(conn: asyncpg.Connection | asyncpg.Pool, rule_id: str) -> bool:
+    return (await conn.execute("DELETE FROM rules WHERE rule_id = $1", rule_id)) == "DELETE 1"
+
+
+def _ts(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+async def save_alerts(conn: asyncpg.Connection, alerts: list[tuple[str, Any]]) -> None:
+    """Upsert (kind, Alert) rows by alert_id, in one transaction."""
+    if not alerts:
+        return
+    async with conn.transaction():
+        for kind, a in alerts:
+            await conn.execute(
+                """
+                INSERT INTO alerts (alert_id, rule_id, device_id, metric, kind, severity, title,
+                    message, state, threshold_value, actual_value, created_at, updated_at,
+                    acknowledged_at, acknowledged_by, resolved_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                ON CONFLICT (alert_id) DO UPDATE SET rule_id = EXCLUDED.rule_id,
+                    severity = EXCLUDED.severity, title = EXCLUDED.title,
+                    message = EXCLUDED.message, state = EXCLUDED.state,
+                    threshold_value = EXCLUDED.threshold_value,
+                    actual_value = EXCLUDED.actual_value, updated_at = EXCLUDED.updated_at,
+                    acknowledged_at = EXCLUDED.acknowledged_at,
+                    acknowledged_by = EXCLUDED.acknowledged_by, resolved_at = EXCLUDED.resolved_at
+                """,
+                a.alert_id,
+                a.rule_id,
+                a.device_id,
+                a.metric,
+                kind,
+                a.severity,
+                a.title,
+                a.message,
+                a.state,
+                a.threshold_value,
+                a.actual_value,
+                _ts(a.created_at),
+                _ts(a.updated_at),
+                _ts(a.acknowledged_at),
+                a.acknowledged_by,
+                _ts(a.resolved_at),
+            )
+
+
+async def open_alerts(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch("SELECT * FROM alerts WHERE state <> 'resolved'")
+    return [dict(r) for r in rows]
