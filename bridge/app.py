@@ -14,6 +14,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bridge.actions import FrontActions
 from bridge.auth import HMAC_ALGORITHMS, AuthConfigError, JwtVerifier
 from bridge.config import Settings
 from bridge.embedded import EmbeddedServices
@@ -220,12 +221,15 @@ async def run_front(
             await asyncio.sleep(5)
 
     snapshot = make_snapshot(pool, topics) if pool is not None else None
+    stream = StreamPublisher(MqttEndpoint.from_url(mqtt_url), f"front-pub-{uuid.uuid4().hex[:8]}")
+    await stream.start()
     front = Front(
         front_config(settings),
         hub,
         verifier,
         database_check=(lambda: db_state["ok"]) if pool is not None else None,
         snapshot=snapshot,
+        actions=FrontActions(pool, topics, stream) if pool is not None else None,
     )
     hub_task = asyncio.create_task(hub.run(), name="front-hub")
     probe_task = asyncio.create_task(db_probe(), name="front-db-probe")
@@ -239,6 +243,7 @@ async def run_front(
         for task in (hub_task, probe_task):
             task.cancel()
         await asyncio.gather(hub_task, probe_task, return_exceptions=True)
+        await stream.stop()
         if pool is not None:
             await pool.close()
 

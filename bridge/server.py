@@ -101,12 +101,14 @@ class Front:
         verifier: JwtVerifier | None,
         database_check: Any = None,
         snapshot: Any = None,
+        actions: Any = None,
     ) -> None:
         self.config = config
         self.hub = hub
         self.verifier = verifier
         self.database_check = database_check
         self.snapshot = snapshot
+        self.actions = actions
         self.stats = FrontStats()
         self.sessions: set[Session] = set()
         self._per_sub: Counter[str] = Counter()
@@ -218,6 +220,7 @@ class Front:
             wake=wake.set,
             snapshot=self.snapshot,
             on_principal=lambda p: self._count_sub(session, p),
+            actions=self.actions,
         )
         session.default_channel = default_channel  # type: ignore[attr-defined]
         self.sessions.add(session)

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from bridge import protocol
+from bridge.actions import FrontActions
 from bridge.auth import AuthError, JwtVerifier, Principal
 from bridge.hub import Hub
 from bridge.limits import TokenBucket
@@ -188,6 +189,7 @@ class Session:
         ]
         | None = None,
         on_principal: Callable[[Principal], None] | None = None,
+        actions: FrontActions | None = None,
     ) -> None:
         self.client_id = client_id
         self.hub = hub
@@ -202,6 +204,7 @@ class Session:
         self._wake = wake
         self._snapshot = snapshot
         self._on_principal = on_principal
+        self.actions = actions
         self.closed = False
         self.close_request: tuple[int, str] | None = None
         self.batch_mode = False  # set by a subscribe with "batch": true
@@ -287,7 +290,38 @@ class Session:
             "unsubscribe": self._unsubscribe,
             "list_subscriptions": self._list,
             "batch": self._batch,
+            "ack_alert": self._ack_alert,
+            "list_rules": self._rules,
+            "create_rule": self._rules,
+            "update_rule": self._rules,
+            "delete_rule": self._rules,
         }
+
+    def _need_actions(self) -> FrontActions:
+        if self.actions is None:
+            raise ClientError(503, "unavailable", "this front has no database configured")
+        return self.actions
+
+    async def _ack_alert(self, msg: dict[str, Any], id_: Any) -> None:
+        assert self.principal is not None
+        alert = await self._need_actions().ack_alert(msg.get("alert_id"), self.principal)
+        self.reply(message("alert_acknowledged", id_=id_, alert_id=alert["alert_id"], alert=alert))
+
+    async def _rules(self, msg: dict[str, Any], id_: Any) -> None:
+        assert self.principal is not None
+        actions, kind = self._need_actions(), msg["type"]
+        if kind == "list_rules":
+            rules = await actions.list_rules(self.principal)
+            self.reply(message("rules_list", id_=id_, rules=rules, count=len(rules)))
+        elif kind == "delete_rule":
+            await actions.delete_rule(self.principal, msg.get("rule_id"))
+            self.reply(message("rule_deleted", id_=id_, rule_id=msg.get("rule_id")))
+        else:
+            rule = await actions.save_rule(
+                self.principal, msg.get("rule"), create=kind == "create_rule"
+            )
+            reply = "rule_created" if kind == "create_rule" else "rule_updated"
+            self.reply(message(reply, id_=id_, rule=rule))
 
     # -- handlers ------------------------------------------------------------------------------
     async def _auth(self, msg: dict[str, Any], id_: Any) -> None:

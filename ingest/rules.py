@@ -197,6 +197,13 @@ class RuleEngine:
                     events.append(self._create(rule, device_id, metric, None, now, key))
         return events
 
+    def sync_acknowledged(self, acked: dict[str, tuple[float, str]]) -> None:
+        """Acknowledgements made elsewhere (the front writes them to the database)."""
+        for alert in self._open.values():
+            if alert.alert_id in acked and alert.state == "active":
+                alert.acknowledged_at, alert.acknowledged_by = acked[alert.alert_id]
+                alert.state = "acknowledged"
+
     def acknowledge(self, alert_id: str, by: str, now: float) -> AlertEvent | None:
         for alert in self._open.values():
             if alert.alert_id == alert_id and alert.state == "active":

@@ -37,7 +37,7 @@ from ingest.status import parse_status
 from ingest.stream import StreamPublisher
 from ingest.topics import Topics
 from ingest.wire import alert_event, device_error, iso_ms, reading_event, status_event
-from storage.alerts import load_rules, open_alerts, save_alerts
+from storage.alerts import acknowledged_open, load_rules, open_alerts, save_alerts
 from storage.devices import StatusChange
 from storage.errors import is_transient
 from storage.pool import create_pool
@@ -239,6 +239,13 @@ class IngestService:
                     last_load = time.monotonic()
                 elif time.monotonic() - last_load >= self.config.rules_reload_s:
                     self._engine.set_rules(await self._fetch_rules())
+                    acked = await acknowledged_open(self._pool)
+                    self._engine.sync_acknowledged(
+                        {
+                            a["alert_id"]: (a["acknowledged_at"].timestamp(), a["acknowledged_by"])
+                            for a in acked
+                        }
+                    )
                     last_load = time.monotonic()
                 await self._handle_alerts(self._engine.tick(time.time()))
             except Exception as exc:

@@ -65,8 +65,9 @@ async def save_alerts(conn: asyncpg.Connection, alerts: list[tuple[str, Any]]) -
                     message = EXCLUDED.message, state = EXCLUDED.state,
                     threshold_value = EXCLUDED.threshold_value,
                     actual_value = EXCLUDED.actual_value, updated_at = EXCLUDED.updated_at,
-                    acknowledged_at = EXCLUDED.acknowledged_at,
-                    acknowledged_by = EXCLUDED.acknowledged_by, resolved_at = EXCLUDED.resolved_at
+                    acknowledged_at = COALESCE(EXCLUDED.acknowledged_at, alerts.acknowledged_at),
+                    acknowledged_by = COALESCE(EXCLUDED.acknowledged_by, alerts.acknowledged_by),
+                    resolved_at = EXCLUDED.resolved_at
                 """,
                 a.alert_id,
                 a.rule_id,
@@ -89,4 +90,32 @@ async def save_alerts(conn: asyncpg.Connection, alerts: list[tuple[str, Any]]) -
 
 async def open_alerts(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     rows = await conn.fetch("SELECT * FROM alerts WHERE state <> 'resolved'")
+    return [dict(r) for r in rows]
+
+
+async def acknowledge(
+    conn: asyncpg.Connection | asyncpg.Pool, alert_id: str, by: str
+) -> dict[str, Any] | None:
+    """active -> acknowledged; None when there is no such active alert."""
+    row = await conn.fetchrow(
+        "UPDATE alerts SET state = 'acknowledged', acknowledged_at = now(), "
+        "acknowledged_by = $2, updated_at = now() "
+        "WHERE alert_id = $1 AND state = 'active' RETURNING *",
+        alert_id,
+        by,
+    )
+    return dict(row) if row else None
+
+
+async def get_alert(
+    conn: asyncpg.Connection | asyncpg.Pool, alert_id: str
+) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT * FROM alerts WHERE alert_id = $1", alert_id)
+    return dict(row) if row else None
+
+
+async def acknowledged_open(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT alert_id, acknowledged_at, acknowledged_by FROM alerts WHERE state = 'acknowledged'"
+    )
     return [dict(r) for r in rows]

@@ -79,6 +79,7 @@ async def stack_fixture(
             client_id=f"ingest-{uuid.uuid4().hex[:8]}",
             batch_max_wait_s=0.01,
             max_past=timedelta(days=3650),
+            rules_reload_s=0.5,
         )
     )
     stop = asyncio.Event()
