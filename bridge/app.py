@@ -16,6 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bridge.actions import FrontActions
 from bridge.auth import HMAC_ALGORITHMS, AuthConfigError, JwtVerifier
+from bridge.commands import Commands
 from bridge.config import Settings
 from bridge.embedded import EmbeddedServices
 from bridge.hub import Hub
@@ -230,6 +231,7 @@ async def run_front(
         database_check=(lambda: db_state["ok"]) if pool is not None else None,
         snapshot=snapshot,
         actions=FrontActions(pool, topics, stream) if pool is not None else None,
+        commands=Commands(hub, pool),
     )
     hub_task = asyncio.create_task(hub.run(), name="front-hub")
     probe_task = asyncio.create_task(db_probe(), name="front-db-probe")

@@ -77,6 +77,13 @@ class Hub:
                 with contextlib.suppress(aiomqtt.MqttError):
                     await self._client.unsubscribe(filter_)
 
+    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """QoS 1 publish on the front's connection (commands, telemetry from clients)."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise ConnectionError("the MQTT broker is not connected")
+        await client.publish(topic, payload, qos=qos)
+
     # -- the connection --------------------------------------------------------------------
     async def run(self) -> None:
         """Stay connected until cancelled."""
@@ -123,7 +130,14 @@ class Hub:
             return
         topic = msg.topic.value
         levels = self.topics.parse_stream(topic)
-        if levels is None or not isinstance(msg.payload, bytes | bytearray):
+        if levels is None:
+            # not the validated stream: a device's command result, which only exact-topic
+            # listeners (a pending command) ever subscribe to
+            rest = self.topics.strip_prefix(topic)
+            if rest is None or not rest.startswith("devices/"):
+                return
+            levels = tuple(rest.split("/"))
+        if not isinstance(msg.payload, bytes | bytearray):
             return
         try:
             event = orjson.loads(msg.payload)

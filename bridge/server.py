@@ -102,6 +102,7 @@ class Front:
         database_check: Any = None,
         snapshot: Any = None,
         actions: Any = None,
+        commands: Any = None,
     ) -> None:
         self.config = config
         self.hub = hub
@@ -109,6 +110,7 @@ class Front:
         self.database_check = database_check
         self.snapshot = snapshot
         self.actions = actions
+        self.commands = commands
         self.stats = FrontStats()
         self.sessions: set[Session] = set()
         self._per_sub: Counter[str] = Counter()
@@ -221,6 +223,7 @@ class Front:
             snapshot=self.snapshot,
             on_principal=lambda p: self._count_sub(session, p),
             actions=self.actions,
+            commands=self.commands,
         )
         session.default_channel = default_channel  # type: ignore[attr-defined]
         self.sessions.add(session)

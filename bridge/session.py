@@ -8,6 +8,7 @@ client with the same subscription (the subscription id is a hash of its content)
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -20,6 +21,7 @@ import orjson
 from bridge import protocol
 from bridge.actions import FrontActions
 from bridge.auth import AuthError, JwtVerifier, Principal
+from bridge.commands import Commands
 from bridge.hub import Hub
 from bridge.limits import TokenBucket
 from bridge.outbound import OutboundQueue
@@ -190,6 +192,7 @@ class Session:
         | None = None,
         on_principal: Callable[[Principal], None] | None = None,
         actions: FrontActions | None = None,
+        commands: Commands | None = None,
     ) -> None:
         self.client_id = client_id
         self.hub = hub
@@ -205,6 +208,8 @@ class Session:
         self._snapshot = snapshot
         self._on_principal = on_principal
         self.actions = actions
+        self.commands = commands
+        self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
         self.close_request: tuple[int, str] | None = None
         self.batch_mode = False  # set by a subscribe with "batch": true
@@ -291,11 +296,44 @@ class Session:
             "list_subscriptions": self._list,
             "batch": self._batch,
             "ack_alert": self._ack_alert,
+            "command": self._command,
+            "telemetry": self._telemetry,
             "list_rules": self._rules,
             "create_rule": self._rules,
             "update_rule": self._rules,
             "delete_rule": self._rules,
         }
+
+    def _need_commands(self) -> Commands:
+        if self.commands is None:
+            raise ClientError(503, "unavailable", "commands are not available on this front")
+        return self.commands
+
+    async def _command(self, msg: dict[str, Any], id_: Any) -> None:
+        assert self.principal is not None
+        commands = self._need_commands()
+        commands.validate(self.principal, msg)  # errors now, not from the background task
+        principal = self.principal
+
+        async def run() -> None:
+            try:
+                await commands.run(principal, msg, id_, self.reply)
+            except ClientError as exc:
+                self.error(exc, id_)
+            except Exception:
+                log.exception("command failed")
+                self.reply(protocol.internal_error(id_))
+
+        task = asyncio.create_task(run(), name=f"command-{self.client_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _telemetry(self, msg: dict[str, Any], id_: Any) -> None:
+        assert self.principal is not None
+        device, count = await self._need_commands().telemetry(self.principal, msg)
+        self.reply(
+            message("telemetry_ack", id_=id_, device_id=device, agentId=device, readings=count)
+        )
 
     def _need_actions(self) -> FrontActions:
         if self.actions is None:
@@ -586,6 +624,8 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
         for sub in list(self.subscriptions.values()):
             await self._remove(sub)
 

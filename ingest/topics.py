@@ -55,6 +55,14 @@ class Topics:
     def device_status(self, device_id: str) -> str:
         return self._join("devices", names.device_id(device_id), "status")
 
+    def device_command(self, device_id: str, command_id: str) -> str:
+        return self._join(
+            "devices", names.device_id(device_id), "commands", names.device_id(command_id)
+        )
+
+    def device_command_result(self, device_id: str, command_id: str) -> str:
+        return self.device_command(device_id, command_id) + "/result"
+
     # -- validated stream --------------------------------------------------------------
     def telemetry(self, device_id: str, metric: str) -> str:
         return self._join("telemetry", names.device_id(device_id), names.metric(metric))
