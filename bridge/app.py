@@ -18,6 +18,7 @@ from bridge.actions import FrontActions
 from bridge.auth import HMAC_ALGORITHMS, AuthConfigError, JwtVerifier
 from bridge.commands import Commands
 from bridge.config import Settings
+from bridge.device_sessions import DeviceSessions
 from bridge.embedded import EmbeddedServices
 from bridge.hub import Hub
 from bridge.server import Front, FrontConfig
@@ -232,6 +233,7 @@ async def run_front(
         snapshot=snapshot,
         actions=FrontActions(pool, topics, stream) if pool is not None else None,
         commands=Commands(hub, pool),
+        device_sessions=DeviceSessions(hub),
     )
     hub_task = asyncio.create_task(hub.run(), name="front-hub")
     probe_task = asyncio.create_task(db_probe(), name="front-db-probe")

@@ -103,6 +103,7 @@ class Front:
         snapshot: Any = None,
         actions: Any = None,
         commands: Any = None,
+        device_sessions: Any = None,
     ) -> None:
         self.config = config
         self.hub = hub
@@ -111,11 +112,12 @@ class Front:
         self.snapshot = snapshot
         self.actions = actions
         self.commands = commands
+        self.device_sessions = device_sessions
         self.stats = FrontStats()
         self.sessions: set[Session] = set()
         self._per_sub: Counter[str] = Counter()
         self._per_ip = WindowCounter(config.new_connections_per_ip_per_min, 60.0)
-        self._handshakes: dict[int, tuple[Principal | None, str | None]] = {}
+        self._handshakes: dict[int, tuple[Principal | None, str | None, bool]] = {}
         self._server: Server | None = None
         self._closing = False
 
@@ -154,8 +156,11 @@ class Front:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         path = parts.path.rstrip("/") or "/"
+        greet = True
         if path == "/" and request.headers.get("Upgrade", "").lower() == "websocket":
-            path = "/ws"  # clients that connect to the bare host (the Zhineng examples)
+            # Clients that connect to the bare host (the Zhineng dialect) speak strict
+            # request/response: no unsolicited greeting, or their replies would be off by one.
+            path, greet = "/ws", False
         if path not in WS_PATHS:
             return self._http(path, request)
         origin = request.headers.get("Origin")
@@ -204,12 +209,12 @@ class Front:
                 )
         elif not self.config.auth_required:
             principal = Principal("anonymous", frozenset({"admin"}))
-        self._handshakes[id(connection)] = (principal, WS_PATHS[path])
+        self._handshakes[id(connection)] = (principal, WS_PATHS[path], greet)
         return None
 
     # -- one client ----------------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
-        principal, default_channel = self._handshakes.pop(id(ws), (None, None))
+        principal, default_channel, greet = self._handshakes.pop(id(ws), (None, None, True))
         wake = asyncio.Event()
         client_id = f"c_{uuid.uuid4().hex[:12]}"
         session = Session(
@@ -224,6 +229,7 @@ class Front:
             on_principal=lambda p: self._count_sub(session, p),
             actions=self.actions,
             commands=self.commands,
+            device_sessions=self.device_sessions,
         )
         session.default_channel = default_channel  # type: ignore[attr-defined]
         self.sessions.add(session)
@@ -232,7 +238,8 @@ class Front:
         self.stats.peak = max(self.stats.peak, self.stats.current)
         if principal is not None:
             self._per_sub[principal.sub] += 1
-            session.reply(protocol.connected(client_id, self.config.limits.heartbeat_s))
+            if greet:
+                session.reply(protocol.connected(client_id, self.config.limits.heartbeat_s))
         writer = asyncio.create_task(self._writer(ws, session, wake), name=f"writer-{client_id}")
         timers = asyncio.create_task(self._timers(ws, session), name=f"timers-{client_id}")
         try:

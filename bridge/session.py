@@ -22,6 +22,7 @@ from bridge import protocol
 from bridge.actions import FrontActions
 from bridge.auth import AuthError, JwtVerifier, Principal
 from bridge.commands import Commands
+from bridge.device_sessions import DeviceSessions
 from bridge.hub import Hub
 from bridge.limits import TokenBucket
 from bridge.outbound import OutboundQueue
@@ -193,6 +194,7 @@ class Session:
         on_principal: Callable[[Principal], None] | None = None,
         actions: FrontActions | None = None,
         commands: Commands | None = None,
+        device_sessions: DeviceSessions | None = None,
     ) -> None:
         self.client_id = client_id
         self.hub = hub
@@ -209,6 +211,7 @@ class Session:
         self._on_principal = on_principal
         self.actions = actions
         self.commands = commands
+        self.device_sessions = device_sessions
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
         self.close_request: tuple[int, str] | None = None
@@ -297,12 +300,49 @@ class Session:
             "batch": self._batch,
             "ack_alert": self._ack_alert,
             "command": self._command,
+            "start_session": self._sessions,
+            "send_command": self._sessions,
+            "stop_session": self._sessions,
+            "delete_session": self._sessions,
+            "list_sessions": self._sessions,
             "telemetry": self._telemetry,
             "list_rules": self._rules,
             "create_rule": self._rules,
             "update_rule": self._rules,
             "delete_rule": self._rules,
         }
+
+    async def _sessions(self, msg: dict[str, Any], id_: Any) -> None:
+        assert self.principal is not None
+        manager = self.device_sessions
+        if manager is None:
+            raise ClientError(503, "unavailable", "sessions are not available on this front")
+        kind, p = msg["type"], self.principal
+        if kind == "list_sessions":
+            sessions = manager.list(p)
+            self.reply(message("sessions_list", id_=id_, sessions=sessions, count=len(sessions)))
+        elif kind == "start_session":
+            ses = await manager.start(p, msg, self.reply)
+            self.reply(
+                message(
+                    "session_started",
+                    id_=id_,
+                    session_id=ses.session_id,
+                    tool_name=ses.device_id,
+                    status=ses.status,
+                )
+            )
+        elif kind == "send_command":
+            ses = await manager.input(p, msg)
+            self.reply(message("command_sent", id_=id_, session_id=ses.session_id))
+        elif kind == "stop_session":
+            ses = await manager.stop(p, msg)
+            self.reply(
+                message("session_stopped", id_=id_, session_id=ses.session_id, status=ses.status)
+            )
+        else:
+            ses = await manager.delete(p, msg)
+            self.reply(message("session_deleted", id_=id_, session_id=ses.session_id))
 
     def _need_commands(self) -> Commands:
         if self.commands is None:
@@ -626,6 +666,8 @@ class Session:
         self.closed = True
         for task in list(self._tasks):
             task.cancel()
+        if self.device_sessions is not None:
+            await self.device_sessions.connection_closed(self.reply)
         for sub in list(self.subscriptions.values()):
             await self._remove(sub)
 

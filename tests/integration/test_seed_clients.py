@@ -122,8 +122,7 @@ async def test_zhineng_python_examples(stack: Stack, capsys: pytest.CaptureFixtu
     exec(compile(code, "zhineng-seed", "exec"), namespace)  # noqa: S102 - the seed's own code
     await namespace["connect_with_auth"]()
     assert "Authentication successful" in out.read()
-    # Sessions (list_sessions) arrive with the commands issue; today the reply is a clear error.
-    assert "Sessions: {'type': 'error'" in out.read()
+    assert "Sessions: {'type': 'sessions_list', 'sessions': [], 'count': 0" in out.read()
 
     start = text.index("import requests")
     end = text.index("status = get_status()", start)
