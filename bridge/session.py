@@ -154,8 +154,9 @@ def live_frame(sub: Subscription, levels: tuple[str, ...], event: dict[str, Any]
                 metrics=metrics,
             )
         )
+    fields = {k: v for k, v in event.items() if k not in ("device_id", "type", "timestamp")}
     return encode(
-        message("log", channel=channel, subscription_id=sub.id, device_id=levels[1], **event)
+        message("log", channel=channel, subscription_id=sub.id, device_id=levels[1], **fields)
     )
 
 

@@ -88,6 +88,13 @@ def _status(value: Any) -> str:
     return str(value)
 
 
+def _level(value: Any) -> str:
+    level = str(value).upper() if isinstance(value, str) else ""
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise names.InvalidName(f"invalid log level {names.safe_excerpt(value)}")
+    return level
+
+
 def _short_text(value: Any) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 64:
         raise names.InvalidName("expected text of 1-64 characters")
@@ -113,6 +120,7 @@ class Selector:
     value_min: float | None = None
     value_max: float | None = None
     search: str | None = None
+    levels: tuple[str, ...] | None = None
     interval_s: float = 0.0
     snapshot: bool = False
 
@@ -179,8 +187,10 @@ class Selector:
         elif self.channel == "devices":
             if self.statuses is not None and event.get("new_status") not in self.statuses:
                 return False
-        elif self.channel == "logs" and self.search:
-            if self.search.lower() not in str(event.get("message", "")).lower():
+        elif self.channel == "logs":
+            if self.levels is not None and event.get("level") not in self.levels:
+                return False
+            if self.search and self.search.lower() not in str(event.get("message", "")).lower():
                 return False
         return True
 
@@ -213,6 +223,7 @@ def parse_channel_subscribe(msg: Mapping[str, Any], default_channel: str | None 
         value_min=value_min,
         value_max=value_max,
         search=search or None,
+        levels=_names(filters.get("level"), _level, "level"),
         interval_s=parse_frequency(filters.get("frequency", msg.get("frequency"))),
         snapshot=snapshot,
     )

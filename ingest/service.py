@@ -30,6 +30,7 @@ import paho.mqtt.client as paho
 
 from ingest import names
 from ingest.batcher import Batcher
+from ingest.logs import parse_log
 from ingest.mqtt import AsyncMqtt, MqttEndpoint
 from ingest.payload import MAX_PAYLOAD_BYTES, PayloadError, Reading, parse_telemetry
 from ingest.rules import AlertEvent, Rule, RuleEngine, alert_from_row, rule_from_row
@@ -124,6 +125,7 @@ class _Prepared:
     dead: list[DeadLetterRow]
     errors: list[tuple[str, bytes]]  # (topic, payload) for devices/{id}/errors
     statuses: list[StatusRow] = field(default_factory=list)
+    logs: list[tuple[str, bytes]] = field(default_factory=list)  # (logs/{id} topic, event)
 
 
 class IngestService:
@@ -178,11 +180,14 @@ class IngestService:
         status_subscription = cfg.topics.ingest_subscription(
             shared=cfg.shared_subscription, kind="status"
         )
+        logs_subscription = cfg.topics.ingest_subscription(
+            shared=cfg.shared_subscription, kind="logs"
+        )
         self._mqtt = AsyncMqtt(
             cfg.mqtt,
             cfg.client_id,
             on_message=self._on_message,
-            subscriptions=[(subscription, 1), (status_subscription, 1)],
+            subscriptions=[(subscription, 1), (status_subscription, 1), (logs_subscription, 0)],
             clean_start=False,
             session_expiry_s=cfg.session_expiry_s,
             receive_maximum=cfg.receive_maximum,
@@ -354,6 +359,16 @@ class IngestService:
             if device is None and (reporter := cfg.topics.parse_device_topic(msg.topic, "status")):
                 self._prepare_status(prep, msg, reporter, received)
                 continue
+            if device is None and (logger := cfg.topics.parse_device_topic(msg.topic, "logs")):
+                try:
+                    if not names.is_device_id(logger):
+                        raise PayloadError("invalid_device_id", "invalid device id in the topic")
+                    prep.logs.append(
+                        (cfg.topics.logs(logger), parse_log(logger, msg.payload, received))
+                    )
+                except PayloadError as exc:
+                    self._reject(prep, msg, logger, exc, received)
+                continue
             device = device or ""
             try:
                 readings = parse_telemetry(
@@ -524,6 +539,8 @@ class IngestService:
         stream = self._stream
         if prep.errors:
             stream.publish_many(prep.errors, retain=False)
+        if prep.logs:
+            stream.publish_many(prep.logs, retain=False)
         if result.status_changes:
             topics = self.config.topics
             stream.publish_many(
