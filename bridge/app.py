@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bridge.actions import FrontActions
@@ -24,6 +25,7 @@ from bridge.hub import Hub
 from bridge.server import Front, FrontConfig
 from bridge.session import FrontLimits
 from bridge.snapshot import make_snapshot
+from bridge.system import SystemSampler, component_name
 from ingest.mqtt import MqttEndpoint
 from ingest.service import IngestConfig, IngestService
 from ingest.stream import StreamPublisher
@@ -79,7 +81,10 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 
 
 def _scheduler(
-    database_url: str, settings: Settings, stream: StreamPublisher | None = None
+    database_url: str,
+    settings: Settings,
+    stream: StreamPublisher | None = None,
+    sampler: SystemSampler | None = None,
 ) -> AsyncIOScheduler:
     """Periodic work: partitions ahead of time, devices that went silent. Later issues add
     rollups, retention and system status."""
@@ -124,7 +129,22 @@ def _scheduler(
             log.warning("partition maintenance failed: %s", exc)
 
     scheduler = AsyncIOScheduler(timezone="UTC")
+
+    async def system_status() -> None:
+        if sampler is None or stream is None:
+            return
+        status = sampler.sample()
+        stream.publish_many([(topics.system(sampler.component), orjson.dumps(status))], retain=True)
+
     scheduler.add_job(partitions, "interval", hours=1, id="partitions", coalesce=True)
+    scheduler.add_job(
+        system_status,
+        "interval",
+        seconds=settings.system_status_interval_s,
+        id="system",
+        coalesce=True,
+        max_instances=1,
+    )
     scheduler.add_job(
         offline,
         "interval",
@@ -196,6 +216,7 @@ async def run_front(
     database_url: str | None,
     stop: asyncio.Event,
     ready: asyncio.Event | None = None,
+    on_front: Callable[[Front], None] | None = None,
 ) -> None:
     """The WebSocket/HTTP front until ``stop``; ordered shutdown afterwards."""
     try:
@@ -237,6 +258,8 @@ async def run_front(
     )
     hub_task = asyncio.create_task(hub.run(), name="front-hub")
     probe_task = asyncio.create_task(db_probe(), name="front-db-probe")
+    if on_front is not None:
+        on_front(front)
     try:
         await front.start()
         if ready is not None:
@@ -260,12 +283,20 @@ async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front:
     _install_signal_handlers(stop)
     stream = StreamPublisher(MqttEndpoint.from_url(mqtt_url), f"scheduler-{uuid.uuid4().hex[:10]}")
     await stream.start()
-    scheduler = _scheduler(database_url, settings, stream)
+    ingest = IngestService(ingest_config(settings, database_url, mqtt_url))
+    fronts: list[Front] = []
+    sampler = SystemSampler(
+        component_name(),
+        ingest,
+        lambda: sum(f.stats.current for f in fronts),
+        settings.state_dir if settings.state_dir.exists() else Path("/"),
+    )
+    scheduler = _scheduler(database_url, settings, stream, sampler)
     scheduler.start()
     try:
-        jobs = [IngestService(ingest_config(settings, database_url, mqtt_url)).run(stop)]
+        jobs = [ingest.run(stop)]
         if front:
-            jobs.append(run_front(settings, mqtt_url, database_url, stop))
+            jobs.append(run_front(settings, mqtt_url, database_url, stop, on_front=fronts.append))
         await asyncio.gather(*jobs)
     finally:
         scheduler.shutdown(wait=False)

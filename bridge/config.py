@@ -72,6 +72,7 @@ class Settings(BaseSettings):
         default=300, ge=1, description="silence after which a device is marked offline"
     )
     device_check_interval_s: float = Field(default=10.0, gt=0)
+    system_status_interval_s: float = Field(default=10.0, gt=0)
 
     @field_validator("mqtt_topic_prefix")
     @classmethod
