@@ -31,7 +31,16 @@ DEFAULT_TIMEOUT_S = 10.0
 
 
 def _device(msg: dict[str, Any]) -> str:
+    """The addressed device: device_id, agentId, or (Nexus sends commands with only
+    parameters) parameters.agentId / device_id / target."""
     device = msg.get("device_id", msg.get("agentId"))
+    params = msg.get("parameters")
+    if device is None and isinstance(params, dict):
+        device = params.get("agentId", params.get("device_id", params.get("target")))
+    if device is None:
+        raise ClientError(
+            422, "validation_error", "name the device: device_id, agentId or parameters.target"
+        )
     try:
         return names.device_id(device)
     except names.InvalidName as exc:

@@ -73,6 +73,7 @@ def connected(client_id: str, heartbeat_interval: float) -> dict[str, Any]:
     return message(
         "connected",
         client_id=client_id,
+        clientId=client_id,  # the Nexus clients' spelling
         server=SERVER_NAME,
         protocol=PROTOCOL_VERSION,
         heartbeat_interval=heartbeat_interval,

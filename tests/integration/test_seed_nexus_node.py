@@ -12,8 +12,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import orjson
 import pytest
 
+from tests.helpers import wait_until
 from tests.integration.frontkit import Stack
 from tests.integration.test_seed_clients import seed_text
 
@@ -27,9 +29,10 @@ DRIVER = """
   await client.connect();
   client.subscribe(['telemetry.updated'], (event) => {{
     console.log('EVENT ' + JSON.stringify(event));
-    client.maxReconnectAttempts = 0;
-    client.close();
   }});
+  // the seed's own usage: telemetry from an agent, and a command
+  setTimeout(() => client.sendTelemetry('agent-002', {{ cpu: 45.2, memory: 62.8 }}), 300);
+  setTimeout(() => client.sendCommand('deploy', {{ version: '1.2.3', target: 'production' }}), 600);
 }})().catch((err) => {{ console.error('FAILED', err); process.exit(1); }});
 """
 
@@ -60,9 +63,13 @@ async def test_nexus_node_client_subscribes_and_receives_events(
     script = node_ws / "client.js"
     script.write_text(
         DRIVER.format(
-            client_code=text[start:end], url=f"{stack.url}/api/v1/events", token=stack.token()
+            client_code=text[start:end],
+            url=f"{stack.url}/api/v1/events",
+            token=stack.token(scope="telemetry:read telemetry:write commands:write"),
         )
     )
+    inbox = stack.topics.device_command("production", "x").rsplit("/", 1)[0] + "/"
+    stack.peer.subscribe(inbox + "+")
     proc = await asyncio.create_subprocess_exec(
         "node",
         str(script),
@@ -81,6 +88,22 @@ async def test_nexus_node_client_subscribes_and_receives_events(
         assert "Connection established" in seen
         assert "Subscribed to events: [ 'telemetry.updated' ]" in seen
         assert '"device_id":"agent-001"' in seen and '"value":42.5' in seen
+        while "Telemetry acknowledged" not in seen:
+            seen += (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+
+        # the "production" agent answers the deploy command
+        async def command_sent() -> bool:
+            return bool(stack.peer.messages(inbox))
+
+        await wait_until(command_sent)
+        sent = stack.peer.messages(inbox)[0]
+        assert orjson.loads(sent.payload)["command"] == "deploy"
+        stack.peer.publish(
+            sent.topic + "/result", b'{"status": "ok", "output": "deployed", "done": true}'
+        )
+        while "status: 'success'" not in seen.partition("Command result")[2]:
+            seen += (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        assert "device_id: 'production'" in seen.partition("Command result")[2]
     finally:
         if proc.returncode is None:
             proc.kill()
