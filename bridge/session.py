@@ -98,6 +98,30 @@ def live_frame(sub: Subscription, levels: tuple[str, ...], event: dict[str, Any]
         return encode(message("event", topic=sub.label, data=event))
     if sub.dialect == "events":
         return encode(message("event", eventType=sub.label, data=event))
+    if sub.dialect == "o1-metrics" and channel == "system":
+        return encode(
+            message(
+                "metrics",
+                host=event.get("component"),
+                application=sub.label or None,
+                cpu=event.get("cpu_usage"),
+                memory=event.get("memory_usage"),
+                disk=event.get("disk_usage"),
+                **{
+                    k: v
+                    for k, v in event.items()
+                    if k
+                    not in (
+                        "component",
+                        "cpu_usage",
+                        "memory_usage",
+                        "disk_usage",
+                        "type",
+                        "timestamp",
+                    )
+                },
+            )
+        )
     if sub.dialect == "o1-metrics":
         return encode(
             message(
@@ -535,7 +559,26 @@ class Session:
         application = msg.get("application")
         label = application[:64] if isinstance(application, str) else ""
         sub = await self._add(selector, "o1-logs" if logs else "o1-metrics", label)
-        self.reply(message("subscribed", id_=id_, subscriptionId=sub.id, subscription_id=sub.id))
+        ids = [sub.id]
+        if not logs and self.principal is not None and self.principal.has("devices:read"):
+            # o1's metrics are host CPU/memory/disk: the bridge's own system/{component}
+            # status, for the component named by `host` (or every component).
+            system = parse_channel_subscribe(
+                {
+                    "channel": "system",
+                    "filters": {k: v for k, v in filters.items() if k == "device_id"},
+                }
+            )
+            ids.append((await self._add(system, "o1-metrics", label)).id)
+        self.reply(
+            message(
+                "subscribed",
+                id_=id_,
+                subscriptionId=sub.id,
+                subscription_id=sub.id,
+                subscription_ids=ids,
+            )
+        )
 
     async def _add(self, selector: Selector, dialect: str, label: str) -> Subscription:
         assert self.principal is not None
@@ -568,6 +611,9 @@ class Session:
             device = levels[1] if levels[0] != "system" and len(levels) > 1 else None
             if not sub.selector.accepts(principal, device, event):
                 return
+            if levels[0] == "system" and sub.selector.devices is not None:
+                if event.get("component") not in sub.selector.devices:
+                    return
             if levels[0] == "alerts" and sub.dialect == "events" and event.get("event"):
                 if sub.label != f"alert.{event.get('event')}":
                     return

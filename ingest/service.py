@@ -38,7 +38,13 @@ from ingest.status import parse_status
 from ingest.stream import StreamPublisher
 from ingest.topics import Topics
 from ingest.wire import alert_event, device_error, iso_ms, reading_event, status_event
-from storage.alerts import acknowledged_open, load_rules, open_alerts, save_alerts
+from storage.alerts import (
+    acknowledged_open,
+    last_readings,
+    load_rules,
+    open_alerts,
+    save_alerts,
+)
 from storage.devices import StatusChange
 from storage.errors import is_transient
 from storage.pool import create_pool
@@ -238,8 +244,12 @@ class IngestService:
                 if self._pool is None:
                     self._pool = await create_pool(self.config.database_url, min_size=1, max_size=2)
                     self._engine.set_rules(await self._fetch_rules())
+                    silent_metrics = sorted(
+                        {r.metric for r in self._engine.rules.values() if r.kind == "no_data"}
+                    )
                     self._engine.restore(
-                        [alert_from_row(r) for r in await open_alerts(self._pool)], {}
+                        [alert_from_row(r) for r in await open_alerts(self._pool)],
+                        await last_readings(self._pool, silent_metrics),
                     )
                     last_load = time.monotonic()
                 elif time.monotonic() - last_load >= self.config.rules_reload_s:

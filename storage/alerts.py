@@ -119,3 +119,17 @@ async def acknowledged_open(conn: asyncpg.Connection | asyncpg.Pool) -> list[dic
         "SELECT alert_id, acknowledged_at, acknowledged_by FROM alerts WHERE state = 'acknowledged'"
     )
     return [dict(r) for r in rows]
+
+
+async def last_readings(
+    conn: asyncpg.Connection | asyncpg.Pool, metrics: list[str]
+) -> dict[tuple[str, str], float]:
+    """When each (device, metric) was last heard from: no_data rules resume after a restart."""
+    if not metrics:
+        return {}
+    rows = await conn.fetch(
+        "SELECT device_id, metric, extract(epoch FROM received_at) AS at FROM latest_values "
+        "WHERE metric = ANY($1::text[])",
+        metrics,
+    )
+    return {(r["device_id"], r["metric"]): float(r["at"]) for r in rows}

@@ -593,3 +593,32 @@ async def test_a_client_that_stays_behind_is_closed(small_stack: tuple[Stack, Se
     with pytest.raises(ConnectionClosed):
         while True:  # what was already buffered, then the close (4008) or the abort after it
             await asyncio.wait_for(ws.recv(), 15)
+
+
+async def test_o1_metrics_include_the_bridges_system_status(
+    small_stack: tuple[Stack, Settings],
+) -> None:
+    stack, _ = small_stack
+    async with await stack.client(stack.token()) as ws:
+        await recv(ws)
+        await ws.send('{"type": "subscribe-metrics", "host": "bridge-h1", "application": "Anvil"}')
+        reply = await recv(ws)
+        assert reply["type"] == "subscribed" and len(reply["subscription_ids"]) == 2
+        for component in ("bridge-h2", "bridge-h1"):  # only the named host is delivered
+            stack.peer.publish(
+                stack.topics.system(component),
+                orjson.dumps(
+                    {
+                        "component": component,
+                        "cpu_usage": 12.5,
+                        "memory_usage": 40.0,
+                        "disk_usage": 70.1,
+                        "active_connections": 3,
+                    }
+                ),
+                qos=0,
+            )
+        metrics = await recv_type(ws, "metrics")
+        assert (metrics["host"], metrics["application"]) == ("bridge-h1", "Anvil")
+        assert (metrics["cpu"], metrics["memory"], metrics["disk"]) == (12.5, 40.0, 70.1)
+        await nothing_more(ws)
