@@ -14,7 +14,7 @@ import asyncpg
 from bridge.auth import Principal
 from bridge.protocol import ClientError
 from ingest import names
-from ingest.rules import Rule, RuleError, alert_from_row, rule_from_row
+from ingest.rules import RuleError, alert_from_row, rule_row
 from ingest.stream import StreamPublisher
 from ingest.topics import Topics
 from ingest.wire import alert_event
@@ -81,28 +81,12 @@ class FrontActions:
             if fields["rule_id"] not in existing:
                 raise ClientError(404, "not_found", "no such rule")
             fields = {**existing[fields["rule_id"]], **fields}
-        devices = fields.get("devices", ["*"])
-        row = {
-            "name": "",
-            "threshold_high": None,
-            "clear_threshold": None,
-            "for_s": 0.0,
-            "severity": "warning",
-            "title": Rule.title,
-            "message": Rule.message,
-            "enabled": True,
-            **fields,
-            "devices": [devices] if isinstance(devices, str) else devices,
-        }
         try:
-            unknown = set(row) - set(RULE_COLUMNS)
-            if unknown:
-                raise RuleError(f"unknown rule fields: {', '.join(sorted(unknown))}")
-            rule_from_row(row)  # validates every field, with the reason
-            await store.upsert_rule(self.pool, {c: row[c] for c in RULE_COLUMNS})
-        except (RuleError, TypeError, KeyError, ValueError) as exc:
+            row = rule_row(fields, RULE_COLUMNS)
+            await store.upsert_rule(self.pool, row)
+        except RuleError as exc:
             raise ClientError(422, "validation_error", str(exc)[:300]) from None
-        return _jsonable({c: row[c] for c in RULE_COLUMNS})
+        return _jsonable(row)
 
     async def delete_rule(self, principal: Principal, rule_id: Any) -> None:
         self._admin(principal)

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ingest.rules import Rule, RuleError, rule_from_row
+from ingest.rules import Rule, RuleError, rule_row
 from storage.alerts import RULE_COLUMNS, delete_rule, load_rules, upsert_rule
 from storage.pool import connect
 
@@ -57,26 +57,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _row(fields: dict[str, Any]) -> dict[str, Any]:
-    devices = fields.get("devices", ["*"])
-    if isinstance(devices, str):
-        devices = [d.strip() for d in devices.split(",") if d.strip()]
-    row = {
-        "name": "",
-        "threshold_high": None,
-        "clear_threshold": None,
-        "for_s": 0.0,
-        "severity": "warning",
-        "title": Rule.title,
-        "message": Rule.message,
-        "enabled": True,
-        **fields,
-        "devices": devices,
-    }
-    missing = [c for c in RULE_COLUMNS if c not in row]
-    if missing:
-        raise RuleError(f"rule {fields.get('rule_id', '?')} lacks {', '.join(missing)}")
-    rule_from_row(row)  # validates; raises RuleError with the reason
-    return {c: row[c] for c in RULE_COLUMNS}
+    return rule_row(fields, RULE_COLUMNS)
 
 
 async def run(args: argparse.Namespace, database_url: str) -> str:
@@ -104,10 +85,7 @@ async def run(args: argparse.Namespace, database_url: str) -> str:
             return f"rule {args.rule_id} removed"
         doc = tomllib.loads(args.file.read_text())
         entries = doc.get("rules", [])
-        rows = [
-            _row({("rule_id" if k in ("id", "rule_id") else k): v for k, v in e.items()})
-            for e in entries
-        ]
+        rows = [_row(e) for e in entries]
         async with conn.transaction():
             for row in rows:
                 await upsert_rule(conn, row)

@@ -352,3 +352,39 @@ def alert_from_row(row: dict[str, object]) -> Alert:
         acknowledged_by=row.get("acknowledged_by"),  # type: ignore[arg-type]
         resolved_at=epoch(row.get("resolved_at")),
     )
+
+
+RULE_DEFAULTS: dict[str, object] = {
+    "name": "",
+    "threshold_high": None,
+    "clear_threshold": None,
+    "for_s": 0.0,
+    "severity": "warning",
+    "title": Rule.title,
+    "message": Rule.message,
+    "enabled": True,
+}
+
+
+def rule_row(fields: dict[str, object], columns: tuple[str, ...]) -> dict[str, object]:
+    """User input (CLI, TOML, WebSocket) -> a complete, validated row of ``columns``.
+
+    ``id`` is accepted for ``rule_id``; ``devices`` may be a comma-separated string. Raises
+    :class:`RuleError` saying what is missing, unknown or invalid.
+    """
+    fields = {("rule_id" if k == "id" else k): v for k, v in fields.items()}
+    devices = fields.get("devices", ["*"])
+    if isinstance(devices, str):
+        devices = [d.strip() for d in devices.split(",") if d.strip()]
+    row = {**RULE_DEFAULTS, **fields, "devices": devices}
+    if unknown := sorted(set(row) - set(columns)):
+        raise RuleError(f"unknown rule fields: {', '.join(unknown)}")
+    if missing := [c for c in columns if c not in row]:
+        raise RuleError(f"rule {fields.get('rule_id', '?')} lacks {', '.join(missing)}")
+    if not names.is_device_id(row["rule_id"]):
+        raise RuleError("rule_id must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+    try:
+        rule_from_row(row)
+    except (TypeError, ValueError) as exc:
+        raise RuleError(str(exc)) from None
+    return {c: row[c] for c in columns}

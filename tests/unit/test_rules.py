@@ -175,3 +175,24 @@ def test_invalid_rules(kwargs: dict[str, object]) -> None:
     base: dict[str, object] = {"rule_id": "r", "metric": "m", "condition": "gt", "threshold": 1.0}
     with pytest.raises((RuleError, ValueError)):
         Rule(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_rule_row_from_user_input() -> None:
+    from ingest.rules import rule_row
+    from storage.alerts import RULE_COLUMNS
+
+    row = rule_row(
+        {"id": "r1", "metric": "t", "condition": "gt", "threshold": 1, "devices": "a-*, b"},
+        RULE_COLUMNS,
+    )
+    assert (
+        row["rule_id"] == "r1" and row["devices"] == ["a-*", "b"] and row["severity"] == "warning"
+    )
+    for bad in (
+        {"id": "r 1", "metric": "t", "condition": "gt", "threshold": 1},
+        {"id": "r1", "metric": "t", "condition": "gt"},
+        {"id": "r1", "metric": "t", "condition": "gt", "threshold": 1, "colour": "red"},
+        {"id": "r1", "metric": "t", "condition": "gt", "threshold": "high"},
+    ):
+        with pytest.raises(RuleError):
+            rule_row(bad, RULE_COLUMNS)
