@@ -255,6 +255,7 @@ async def run_front(
         actions=FrontActions(pool, topics, stream) if pool is not None else None,
         commands=Commands(hub, pool),
         device_sessions=DeviceSessions(hub),
+        pool=pool,
     )
     hub_task = asyncio.create_task(hub.run(), name="front-hub")
     probe_task = asyncio.create_task(db_probe(), name="front-db-probe")

@@ -26,7 +26,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from bridge import __version__, protocol
+from bridge import __version__, protocol, rest
 from bridge.auth import AuthError, JwtVerifier, Principal
 from bridge.hub import Hub
 from bridge.limits import WindowCounter
@@ -104,6 +104,7 @@ class Front:
         actions: Any = None,
         commands: Any = None,
         device_sessions: Any = None,
+        pool: Any = None,
     ) -> None:
         self.config = config
         self.hub = hub
@@ -113,6 +114,7 @@ class Front:
         self.actions = actions
         self.commands = commands
         self.device_sessions = device_sessions
+        self.pool = pool
         self.stats = FrontStats()
         self.sessions: set[Session] = set()
         self._per_sub: Counter[str] = Counter()
@@ -153,7 +155,9 @@ class Front:
             await session.close()
 
     # -- handshake -----------------------------------------------------------------------------
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         parts = urlsplit(request.path)
         path = parts.path.rstrip("/") or "/"
         greet = True
@@ -162,6 +166,8 @@ class Front:
             # request/response: no unsolicited greeting, or their replies would be off by one.
             path, greet = "/ws", False
         if path not in WS_PATHS:
+            if path.startswith("/api/v1/") and path != "/api/v1/events":
+                return await self._rest(path, parts.query, request)
             return self._http(path, request)
         origin = request.headers.get("Origin")
         if (
@@ -340,6 +346,30 @@ class Front:
                     session.reply_wake()
 
     # -- HTTP ------------------------------------------------------------------------------------
+    async def _rest(self, path: str, query: str, request: Request) -> Response:
+        if self.pool is None:
+            return _json_response(503, {"error": "unavailable", "message": "no database"})
+        try:
+            principal = rest.authenticate(
+                self.verifier, request.headers.get("Authorization"), time.time()
+            )
+            if path == "/api/v1/devices":
+                body = await rest.devices(self.pool, principal, None)
+            elif path.startswith("/api/v1/devices/"):
+                body = await rest.devices(
+                    self.pool, principal, path.removeprefix("/api/v1/devices/")
+                )
+            elif path == "/api/v1/alerts":
+                body = await rest.alerts(self.pool, principal, query)
+            else:
+                return _json_response(404, {"error": "not_found", "message": "no such endpoint"})
+        except protocol.ClientError as exc:
+            return _json_response(exc.code, {"error": exc.error, "message": exc.message})
+        except Exception:
+            log.exception("REST request failed")
+            return _json_response(500, {"error": "internal_error", "message": "internal error"})
+        return _json_response(200, body)
+
     def _http(self, path: str, request: Request) -> Response:
         if path.startswith("/api/websocket/"):
             return self._o1(path)
