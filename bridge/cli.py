@@ -158,6 +158,13 @@ def _token(settings: Settings, args: argparse.Namespace) -> str:
     )
 
 
+def _database_url(settings: Settings) -> str:
+    url = settings.database_url or _from_running_up(settings, "database_url")
+    if not url:
+        raise ConfigError("set BRIDGE_DATABASE_URL (or start `telemetry-bridge up` first)")
+    return url
+
+
 def _from_running_up(settings: Settings, key: str) -> str | None:
     runtime = read_runtime(settings.state_dir)
     return str(runtime[key]) if runtime and runtime.get(key) else None
@@ -181,15 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "token":
             print(_token(settings, args))
         elif args.command == "rules":
-            url = settings.database_url or _from_running_up(settings, "database_url")
-            if not url:
-                raise ConfigError("set BRIDGE_DATABASE_URL (or start `telemetry-bridge up` first)")
-            print(asyncio.run(rules_cli.run(args, url)))
+            print(asyncio.run(rules_cli.run(args, _database_url(settings))))
         elif args.command == "migrate":
-            url = settings.database_url or _from_running_up(settings, "database_url")
-            if not url:
-                raise ConfigError("set BRIDGE_DATABASE_URL (or start `telemetry-bridge up` first)")
-            applied = asyncio.run(run_migrations(url))
+            applied = asyncio.run(run_migrations(_database_url(settings)))
             print(f"applied {', '.join(applied)}" if applied else "database is up to date")
         elif args.command == "simulate":
             from bridge.simulate import SimulateConfig, run
