@@ -181,7 +181,7 @@ async def phase_naive(args: argparse.Namespace, mqtt_url: str) -> dict[str, Any]
     loop = asyncio.get_running_loop()
 
     def on_message(_c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, (msg.topic, msg.payload))
+        loop.call_soon_threadsafe(queue.put_nowait, (msg.topic, bytes(msg.payload)))
 
     def connect() -> paho.Client:
         c = paho.Client(

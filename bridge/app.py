@@ -9,7 +9,7 @@ import secrets
 import signal
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -34,6 +34,8 @@ from ingest.wire import status_event
 from storage.devices import mark_silent_offline
 from storage.migrate import ensure_partitions, migrate
 from storage.pool import connect, create_pool
+from storage.retention import apply_retention
+from storage.rollups import refresh_rollups
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,10 @@ def ingest_config(settings: Settings, database_url: str, mqtt_url: str) -> Inges
         batch_max_wait_s=settings.ingest_batch_max_wait_ms / 1000,
         max_payload_bytes=settings.ingest_max_payload_bytes,
         max_future=timedelta(seconds=settings.ingest_max_future_s),
-        max_past=timedelta(days=settings.ingest_max_past_days),
+        # Never accept a reading that raw retention would drop (and the rollups skip).
+        max_past=timedelta(
+            days=min(settings.ingest_max_past_days, settings.retention_raw_days or 10**6)
+        ),
         publish_stream=settings.ingest_publish_stream,
         stats_file=settings.ingest_stats_file,
     )
@@ -86,9 +91,10 @@ def _scheduler(
     stream: StreamPublisher | None = None,
     sampler: SystemSampler | None = None,
 ) -> AsyncIOScheduler:
-    """Periodic work: partitions ahead of time, devices that went silent. Later issues add
-    rollups, retention and system status."""
+    """Periodic work: partitions ahead of time, devices that went silent, rollups, retention
+    and system status."""
     topics = Topics(settings.mqtt_topic_prefix)
+    retention = settings.retention()
 
     async def offline() -> None:
         try:
@@ -116,6 +122,27 @@ def _scheduler(
         if changes:
             log.info("%d device(s) went offline", len(changes))
 
+    async def rollups() -> None:
+        horizon = datetime.now(UTC) - (retention["raw"] or timedelta(days=365 * 1000))
+        try:
+            conn = await connect(database_url)
+            try:
+                await refresh_rollups(conn, horizon)
+            finally:
+                await conn.close()
+        except Exception as exc:  # the pending batches stay; the next run takes them
+            log.warning("rollup refresh failed: %s", exc)
+
+    async def expire() -> None:
+        try:
+            conn = await connect(database_url)
+            try:
+                await apply_retention(conn, retention)
+            finally:
+                await conn.close()
+        except Exception as exc:
+            log.warning("retention failed: %s", exc)
+
     async def partitions() -> None:
         try:
             conn = await connect(database_url)
@@ -137,6 +164,24 @@ def _scheduler(
         stream.publish_many([(topics.system(sampler.component), orjson.dumps(status))], retain=True)
 
     scheduler.add_job(partitions, "interval", hours=1, id="partitions", coalesce=True)
+    scheduler.add_job(
+        rollups,
+        "interval",
+        seconds=settings.rollup_interval_s,
+        id="rollups",
+        coalesce=True,
+        max_instances=1,
+        next_run_time=datetime.now(UTC),
+    )
+    scheduler.add_job(
+        expire,
+        "interval",
+        seconds=settings.retention_interval_s,
+        id="retention",
+        coalesce=True,
+        max_instances=1,
+        next_run_time=datetime.now(UTC),
+    )
     scheduler.add_job(
         system_status,
         "interval",

@@ -6,6 +6,7 @@ Names are part of the contract (ARCHITECTURE.md, "Configuration and command line
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -73,6 +74,21 @@ class Settings(BaseSettings):
     )
     device_check_interval_s: float = Field(default=10.0, gt=0)
     system_status_interval_s: float = Field(default=10.0, gt=0)
+    rollup_interval_s: float = Field(
+        default=10.0, gt=0, description="how often new readings are folded into 1m/1h rollups"
+    )
+    retention_raw_days: int = Field(default=30, ge=0, description="raw readings; 0 = forever")
+    retention_1m_days: int = Field(default=365, ge=0, description="1m rollups; 0 = forever")
+    retention_1h_days: int = Field(default=0, ge=0, description="1h rollups; 0 = forever")
+    retention_interval_s: float = Field(default=3600.0, gt=0)
+    replay_max_messages: int = Field(
+        default=10_000, ge=1, description="stored messages one `since` replays at most"
+    )
+
+    def retention(self) -> dict[str, timedelta | None]:
+        days = {"raw": self.retention_raw_days, "1m": self.retention_1m_days,
+                "1h": self.retention_1h_days}  # fmt: skip
+        return {tier: timedelta(days=n) if n else None for tier, n in days.items()}
 
     @field_validator("mqtt_topic_prefix")
     @classmethod

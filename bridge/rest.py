@@ -15,7 +15,7 @@ import asyncpg
 from bridge.auth import AuthError, JwtVerifier, Principal
 from bridge.protocol import ClientError
 from ingest import names
-from ingest.payload import _timestamp
+from ingest.payload import parse_timestamp
 from ingest.wire import iso_ms
 
 MAX_ROWS = 1000
@@ -47,7 +47,7 @@ def _time(params: dict[str, str], key: str) -> datetime | None:
     if value.lstrip("-").isdigit():
         value = int(value)
     try:
-        return _timestamp(value)
+        return parse_timestamp(value)
     except ValueError:
         raise ClientError(422, "validation_error", f"{key}: epoch ms or ISO-8601") from None
 

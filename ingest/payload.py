@@ -79,6 +79,7 @@ def _timestamp(value: Any) -> datetime:
     raise ValueError("timestamp must be epoch milliseconds or an ISO-8601 string")
 
 
+parse_timestamp = _timestamp  # the public name for the other entry points (REST, queries)
 Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
 MetricName = Annotated[str, StringConstraints(pattern=f"^{names.METRIC_PATTERN}$")]
 _VALUE_HELP = 'a value must be a finite number, a boolean, or {"value": number, "unit": text}'

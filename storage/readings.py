@@ -85,6 +85,11 @@ WITH up AS (
 SELECT device_id, last_seen FROM up WHERE inserted
 """
 
+# What the rollup job must fold in, committed with the readings themselves (storage/rollups.py).
+_PENDING = """
+INSERT INTO rollup_pending (min_ts, max_ts, received_lo, received_hi) VALUES ($1, $2, $3, $4)
+"""
+
 # Rows whose stored received_at is the one we staged were inserted by this batch; a
 # redelivered reading keeps the received_at of its first delivery.
 _INSERTED_KEYS = """
@@ -133,7 +138,10 @@ class ReadingWriter:
     async def _ensure_days(self, conn: asyncpg.Connection, rows: Sequence[ReadingRow]) -> None:
         days = {row[2].date() for row in rows} - self._known_days
         if days:
-            await conn.fetchval("SELECT ensure_readings_partitions($1, $2)", min(days), max(days))
+            # Day by day: one late reading must not create every partition in between.
+            await conn.executemany(
+                "SELECT ensure_readings_partitions($1, $1)", [(day,) for day in sorted(days)]
+            )
             self._known_days |= days
 
     async def write(
@@ -170,6 +178,14 @@ class ReadingWriter:
                 )
                 status = await conn.execute(_INSERT)
                 inserted = int(status.rsplit(" ", 1)[1])
+                if inserted:
+                    await conn.execute(
+                        _PENDING,
+                        min(r[2] for r in rows),
+                        max(r[2] for r in rows),
+                        min(r[5] for r in rows),
+                        max(r[5] for r in rows),
+                    )
                 await conn.execute(_LATEST)
                 waking = await conn.fetch(_WAKING)
                 new = await conn.fetch(_DEVICES)

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from bridge.app import run_front
 from bridge.auth import mint
@@ -361,16 +362,16 @@ async def test_foreign_origin_gets_403(small_stack: tuple[Stack, Settings]) -> N
     stack, _ = small_stack
     ok = await connect(
         f"{stack.url}/ws",
-        origin="https://dash.example",
+        origin=Origin("https://dash.example"),
         additional_headers={"Authorization": f"Bearer {stack.token()}"},
-    )  # type: ignore[arg-type]
+    )
     await ok.close()
     with pytest.raises(InvalidStatus) as err:
         await connect(
             f"{stack.url}/ws",
-            origin="https://evil.example",
+            origin=Origin("https://evil.example"),
             additional_headers={"Authorization": f"Bearer {stack.token()}"},
-        )  # type: ignore[arg-type]
+        )
     assert err.value.response.status_code == 403
 
 

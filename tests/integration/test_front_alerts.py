@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -10,7 +12,7 @@ from tests.integration.frontkit import Stack, recv, recv_type
 pytestmark = pytest.mark.integration
 
 
-async def send(ws, msg: dict) -> None:  # type: ignore[no-untyped-def]
+async def send(ws: Any, msg: dict[str, Any]) -> None:
     await ws.send(orjson.dumps(msg).decode())
 
 

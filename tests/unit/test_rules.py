@@ -188,11 +188,12 @@ def test_rule_row_from_user_input() -> None:
     assert (
         row["rule_id"] == "r1" and row["devices"] == ["a-*", "b"] and row["severity"] == "warning"
     )
-    for bad in (
+    bads: tuple[dict[str, object], ...] = (
         {"id": "r 1", "metric": "t", "condition": "gt", "threshold": 1},
         {"id": "r1", "metric": "t", "condition": "gt"},
         {"id": "r1", "metric": "t", "condition": "gt", "threshold": 1, "colour": "red"},
         {"id": "r1", "metric": "t", "condition": "gt", "threshold": "high"},
-    ):
+    )
+    for bad in bads:
         with pytest.raises(RuleError):
             rule_row(bad, RULE_COLUMNS)
