@@ -56,7 +56,7 @@ def flat(page: Page) -> list[tuple[str, str, datetime, float | None]]:
     return [(s.device_id, s.metric, ts, v) for s in page.series for ts, v in s.points]
 
 
-def q(now: datetime = T0, **params: object) -> TelemetryQuery:
+def q(now: datetime = T0, /, **params: object) -> TelemetryQuery:
     return parse_query({"limit": 10_000, **params}, now)
 
 
