@@ -251,6 +251,7 @@ def front_config(settings: Settings) -> FrontConfig:
             queue_capacity=settings.ws_queue_size,
             max_behind_s=settings.ws_max_behind_s,
             max_frame_bytes=settings.ws_max_frame_bytes,
+            replay_max=settings.replay_max_messages,
         ),
     )
 
@@ -275,7 +276,7 @@ async def run_front(
         )
     topics = Topics(settings.mqtt_topic_prefix)
     hub = Hub(MqttEndpoint.from_url(mqtt_url), topics, f"front-{uuid.uuid4().hex[:10]}")
-    pool = await create_pool(database_url, min_size=1, max_size=4) if database_url else None
+    pool = await create_pool(database_url, min_size=1, max_size=8) if database_url else None
     db_state = {"ok": pool is not None}
 
     async def db_probe() -> None:

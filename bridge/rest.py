@@ -40,6 +40,21 @@ def _query(raw: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(raw, max_num_fields=20).items()}
 
 
+def query_params(raw: str) -> dict[str, Any]:
+    """A query string; a repeated device_id or metric becomes a list (also accepted
+    comma-separated)."""
+    out: dict[str, Any] = {}
+    try:
+        fields = parse_qs(raw, max_num_fields=200)
+    except ValueError:
+        raise ClientError(422, "validation_error", "too many query parameters") from None
+    for key, values in fields.items():
+        out[key] = (
+            values if key in ("device_id", "metric", "metrics") and len(values) > 1 else values[0]
+        )
+    return out
+
+
 def _time(params: dict[str, str], key: str) -> datetime | None:
     if key not in params:
         return None

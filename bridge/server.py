@@ -28,12 +28,15 @@ from websockets.http11 import Request, Response
 
 from bridge import __version__, protocol, rest
 from bridge.auth import AuthError, JwtVerifier, Principal
+from bridge.history import History, checked_query
+from bridge.http_stream import StreamedResponse, streaming_connection
 from bridge.hub import Hub
 from bridge.limits import WindowCounter
 from bridge.logs import redact_library_loggers
 from bridge.session import FrontLimits, Session
 
 log = logging.getLogger(__name__)
+OPEN_TIMEOUT_S = 10.0
 
 WS_PATHS = {
     "/ws": None,
@@ -115,6 +118,7 @@ class Front:
         self.commands = commands
         self.device_sessions = device_sessions
         self.pool = pool
+        self.history = History(pool) if pool is not None else None
         self.stats = FrontStats()
         self.sessions: set[Session] = set()
         self._per_sub: Counter[str] = Counter()
@@ -131,6 +135,12 @@ class Front:
             self.config.host,
             self.config.port,
             process_request=self._process_request,
+            # The handshake timeout moves into the connection class, which lets streamed
+            # responses (CSV export) run longer than a handshake may.
+            open_timeout=None,
+            create_connection=streaming_connection(
+                self._plan_stream, OPEN_TIMEOUT_S, f"telemetry-bridge/{__version__}"
+            ),
             max_size=self.config.limits.max_frame_bytes,
             compression="deflate" if self.config.compression else None,
             ping_interval=self.config.limits.heartbeat_s,
@@ -236,6 +246,7 @@ class Front:
             actions=self.actions,
             commands=self.commands,
             device_sessions=self.device_sessions,
+            history=self.history,
         )
         session.default_channel = default_channel  # type: ignore[attr-defined]
         self.sessions.add(session)
@@ -361,6 +372,9 @@ class Front:
                 )
             elif path == "/api/v1/alerts":
                 body = await rest.alerts(self.pool, principal, query)
+            elif path == "/api/v1/telemetry":
+                assert self.history is not None
+                body = await self.history.query(principal, rest.query_params(query))
             else:
                 return _json_response(404, {"error": "not_found", "message": "no such endpoint"})
         except protocol.ClientError as exc:
@@ -369,6 +383,24 @@ class Front:
             log.exception("REST request failed")
             return _json_response(500, {"error": "internal_error", "message": "internal error"})
         return _json_response(200, body)
+
+    async def _plan_stream(self, request: Request) -> StreamedResponse | None:
+        """CSV export of /api/v1/telemetry streams; anything else (including a CSV request
+        that fails validation, which then gets its JSON error) takes the normal path."""
+        parts = urlsplit(request.path)
+        if parts.path.rstrip("/") != "/api/v1/telemetry" or self.history is None:
+            return None
+        params = rest.query_params(parts.query)
+        if params.get("format") != "csv":
+            return None
+        try:
+            principal = rest.authenticate(
+                self.verifier, request.headers.get("Authorization"), time.time()
+            )
+            query = checked_query(principal, params)
+        except protocol.ClientError:
+            return None
+        return StreamedResponse("text/csv; charset=utf-8", self.history.csv(query), "telemetry.csv")
 
     def _http(self, path: str, request: Request) -> Response:
         if path.startswith("/api/websocket/"):

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from bridge.actions import FrontActions
 from bridge.auth import AuthError, JwtVerifier, Principal
 from bridge.commands import Commands
 from bridge.device_sessions import DeviceSessions
+from bridge.history import History, replay_key
 from bridge.hub import Hub
 from bridge.limits import TokenBucket
 from bridge.outbound import OutboundQueue
@@ -34,6 +36,7 @@ from bridge.subscriptions import (
     authorize,
     parse_channel_subscribe,
 )
+from ingest.payload import parse_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class FrontLimits:
     queue_capacity: int = 1000
     max_behind_s: float = 10.0
     heartbeat_s: float = 20.0
+    replay_max: int = 10_000
 
 
 @dataclass
@@ -71,6 +75,8 @@ class Subscription:
     label: str  # the channel, topic or event type the client named
     listener: Callable[..., None] | None = None
     pending: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # While a `since` replay reads storage, live messages wait here (then deduplicated).
+    held: list[tuple[tuple[str, ...], dict[str, Any]]] | None = None
     next_flush: float = 0.0
 
     def describe(self) -> dict[str, Any]:
@@ -165,6 +171,7 @@ def live_frame(sub: Subscription, levels: tuple[str, ...], event: dict[str, Any]
                 new_status=event.get("new_status"),
                 reason=event.get("reason"),
                 metadata={"last_seen": event.get("last_seen")},
+                received_at=event.get("ts"),  # the resume point
             )
         )
     if channel == "system":
@@ -198,6 +205,8 @@ def _alert(event: dict[str, Any]) -> dict[str, Any]:
     )
     out = {k: event.get(k) for k in keys}
     out["metadata"] = event.get("metadata") or {}
+    out["created_at"] = event.get("created_at")
+    out["updated_at"] = out["received_at"] = event.get("updated_at")  # the resume point
     return out
 
 
@@ -220,6 +229,7 @@ class Session:
         actions: FrontActions | None = None,
         commands: Commands | None = None,
         device_sessions: DeviceSessions | None = None,
+        history: History | None = None,
     ) -> None:
         self.client_id = client_id
         self.hub = hub
@@ -237,6 +247,7 @@ class Session:
         self.actions = actions
         self.commands = commands
         self.device_sessions = device_sessions
+        self.history = history
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
         self.close_request: tuple[int, str] | None = None
@@ -331,6 +342,7 @@ class Session:
             "delete_session": self._sessions,
             "list_sessions": self._sessions,
             "telemetry": self._telemetry,
+            "query": self._query,
             "list_rules": self._rules,
             "create_rule": self._rules,
             "update_rule": self._rules,
@@ -399,6 +411,16 @@ class Session:
         self.reply(
             message("telemetry_ack", id_=id_, device_id=device, agentId=device, readings=count)
         )
+
+    async def _query(self, msg: dict[str, Any], id_: Any) -> None:
+        if self.history is None:
+            raise ClientError(503, "unavailable", "stored telemetry is not available")
+        assert self.principal is not None
+        params = {k: v for k, v in msg.items() if k not in ("type", "id")}
+        if params.get("format", "json") != "json":
+            raise ClientError(422, "validation_error", "format: json over WebSocket (CSV: HTTP)")
+        body = await self.history.query(self.principal, params)
+        self.reply(message("query_result", id_=id_, **body))
 
     def _need_actions(self) -> FrontActions:
         if self.actions is None:
@@ -497,9 +519,9 @@ class Session:
         elif "events" in msg:
             await self._subscribe_named(msg, id_, "events")
         else:
-            sub = await self._add(
-                parse_channel_subscribe(msg, msg.get("_default_channel")), "channel", ""
-            )
+            selector = parse_channel_subscribe(msg, msg.get("_default_channel"))
+            since = self._since(msg, selector)
+            sub = await self._add(selector, "channel", "", hold=since is not None)
             self.reply(
                 message(
                     "subscribed",
@@ -509,7 +531,59 @@ class Session:
                     mqtt_topics=list(sub.filters),
                 )
             )
+            if since is not None:
+                await self._replay(sub, since)
             await self._send_snapshot(sub)
+
+    def _since(self, msg: dict[str, Any], selector: Selector) -> datetime | None:
+        value = msg.get("since")
+        if value is None:
+            return None
+        if self.history is None:
+            raise ClientError(503, "unavailable", "stored messages are not available")
+        if selector.channel not in ("telemetry", "alerts", "devices"):
+            raise ClientError(
+                422, "validation_error", "since: only telemetry, alerts and devices can resume"
+            )
+        try:
+            return parse_timestamp(value)
+        except ValueError:
+            raise ClientError(
+                422, "validation_error", "since: epoch milliseconds or ISO-8601 (a received_at)"
+            ) from None
+
+    async def _replay(self, sub: Subscription, since: datetime) -> None:
+        """Stored messages after ``since``, then the live ones that arrived meanwhile (minus
+        those storage already had), then ``replay_complete``: no gap, no duplicate.
+
+        The broker subscription exists before storage is read, so a message committed after
+        the read is held live; one committed before it is in storage (and maybe also held).
+        """
+        assert self.history is not None and self.principal is not None
+        try:
+            events, truncated = await self.history.replay(
+                sub.selector, self.principal, since, self.limits.replay_max
+            )
+        except BaseException:
+            sub.held = None
+            raise
+        now = time.monotonic()
+        seen = set()
+        for levels, event in events:
+            seen.add(replay_key(levels, event))
+            self.queue.put(live_frame(sub, levels, event), now, force=True)
+        held, sub.held = sub.held or [], None  # no await from here on: live resumes in order
+        for levels, event in held:
+            if replay_key(levels, event) not in seen:
+                self.queue.put(live_frame(sub, levels, event), now, force=True)
+        self.reply(
+            message(
+                "replay_complete",
+                subscription_id=sub.id,
+                count=len(events),
+                truncated=truncated,
+            )
+        )
 
     async def _subscribe_named(self, msg: dict[str, Any], id_: Any, dialect: str) -> None:
         names_ = msg.get(dialect)
@@ -580,7 +654,9 @@ class Session:
             )
         )
 
-    async def _add(self, selector: Selector, dialect: str, label: str) -> Subscription:
+    async def _add(
+        self, selector: Selector, dialect: str, label: str, hold: bool = False
+    ) -> Subscription:
         assert self.principal is not None
         authorize(selector, self.principal)
         sub_id = subscription_id(selector, dialect, label)
@@ -596,6 +672,8 @@ class Session:
             sub_id, selector, selector.mqtt_filters(self.hub.topics, self.principal), dialect, label
         )
         sub.listener = self._listener(sub)
+        if hold:
+            sub.held = []
         self.subscriptions[sub_id] = sub
         for f in sub.filters:
             await self.hub.add(f, sub.listener)
@@ -617,6 +695,9 @@ class Session:
             if levels[0] == "alerts" and sub.dialect == "events" and event.get("event"):
                 if sub.label != f"alert.{event.get('event')}":
                     return
+            if sub.held is not None:
+                sub.held.append((levels, event))
+                return
             if sub.selector.interval_s and levels[0] == "telemetry":
                 sub.pending[(levels[1], levels[2])] = event
                 return

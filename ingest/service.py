@@ -37,7 +37,14 @@ from ingest.rules import AlertEvent, Rule, RuleEngine, alert_from_row, rule_from
 from ingest.status import parse_status
 from ingest.stream import StreamPublisher
 from ingest.topics import Topics
-from ingest.wire import alert_event, device_error, iso_ms, reading_event, status_event
+from ingest.wire import (
+    alert_event,
+    device_error,
+    iso_ms,
+    iso_us,
+    reading_event,
+    status_event,
+)
 from storage.alerts import (
     acknowledged_open,
     last_readings,
@@ -78,6 +85,9 @@ class IngestConfig:
     # When set, the final counters and latency percentiles are written here as JSON on exit.
     stats_file: Path | None = None
     rules_reload_s: float = 10.0
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Inbound(NamedTuple):
@@ -147,6 +157,7 @@ class IngestService:
         self._mqtt: AsyncMqtt | None = None
         self._stream = StreamPublisher(config.mqtt, f"{config.client_id}-stream")
         self._topic_cache: dict[tuple[str, str], str] = {}
+        self._last_received_us = 0
         self._engine = RuleEngine()
         self._pool: asyncpg.Pool | None = None
         self._unsaved: list[AlertEvent] = []  # alert events whose write failed; retried
@@ -393,10 +404,20 @@ class IngestService:
                 self._reject(prep, msg, device, exc, received)
                 continue
             prep.readings.extend(readings)
-            prep.rows.extend(
-                (r.device_id, r.metric, r.ts, r.value, r.unit, received) for r in readings
-            )
+            base_us = int(msg.received_at * 1_000_000)
+            for r in readings:
+                prep.rows.append(
+                    (r.device_id, r.metric, r.ts, r.value, r.unit, self._received_at(base_us))
+                )
         return prep
+
+    def _received_at(self, at_us: int) -> datetime:
+        """A received_at no other reading of this process has: strictly increasing in
+        microseconds, so ``since=<received_at of the last message seen>`` resumes exactly
+        after it, even between two readings of one message."""
+        us = at_us if at_us > self._last_received_us else self._last_received_us + 1
+        self._last_received_us = us
+        return _EPOCH + timedelta(microseconds=us)
 
     def _prepare_status(
         self, prep: _Prepared, msg: Inbound, device: str, received: datetime
@@ -579,7 +600,7 @@ class IngestService:
             if r.ts is not last_ts:
                 last_ts, ts_text = r.ts, iso_ms(r.ts)
             if row[5] is not last_rx:
-                last_rx, rx_text = row[5], iso_ms(row[5])
+                last_rx, rx_text = row[5], iso_us(row[5])
             key = (r.device_id, r.metric)
             topic = cache.get(key)
             if topic is None:

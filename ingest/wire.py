@@ -13,6 +13,11 @@ def iso_ms(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def iso_us(dt: datetime) -> str:
+    """ISO-8601 UTC with microseconds: ``received_at`` is exact, so it can be a resume point."""
+    return dt.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def reading_event(
     device_id: str, metric: str, value: float, unit: str | None, ts: str, received_at: str
 ) -> bytes:
@@ -61,7 +66,7 @@ def status_event(
             "new_status": new_status,
             "reason": reason,
             "last_seen": iso_ms(last_seen) if last_seen else None,
-            "ts": iso_ms(ts),
+            "ts": iso_us(ts),  # exact: a resume point (since)
         }
     )
 
@@ -84,7 +89,11 @@ def alert_event(event: str, alert: Any) -> bytes:
             "message": alert.message,
             "state": alert.state,
             "created_at": ts(alert.created_at),
-            "updated_at": ts(alert.updated_at),
+            "updated_at": None
+            if alert.updated_at is None
+            else iso_us(
+                datetime.fromtimestamp(alert.updated_at, UTC)
+            ),  # exact: a resume point (since)
             "acknowledged_at": ts(alert.acknowledged_at),
             "acknowledged_by": alert.acknowledged_by,
             "resolved_at": ts(alert.resolved_at),
