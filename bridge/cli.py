@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bridge import __version__, rules_cli
+from bridge import __version__, query_cli, rules_cli
 from bridge.app import ConfigError, run_ingest, run_migrations, run_serve, run_up, state_secret
 from bridge.auth import HMAC_ALGORITHMS, mint
 from bridge.config import Settings, load_settings
@@ -93,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--private-key", type=Path, help="PEM private key for RS*/ES* algorithms")
 
     rules_cli.add_parser(sub)
+    query_cli.add_parser(sub)
 
     sub.add_parser(
         "migrate",
@@ -171,7 +172,8 @@ def _from_running_up(settings: Settings, key: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(query_cli.join_time_options(argv))
     try:
         settings = _settings(args)
     except (ValidationError, FileNotFoundError) as exc:
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             print(_token(settings, args))
         elif args.command == "rules":
             print(asyncio.run(rules_cli.run(args, _database_url(settings))))
+        elif args.command == "query":
+            return asyncio.run(query_cli.run(args, _database_url(settings)))
         elif args.command == "migrate":
             applied = asyncio.run(run_migrations(_database_url(settings)))
             print(f"applied {', '.join(applied)}" if applied else "database is up to date")

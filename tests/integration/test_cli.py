@@ -55,16 +55,19 @@ def test_token_without_a_secret_says_how_to_fix(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "needle"),
     [
-        ({"BRIDGE_MQTT_URL": "http://x"}, "scheme"),
+        ({"BRIDGE_MQTT_URL": "http://x", "BRIDGE_JWT_SECRET": SECRET}, "scheme"),
         (
             {"BRIDGE_MQTT_URL": "mqtt://127.0.0.1:1", "BRIDGE_JWT_SECRET": "short"},
             "at least 32 bytes",
         ),
-        ({"BRIDGE_MQTT_TOPIC_PREFIX": "a/#"}, "invalid topic prefix"),
+        ({"BRIDGE_MQTT_TOPIC_PREFIX": "a/#", "BRIDGE_JWT_SECRET": SECRET}, "invalid topic prefix"),
     ],
 )
-def test_serve_refuses_bad_configuration_clearly(env: dict[str, str], needle: str) -> None:
-    done = run_cli("serve", env=env)
+def test_serve_refuses_bad_configuration_clearly(
+    env: dict[str, str], needle: str, tmp_path: Path
+) -> None:
+    # a private state dir: no secret left behind by an earlier `up` on this machine
+    done = run_cli("serve", env={**env, "BRIDGE_STATE_DIR": str(tmp_path)})
     assert done.returncode == 2 and needle in done.stderr, done.stderr
 
 
@@ -150,3 +153,49 @@ async def test_rules_add_list_load_remove(database_url: str, tmp_path: Path) -> 
     assert run_cli("rules", "remove", "cold", env=env).returncode == 0
     assert "cold:" not in run_cli("rules", "list", env=env).stdout
     assert run_cli("rules", "remove", "cold", env=env).returncode == 2
+
+
+async def test_query_prints_table_csv_and_json(database_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from storage.readings import ReadingWriter
+
+    t0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+    writer = ReadingWriter(database_url)
+    try:
+        await writer.write(
+            [
+                ("cli-1", "temperature", t0 + timedelta(seconds=20 * i), float(i), "C", t0)
+                for i in range(9)
+            ]
+        )
+    finally:
+        await writer.close()
+    env = {"BRIDGE_DATABASE_URL": database_url}
+    span = ["--device", "cli-1", "--from", t0.isoformat(), "--to", "2026-11-21T09:03:00Z"]
+
+    table = run_cli("query", *span, env=env)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["device_id", "metric", "ts", "value"] and len(lines) == 10
+    assert lines[1].split() == ["cli-1", "temperature", "2026-11-21T09:00:00.000Z", "0.0"]
+
+    csv_out = run_cli("query", *span, "--bucket", "1m", "--agg", "sum", "--format", "csv", env=env)
+    assert csv_out.stdout.splitlines() == [
+        "device_id,metric,ts,value",
+        "cli-1,temperature,2026-11-21T09:00:00.000Z,3.0",
+        "cli-1,temperature,2026-11-21T09:01:00.000Z,12.0",
+        "cli-1,temperature,2026-11-21T09:02:00.000Z,21.0",
+    ]
+    page = run_cli("query", *span, "--limit", "4", "--format", "json", env=env)
+    body = orjson.loads(page.stdout)
+    assert body["count"] == 4 and body["truncated"] and body["next_cursor"]
+    rest = run_cli("query", *span, "--cursor", body["next_cursor"], "--format", "json", env=env)
+    assert orjson.loads(rest.stdout)["count"] == 5
+
+    bad = run_cli("query", *span, "--bucket", "1m", "--agg", "median", env=env)
+    assert bad.returncode == 2 and "agg: one of avg" in bad.stderr
+    late = run_cli("query", "--device", "cli-1", "--from", "now", "--to", "-1h", env=env)
+    assert late.returncode == 2 and "from must be before to" in late.stderr
+    recent = run_cli("query", "--device", "cli-1", "--from", "-1h", env=env)
+    assert recent.returncode == 0 and recent.stdout == ""  # nothing in the last hour
