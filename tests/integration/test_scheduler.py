@@ -1,5 +1,5 @@
-"""`up` against external services: the scheduler's jobs (offline detection, system status) as a
-user would see them on MQTT and on the WebSocket."""
+"""`up` against external services: the scheduler's jobs (offline detection, system status,
+rollups) as a user would see them on MQTT, on the WebSocket and in the database."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import orjson
 import pytest
 
@@ -39,6 +40,7 @@ async def test_silent_device_goes_offline_and_system_status_is_published(
         BRIDGE_DEVICE_OFFLINE_AFTER_S="2",
         BRIDGE_DEVICE_CHECK_INTERVAL_S="0.5",
         BRIDGE_SYSTEM_STATUS_INTERVAL_S="0.5",
+        BRIDGE_ROLLUP_INTERVAL_S="0.5",
     )
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
@@ -92,6 +94,21 @@ async def test_silent_device_goes_offline_and_system_status_is_published(
         await wait_until(back_online, timeout=10)
         system = [orjson.loads(m.payload) for m in peer.messages(f"{topic_prefix}/system/")]
         assert system and system[-1]["ingest_rate"] is not None
+
+        # the rollup job folds both readings into the minute and hour rollups
+        db = await asyncpg.connect(database_url)
+        try:
+
+            async def rolled_up() -> bool:
+                pending = await db.fetchval("SELECT count(*) FROM rollup_pending")
+                hours = await db.fetchval(
+                    "SELECT coalesce(sum(count), 0) FROM readings_1h WHERE device_id = 'sil-1'"
+                )
+                return pending == 0 and hours == 2
+
+            await wait_until(rolled_up, timeout=10)
+        finally:
+            await db.close()
     finally:
         peer.close()
         proc.send_signal(signal.SIGINT)
