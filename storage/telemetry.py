@@ -87,37 +87,70 @@ def source_for(query: TelemetryQuery) -> str:
     return "raw"
 
 
-def _parts(source: str) -> str:
-    """Partial aggregates over [$3, $4) from the given source plus raw for the stale tail."""
-    minute = f"date_bin('1 minute', {_STALE}, {_EPOCH})"
-    hour = f"date_bin('1 hour', {_STALE}, {_EPOCH})"
+_MINUTE = f"date_bin('1 minute', {_STALE}, {_EPOCH})"
+_HOUR = f"date_bin('1 hour', {_STALE}, {_EPOCH})"
+
+# One rollup row is one bucket when the bucket is the rollup's own size: no merge needed.
+_SINGLE = {
+    "avg": "sum / count",
+    "sum": "sum",
+    "count": "count::double precision",
+    "min": "min",
+    "max": "max",
+    "first": "first",
+    "last": "last",
+}
+
+
+def _parts(source: str, lo: str = "$3") -> str:
+    """Partial aggregates over [lo, $4) from the source, raw rows for the stale tail."""
     if source == "raw":
-        return _RAW_PARTS.format(lo="$3", hi="$4")
+        return _RAW_PARTS.format(lo=lo, hi="$4")
     if source == "1m":
         return " UNION ALL ".join(
             [
-                _ROLLUP_PARTS.format(table="readings_1m", lo="$3", hi=f"LEAST($4, {minute})"),
-                _RAW_PARTS.format(lo=f"GREATEST($3, {minute})", hi="$4"),
+                _ROLLUP_PARTS.format(table="readings_1m", lo=lo, hi=f"LEAST($4, {_MINUTE})"),
+                _RAW_PARTS.format(lo=f"GREATEST({lo}, {_MINUTE})", hi="$4"),
             ]
         )
     return " UNION ALL ".join(
         [
-            _ROLLUP_PARTS.format(table="readings_1h", lo="$3", hi=f"LEAST($4, {hour})"),
+            _ROLLUP_PARTS.format(table="readings_1h", lo=lo, hi=f"LEAST($4, {_HOUR})"),
             _ROLLUP_PARTS.format(
-                table="readings_1m", lo=f"GREATEST($3, {hour})", hi=f"LEAST($4, {minute})"
+                table="readings_1m", lo=f"GREATEST({lo}, {_HOUR})", hi=f"LEAST($4, {_MINUTE})"
             ),
-            _RAW_PARTS.format(lo=f"GREATEST($3, {minute})", hi="$4"),
+            _RAW_PARTS.format(lo=f"GREATEST({lo}, {_MINUTE})", hi="$4"),
         ]
     )
 
 
+def _grouped(parts: str, agg: str) -> str:
+    return f"""
+    SELECT device_id, metric, date_bin($8::interval, t0, {_EPOCH}) AS b, {_MERGE[agg]} AS v
+    FROM ({parts}) parts GROUP BY 1, 2, 3
+    """
+
+
+def aggregate_sql(query: TelemetryQuery) -> str:
+    """(device_id, metric, b, v) for every non-empty bucket."""
+    source = source_for(query)
+    exact = {"1m": 60, "1h": 3600}.get(source) == query.bucket_s
+    if not exact:
+        return _grouped(_parts(source), query.agg)
+    # Rollup rows are the answer up to the stale edge; only the tail is merged.
+    table, edge, tail = (
+        ("readings_1m", _MINUTE, "raw") if source == "1m" else ("readings_1h", _HOUR, "1m")
+    )
+    direct = f"""
+    SELECT device_id, metric, bucket AS b, {_SINGLE[query.agg]} AS v FROM {table}
+    WHERE {_SERIES} AND bucket >= $3 AND bucket < LEAST($4, {edge})
+    """
+    return direct + " UNION ALL " + _grouped(_parts(tail, f"GREATEST($3, {edge})"), query.agg)
+
+
 def bucketed_sql(query: TelemetryQuery) -> str:
     """$1 devices, $2 metrics, $3 start, $4 end, $5..$7 cursor, $8 bucket."""
-    source = source_for(query)
-    agg = f"""
-    SELECT device_id, metric, date_bin($8::interval, t0, {_EPOCH}) AS b, {_MERGE[query.agg]} AS v
-    FROM ({_parts(source)}) parts GROUP BY 1, 2, 3
-    """
+    agg = aggregate_sql(query)
     cursor = "($5::text IS NULL OR (device_id, metric, b) > ($5::text, $6::text, $7::timestamptz))"
     if query.fill == "none":
         return f"SELECT * FROM ({agg}) a WHERE {cursor} ORDER BY device_id, metric, b"
