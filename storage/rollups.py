@@ -39,16 +39,23 @@ WHERE received_at BETWEEN $1 AND $2 AND ts BETWEEN $3 AND $4
   AND ts >= $5
 """
 
+# Per dirty minute an index range scan (LATERAL): linear in the number of dirty minutes,
+# where a join on (device, metric) with the minute as a filter grows quadratically with a
+# long backfill.
 _MINUTES = """
 INSERT INTO readings_1m AS t
     (device_id, metric, bucket, count, sum, min, max, first_ts, first, last_ts, last)
-SELECT d.device_id, d.metric, d.bucket, count(*), sum(r.value), min(r.value), max(r.value),
-       min(r.ts), (array_agg(r.value ORDER BY r.ts))[1],
-       max(r.ts), (array_agg(r.value ORDER BY r.ts DESC))[1]
+SELECT d.device_id, d.metric, d.bucket, a.*
 FROM rollup_dirty d
-JOIN readings r ON r.device_id = d.device_id AND r.metric = d.metric
-     AND r.ts >= d.bucket AND r.ts < d.bucket + interval '1 minute'
-GROUP BY d.device_id, d.metric, d.bucket
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, sum(r.value) AS s, min(r.value) AS lo, max(r.value) AS hi,
+           min(r.ts) AS t1, (array_agg(r.value ORDER BY r.ts))[1] AS v1,
+           max(r.ts) AS t2, (array_agg(r.value ORDER BY r.ts DESC))[1] AS v2
+    FROM readings r
+    WHERE r.device_id = d.device_id AND r.metric = d.metric
+      AND r.ts >= d.bucket AND r.ts < d.bucket + interval '1 minute'
+) a
+WHERE a.n > 0
 ON CONFLICT (device_id, metric, bucket) DO UPDATE
 SET count = EXCLUDED.count, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
     first_ts = EXCLUDED.first_ts, first = EXCLUDED.first,
@@ -58,14 +65,18 @@ SET count = EXCLUDED.count, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUD
 _HOURS = f"""
 INSERT INTO readings_1h AS t
     (device_id, metric, bucket, count, sum, min, max, first_ts, first, last_ts, last)
-SELECT m.device_id, m.metric, h.hour, sum(m.count), sum(m.sum), min(m.min), max(m.max),
-       min(m.first_ts), (array_agg(m.first ORDER BY m.first_ts))[1],
-       max(m.last_ts), (array_agg(m.last ORDER BY m.last_ts DESC))[1]
+SELECT h.device_id, h.metric, h.hour, a.*
 FROM (SELECT DISTINCT device_id, metric, date_bin('1 hour', bucket, {_EPOCH}) AS hour
       FROM rollup_dirty) h
-JOIN readings_1m m ON m.device_id = h.device_id AND m.metric = h.metric
-     AND m.bucket >= h.hour AND m.bucket < h.hour + interval '1 hour'
-GROUP BY m.device_id, m.metric, h.hour
+CROSS JOIN LATERAL (
+    SELECT sum(m.count)::bigint AS n, sum(m.sum) AS s, min(m.min) AS lo, max(m.max) AS hi,
+           min(m.first_ts) AS t1, (array_agg(m.first ORDER BY m.first_ts))[1] AS v1,
+           max(m.last_ts) AS t2, (array_agg(m.last ORDER BY m.last_ts DESC))[1] AS v2
+    FROM readings_1m m
+    WHERE m.device_id = h.device_id AND m.metric = h.metric
+      AND m.bucket >= h.hour AND m.bucket < h.hour + interval '1 hour'
+) a
+WHERE a.n IS NOT NULL
 ON CONFLICT (device_id, metric, bucket) DO UPDATE
 SET count = EXCLUDED.count, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
     first_ts = EXCLUDED.first_ts, first = EXCLUDED.first,

@@ -21,8 +21,10 @@ from storage.query_spec import Cursor, TelemetryQuery
 
 STATEMENT_TIMEOUT_MS = 30_000
 
-# The same series filter for every source; $1 devices, $2 metrics (NULL = all).
-_SERIES = "device_id = ANY($1::text[]) AND ($2::text[] IS NULL OR metric = ANY($2::text[]))"
+# The same series filter for every source; $1 devices, $2 metrics (always a list: see
+# _metrics). Kept free of "IS NULL OR" so that a cached generic plan still seeks the index
+# on (device_id, metric, time) instead of reading every entry of the device.
+_SERIES = "device_id = ANY($1::text[]) AND metric = ANY($2::text[])"
 
 _RAW = f"""
 SELECT device_id, metric, ts, value FROM readings
