@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bridge import __version__, query_cli, rules_cli
+from bridge import __version__, device_credentials, query_cli, rules_cli
 from bridge.app import ConfigError, run_ingest, run_migrations, run_serve, run_up, state_secret
 from bridge.auth import HMAC_ALGORITHMS, mint
 from bridge.config import Settings, load_settings
@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
     rules_cli.add_parser(sub)
     query_cli.add_parser(sub)
+    device_credentials.add_parser(sub)
 
     sub.add_parser(
         "migrate",
@@ -193,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
             print(asyncio.run(rules_cli.run(args, _database_url(settings))))
         elif args.command == "query":
             return asyncio.run(query_cli.run(args, _database_url(settings)))
+        elif args.command == "add-device":
+            password = device_credentials.add_device(
+                args.device_id, args.password_file, args.password
+            )
+            print(f"device {args.device_id} added to {args.password_file}")
+            print(f"password: {password}")
+            print("reload mosquitto so it reads the file: systemctl reload mosquitto")
         elif args.command == "migrate":
             applied = asyncio.run(run_migrations(_database_url(settings)))
             print(f"applied {', '.join(applied)}" if applied else "database is up to date")

@@ -30,6 +30,7 @@ import paho.mqtt.client as paho
 
 from ingest import names
 from ingest.batcher import Batcher
+from ingest.faults import Faults
 from ingest.logs import parse_log
 from ingest.mqtt import AsyncMqtt, MqttEndpoint
 from ingest.payload import MAX_PAYLOAD_BYTES, PayloadError, Reading, parse_telemetry
@@ -152,7 +153,8 @@ class IngestService:
             config.batch_max_messages, config.batch_max_wait_s
         )
         self._wakeup = asyncio.Event()
-        self._writer = ReadingWriter(config.database_url)
+        self._faults = Faults.from_env()
+        self._writer = ReadingWriter(config.database_url, self._faults)
         self._accepting = True
         self._mqtt: AsyncMqtt | None = None
         self._stream = StreamPublisher(config.mqtt, f"{config.client_id}-stream")
@@ -465,6 +467,7 @@ class IngestService:
         if result is None:
             return  # gave up at shutdown: nothing acknowledged, the broker redelivers
         committed = time.time()
+        self._faults.hit("after_commit")
         if self._mqtt.generation == generation:
             for msg in batch:
                 if msg.qos:

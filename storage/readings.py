@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 
 import asyncpg
 
+from ingest.faults import Faults
 from storage.devices import StatusChange, set_reported_status
 from storage.devices import record as record_status
 from storage.pool import connect
@@ -112,8 +113,9 @@ class WriteResult:
 class ReadingWriter:
     """Owns one dedicated connection (the staging table is per session) and its partitions."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, faults: Faults | None = None) -> None:
         self._dsn = dsn
+        self._faults = faults or Faults()
         self._conn: asyncpg.Connection | None = None
         self._known_days: set[date] = set()
 
@@ -178,6 +180,7 @@ class ReadingWriter:
                 )
                 status = await conn.execute(_INSERT)
                 inserted = int(status.rsplit(" ", 1)[1])
+                self._faults.hit("in_insert")
                 if inserted:
                     await conn.execute(
                         _PENDING,

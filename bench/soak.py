@@ -1,0 +1,227 @@
+"""Soak test: many WebSocket clients and a device fleet for a long while; leaks and drift show.
+
+    .venv/bin/python -m bench.soak [--clients 1000] [--devices 100] [--rate 1] [--duration 600]
+                                   [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+
+Not part of CI (it runs for ten minutes by default). It starts a private mosquitto, a fresh
+database, and the ingest and the front as separate processes (as deployed), then:
+
+- a fleet publishes one reading per device every 1/rate s at QoS 1 with ``ts`` = send time;
+- each client subscribes to the telemetry of one device (client k -> device k % devices);
+- every 10 s it samples the RSS of the ingest and the front and the delivery so far.
+
+It reports delivered/expected per client (expected = readings the broker acknowledged for
+the client's device), publish-to-receive latency p50/p99 per minute and RSS over time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from websockets.asyncio.client import connect
+
+from bridge.auth import mint
+from bridge.embedded import MosquittoProcess, free_port
+from ingest.mqtt import MqttEndpoint
+from ingest.topics import Topics
+
+SECRET = "soak-secret-" + "s" * 40
+TOPICS = Topics("")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Fleet(threading.Thread):
+    """Publishes at a fixed rate from its own thread; counts PUBACKs per device."""
+
+    def __init__(self, url: str, devices: int, rate: float, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        ep = MqttEndpoint.from_url(url)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-{uuid.uuid4()}")
+        self.client.max_inflight_messages_set(1000)
+        self.client.connect(ep.host, ep.port)
+        self.devices, self.rate, self.stop = devices, rate, stop
+        self.infos: list[tuple[int, Any]] = []
+
+    def run(self) -> None:
+        self.client.loop_start()
+        period, tick = 1.0 / self.rate, time.monotonic()
+        while not self.stop.is_set():
+            now_ms = int(time.time() * 1000)
+            for d in range(self.devices):
+                body = orjson.dumps({"ts": now_ms, "values": {"v": float(d)}})
+                self.infos.append(
+                    (d, self.client.publish(TOPICS.device_telemetry(f"soak-{d:04d}"), body, qos=1))
+                )
+            tick += period
+            time.sleep(max(0.0, tick - time.monotonic()))
+
+    def acked(self) -> Counter[int]:
+        return Counter(d for d, info in self.infos if info.is_published())
+
+
+async def client(
+    url: str, token: str, k: int, device: int, got: Counter[int], lat: list[float]
+) -> None:
+    async with connect(
+        url,
+        additional_headers={"Authorization": f"Bearer {token}"},
+        max_queue=None,
+        open_timeout=60,
+    ) as ws:
+        await ws.recv()
+        await ws.send(
+            orjson.dumps(
+                {"type": "subscribe", "channel": "telemetry", "device_id": f"soak-{device:04d}"}
+            ).decode()
+        )
+        async for frame in ws:
+            msg = orjson.loads(frame)
+            if msg["type"] == "telemetry_update":
+                got[k] += 1
+                sent = datetime.fromisoformat(msg["telemetry"]["v"]["timestamp"]).timestamp()
+                lat.append((time.time() - sent) * 1000)
+
+
+def start(command: str, env: dict[str, str], tmp: Path) -> subprocess.Popen[bytes]:
+    with open(tmp / f"{command}.log", "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge", command], env=env, stdout=log, stderr=log
+        )
+
+
+def p99(values: list[float]) -> float | None:
+    return round(statistics.quantiles(values, n=100)[98], 1) if len(values) > 100 else None
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--devices", type=int, default=100)
+    ap.add_argument("--rate", type=float, default=1.0, help="readings/s per device")
+    ap.add_argument("--duration", type=float, default=600.0)
+    ap.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = ap.parse_args()
+    print(f"$ {' '.join([sys.executable, '-m', 'bench.soak', *sys.argv[1:]])}", flush=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="soak-"))
+    broker = MosquittoProcess(tmp / "mosquitto", port=free_port())
+    mqtt_url = broker.start()
+    db_name = f"soak_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(args.admin_url)
+    await admin.execute(f'CREATE DATABASE "{db_name}"')
+    db_url = args.admin_url.rsplit("/", 1)[0] + "/" + db_name
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(
+        BRIDGE_DATABASE_URL=db_url,
+        BRIDGE_MQTT_URL=mqtt_url,
+        BRIDGE_JWT_SECRET=SECRET,
+        BRIDGE_WS_PORT=str(port),
+        BRIDGE_WS_NEW_CONNECTIONS_PER_IP_PER_MIN="100000",
+        BRIDGE_WS_MAX_CONNECTIONS_PER_SUB="100000",
+        BRIDGE_LOG_LEVEL="WARNING",
+        BRIDGE_STATE_DIR=str(tmp / "state"),
+    )
+    procs = {name: start(name, env, tmp) for name in ("ingest", "serve")}
+    stop = threading.Event()
+    try:
+        await asyncio.sleep(4)
+        token = mint(
+            key=SECRET, algorithm="HS256", sub="soak", scopes="telemetry:read", ttl_s=86400
+        )
+        got: Counter[int] = Counter()
+        lat: list[float] = []
+        started = time.monotonic()
+        url = f"ws://127.0.0.1:{port}/ws"
+        tasks = [
+            asyncio.create_task(client(url, token, k, k % args.devices, got, lat))
+            for k in range(args.clients)
+        ]
+        await asyncio.sleep(min(30.0, 5 + args.clients / 100))  # let every client subscribe
+        print(f"{args.clients} clients connected in {time.monotonic() - started:.1f}s", flush=True)
+        fleet = Fleet(mqtt_url, args.devices, args.rate, stop)
+        fleet.start()
+        samples = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < args.duration:
+            await asyncio.sleep(10)
+            window, lat[:] = lat[:], []
+            sample = {
+                "t_s": round(time.monotonic() - t0),
+                "ingest_rss_mb": round(rss_mb(procs["ingest"].pid), 1),
+                "front_rss_mb": round(rss_mb(procs["serve"].pid), 1),
+                "delivered": sum(got.values()),
+                "p50_ms": round(statistics.median(window), 1) if window else None,
+                "p99_ms": p99(window),
+            }
+            samples.append(sample)
+            print(sample, flush=True)
+            if any(t.done() for t in tasks):
+                failed = next(t for t in tasks if t.done())
+                raise RuntimeError(f"a client stopped: {failed.exception()!r}")
+        stop.set()
+        fleet.join()
+        await asyncio.sleep(5)  # the last readings reach the clients
+        acked = fleet.acked()
+        expected = sum(acked[k % args.devices] for k in range(args.clients))
+        delivered = sum(got.values())
+        short = sum(1 for k in range(args.clients) if got[k] < acked[k % args.devices])
+        print(
+            f"\ndelivered/expected: {delivered}/{expected} = {delivered / max(1, expected):.4f}"
+            f" ({short} of {args.clients} clients short)"
+        )
+        first, last = samples[0], samples[-1]
+        print(
+            f"front RSS {first['front_rss_mb']} -> {last['front_rss_mb']} MB, "
+            f"ingest RSS {first['ingest_rss_mb']} -> {last['ingest_rss_mb']} MB"
+        )
+        p99s = [s["p99_ms"] for s in samples if s["p99_ms"] is not None]
+        if p99s:
+            print(
+                f"p99 per 10 s window: first {p99s[0]} ms, median {statistics.median(p99s)} ms, "
+                f"last {p99s[-1]} ms, max {max(p99s)} ms"
+            )
+        for t in tasks:
+            t.cancel()
+    finally:
+        stop.set()
+        for p in procs.values():
+            p.send_signal(signal.SIGINT)
+        for p in procs.values():
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        broker.stop()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
