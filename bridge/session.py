@@ -51,6 +51,7 @@ EVENT_CHANNELS = {
     "log.entry": "logs",
 }
 MAX_BATCH = 50
+REPLAY_DEDUP_S = 10.0
 
 
 @dataclass
@@ -77,6 +78,10 @@ class Subscription:
     pending: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     # While a `since` replay reads storage, live messages wait here (then deduplicated).
     held: list[tuple[tuple[str, ...], dict[str, Any]]] | None = None
+    # After a replay: replayed messages whose live copy may still be on its way, dropped
+    # when it arrives (until the deadline).
+    replayed: set[tuple[Any, ...]] | None = None
+    replayed_until: float = 0.0
     next_flush: float = 0.0
 
     def describe(self) -> dict[str, Any]:
@@ -574,8 +579,14 @@ class Session:
             self.queue.put(live_frame(sub, levels, event), now, force=True)
         held, sub.held = sub.held or [], None  # no await from here on: live resumes in order
         for levels, event in held:
-            if replay_key(levels, event) not in seen:
+            key = replay_key(levels, event)
+            if key in seen:
+                seen.discard(key)
+            else:
                 self.queue.put(live_frame(sub, levels, event), now, force=True)
+        # A reading committed just before storage was read can have its live copy still in
+        # flight (ingest -> broker -> here): drop it when it comes.
+        sub.replayed, sub.replayed_until = seen, now + REPLAY_DEDUP_S
         self.reply(
             message(
                 "replay_complete",
@@ -698,6 +709,12 @@ class Session:
             if sub.held is not None:
                 sub.held.append((levels, event))
                 return
+            if sub.replayed is not None:
+                if time.monotonic() > sub.replayed_until:
+                    sub.replayed = None
+                elif (key := replay_key(levels, event)) in sub.replayed:
+                    sub.replayed.discard(key)
+                    return
             if sub.selector.interval_s and levels[0] == "telemetry":
                 sub.pending[(levels[1], levels[2])] = event
                 return
