@@ -377,7 +377,10 @@ class IngestService:
         cfg = self.config
         prep = _Prepared(batch, [], [], [], [])
         for msg in batch:
-            received = datetime.fromtimestamp(msg.received_at, UTC)
+            # One conversion for both the stand-in ts and received_at (below): a float
+            # rounding here and a truncation there once made received_at 1 us before ts.
+            base_us = int(msg.received_at * 1_000_000)
+            received = _EPOCH + timedelta(microseconds=base_us)
             device = cfg.topics.parse_device_topic(msg.topic, "telemetry")
             if device is None and (reporter := cfg.topics.parse_device_topic(msg.topic, "status")):
                 self._prepare_status(prep, msg, reporter, received)
@@ -406,7 +409,6 @@ class IngestService:
                 self._reject(prep, msg, device, exc, received)
                 continue
             prep.readings.extend(readings)
-            base_us = int(msg.received_at * 1_000_000)
             for r in readings:
                 prep.rows.append(
                     (r.device_id, r.metric, r.ts, r.value, r.unit, self._received_at(base_us))
