@@ -18,6 +18,7 @@ from typing import Any
 import aiomqtt
 import orjson
 
+from bridge.topic_index import TopicIndex
 from ingest.mqtt import MqttEndpoint
 from ingest.topics import Topics
 
@@ -48,6 +49,7 @@ class Hub:
         self.topics = topics
         self.client_id = client_id
         self._listeners: dict[str, set[Listener]] = {}
+        self._index = TopicIndex()
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self.received = 0
@@ -61,6 +63,8 @@ class Hub:
     async def add(self, filter_: str, listener: Listener) -> None:
         listeners = self._listeners.setdefault(filter_, set())
         first = not listeners
+        if first:
+            self._index.add(filter_)
         listeners.add(listener)
         if first and self._client is not None and self.connected.is_set():
             with contextlib.suppress(aiomqtt.MqttError):  # resubscribed on reconnect
@@ -73,6 +77,7 @@ class Hub:
         listeners.discard(listener)
         if not listeners:
             del self._listeners[filter_]
+            self._index.discard(filter_)
             if self._client is not None and self.connected.is_set():
                 with contextlib.suppress(aiomqtt.MqttError):
                     await self._client.unsubscribe(filter_)
@@ -148,7 +153,6 @@ class Hub:
             return
         frames: dict[Any, Any] = {}
         retained = bool(msg.retain)
-        for filter_, listeners in list(self._listeners.items()):
-            if topic_matches(filter_, topic):
-                for listener in list(listeners):
-                    listener(levels, event, retained, frames)
+        for filter_ in self._index.match(topic):
+            for listener in list(self._listeners.get(filter_, ())):
+                listener(levels, event, retained, frames)
