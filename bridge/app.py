@@ -253,6 +253,7 @@ def front_config(settings: Settings) -> FrontConfig:
             max_behind_s=settings.ws_max_behind_s,
             max_frame_bytes=settings.ws_max_frame_bytes,
             replay_max=settings.replay_max_messages,
+            heartbeat_s=settings.ws_heartbeat_s,
         ),
     )
 

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     ws_max_behind_s: float = Field(default=10.0, gt=0, description="then close with 4008")
     ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     ws_compression: bool = True
+    ws_heartbeat_s: float = Field(
+        default=20.0, gt=0, description="ping interval; no pong within it closes with 1011"
+    )
 
     ingest_client_id: str = "telemetry-bridge-ingest"
     ingest_shared: bool = False

@@ -65,10 +65,16 @@ class FrontConfig:
 
 @dataclass(eq=False)
 class _Conn:
+    """Per-connection state of the front, kept small: an idle connection has no task of its
+    own besides websockets' handler (no writer, no keepalive task; bench/connections.py)."""
+
     ws: ServerConnection
     started: float
     warned_at: float = 0.0
     closing: bool = False
+    writer: asyncio.Task[None] | None = None
+    last_ping: float = 0.0
+    pong: asyncio.Task[None] | None = None  # the keepalive ping in flight
 
 
 @dataclass
@@ -154,8 +160,9 @@ class Front:
             ),
             max_size=self.config.limits.max_frame_bytes,
             compression="deflate" if self.config.compression else None,
-            ping_interval=self.config.limits.heartbeat_s,
-            ping_timeout=self.config.limits.heartbeat_s,
+            # keepalive is done by the one ticker loop instead of a task per connection
+            ping_interval=None,
+            ping_timeout=None,
             close_timeout=5,
             max_queue=16,
             server_header=f"telemetry-bridge/{__version__}",
@@ -245,7 +252,7 @@ class Front:
     # -- one client ----------------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
         principal, default_channel, greet = self._handshakes.pop(id(ws), (None, None, True))
-        wake = asyncio.Event()
+        conn = _Conn(ws, time.monotonic())
         client_id = f"c_{uuid.uuid4().hex[:12]}"
         session = Session(
             client_id=client_id,
@@ -254,7 +261,7 @@ class Front:
             auth_required=self.config.auth_required,
             limits=self.config.limits,
             principal=principal,
-            wake=wake.set,
+            wake=lambda: self._kick(session, conn),
             snapshot=self.snapshot,
             on_principal=lambda p: self._count_sub(session, p),
             actions=self.actions,
@@ -271,8 +278,7 @@ class Front:
             self._per_sub[principal.sub] += 1
             if greet:
                 session.reply(protocol.connected(client_id, self.config.limits.heartbeat_s))
-        writer = asyncio.create_task(self._writer(ws, session, wake), name=f"writer-{client_id}")
-        self._conns[session] = _Conn(ws, time.monotonic())
+        self._conns[session] = conn
         try:
             async for frame in ws:
                 if default_channel and isinstance(frame, str | bytes):
@@ -285,13 +291,15 @@ class Front:
             pass
         finally:
             if session.close_request:
-                wake.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(writer), 1)
-            writer.cancel()
+                self._kick(session, conn)
+                if conn.writer is not None:
+                    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                        await asyncio.wait_for(asyncio.shield(conn.writer), 1)
             self._conns.pop(session, None)
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            if conn.writer is not None and not conn.writer.done():
+                conn.writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await conn.writer
             self.stats.received += session.received
             self.stats.dropped += session.queue.dropped
             await session.close()
@@ -308,11 +316,15 @@ class Front:
             session._counted = True  # type: ignore[attr-defined]
             self._per_sub[principal.sub] += 1
 
-    async def _writer(self, ws: ServerConnection, session: Session, wake: asyncio.Event) -> None:
-        queue = session.queue
-        while True:
-            await wake.wait()
-            wake.clear()
+    def _kick(self, session: Session, conn: _Conn) -> None:
+        """Something is queued: make sure a writer runs. The writer lives only while there
+        is something to send, so idle connections hold no task."""
+        if conn.writer is None or conn.writer.done():
+            conn.writer = asyncio.create_task(self._write(session, conn))
+
+    async def _write(self, session: Session, conn: _Conn) -> None:
+        ws, queue = conn.ws, session.queue
+        try:
             while frames := queue.pop(100):
                 messages = len(frames)
                 if session.batch_mode and len(frames) > 1:
@@ -325,10 +337,13 @@ class Front:
                     broadcast((ws,), frame, text=True)
                 await ws.drain()
                 self.stats.sent += messages
+            # no await between the last (empty) pop and here: a frame queued meanwhile
+            # would have found this task still running and been picked up by the loop
             if session.close_request:
                 code, reason = session.close_request
                 await ws.close(code, reason)
-                return
+        except ConnectionClosed:
+            pass
 
     async def _ticker(self) -> None:
         """One loop for every connection's timers (auth deadline, token expiry, interval
@@ -342,6 +357,10 @@ class Front:
                     self._check(session, conn, now, wall)
 
     def _check(self, session: Session, conn: _Conn, now: float, wall: float) -> None:
+        heartbeat = self.config.limits.heartbeat_s
+        if (conn.pong is None or conn.pong.done()) and now - conn.last_ping >= heartbeat:
+            conn.last_ping = now
+            conn.pong = asyncio.create_task(self._ping(conn, heartbeat))
         principal = session.principal
         if principal is None:
             if now - conn.started >= self.config.limits.auth_timeout_s:
@@ -374,6 +393,17 @@ class Front:
                     urgent=True,
                 )
                 session.reply_wake()
+
+    async def _ping(self, conn: _Conn, within_s: float) -> None:
+        """Keepalive: a client that does not answer a ping within the heartbeat is gone."""
+        try:
+            pong = await conn.ws.ping()
+            await asyncio.wait_for(pong, within_s)
+        except TimeoutError:
+            if not conn.closing:
+                self._close_later(conn, 1011, "keepalive ping timeout")
+        except ConnectionClosed:
+            pass
 
     def _close_later(self, conn: _Conn, code: int, reason: str, delay: float = 0.0) -> None:
         conn.closing = True

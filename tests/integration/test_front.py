@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -639,3 +641,41 @@ async def test_o1_metrics_include_the_bridges_system_status(
         assert (metrics["host"], metrics["application"]) == ("bridge-h1", "Anvil")
         assert (metrics["cpu"], metrics["memory"], metrics["disk"]) == (12.5, 40.0, 70.1)
         await nothing_more(ws)
+
+
+@pytest.mark.parametrize("small_stack", [{"ws_heartbeat_s": 0.5}], indirect=True)
+async def test_keepalive_pings_and_drops_a_silent_client(
+    small_stack: tuple[Stack, Settings],
+) -> None:
+    stack, _ = small_stack
+    live = await stack.client(stack.token())  # answers pings by itself
+    host, port = stack.url.removeprefix("ws://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Authorization: Bearer {stack.token()}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b" 101 " in head.split(b"\r\n")[0]
+    # never answer: the server pings, waits one heartbeat, then closes 1011
+    opcodes = []
+    with contextlib.suppress(asyncio.IncompleteReadError):
+        while True:
+            first, second = await asyncio.wait_for(reader.readexactly(2), 5)
+            length = second & 0x7F
+            if length == 126:
+                length = int.from_bytes(await reader.readexactly(2), "big")
+            payload = await reader.readexactly(length)
+            opcodes.append(first & 0x0F)
+            if first & 0x0F == 0x8:
+                assert int.from_bytes(payload[:2], "big") == 1011
+                break
+    writer.close()
+    assert 0x9 in opcodes and opcodes[-1] == 0x8  # a ping, then the close
+    await asyncio.sleep(1.5)  # three heartbeats: the answering client is still there
+    await live.send('{"type": "ping", "id": 1}')
+    assert (await recv_type(live, "pong"))["id"] == 1
+    await live.close()
