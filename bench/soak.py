@@ -127,6 +127,10 @@ async def main() -> None:
     ap.add_argument("--rate", type=float, default=1.0, help="readings/s per device")
     ap.add_argument("--duration", type=float, default=600.0)
     ap.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="BRIDGE_X=Y",
+        help="extra setting for the ingest and the front (repeatable)",
+    )  # fmt: skip
     args = ap.parse_args()
     print(f"$ {' '.join([sys.executable, '-m', 'bench.soak', *sys.argv[1:]])}", flush=True)
 
@@ -149,6 +153,7 @@ async def main() -> None:
         BRIDGE_LOG_LEVEL="WARNING",
         BRIDGE_STATE_DIR=str(tmp / "state"),
     )
+    env.update(item.split("=", 1) for item in args.set)
     procs = {name: start(name, env, tmp) for name in ("ingest", "serve")}
     stop = threading.Event()
     try:
