@@ -319,8 +319,20 @@ class Front:
     def _kick(self, session: Session, conn: _Conn) -> None:
         """Something is queued: make sure a writer runs. The writer lives only while there
         is something to send, so idle connections hold no task."""
-        if conn.writer is None or conn.writer.done():
-            conn.writer = asyncio.create_task(self._write(session, conn))
+        if conn.writer is not None and not conn.writer.done():
+            return  # the running writer picks it up
+        ws = conn.ws
+        if not session.batch_mode and not session.close_request and not ws.paused:
+            # Fast path, as websockets.broadcast() intends: the transport takes the frames
+            # now, no task is created and no task switch delays them. A writer task is
+            # only needed to wait for the transport (flow control) or to batch.
+            frames = session.queue.pop(100)
+            for frame in frames:
+                broadcast((ws,), frame, text=True)
+            self.stats.sent += len(frames)
+            if not len(session.queue) and not ws.paused:
+                return
+        conn.writer = asyncio.create_task(self._write(session, conn))
 
     async def _write(self, session: Session, conn: _Conn) -> None:
         ws, queue = conn.ws, session.queue
