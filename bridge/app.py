@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -123,26 +124,25 @@ def _scheduler(
         if changes:
             log.info("%d device(s) went offline", len(changes))
 
-    async def rollups() -> None:
-        horizon = datetime.now(UTC) - (retention["raw"] or timedelta(days=365 * 1000))
+    async def on_connection(work: Callable[[Any], Awaitable[object]], what: str) -> None:
+        """One periodic database job on its own connection; a failure is logged and the next
+        run tries again (the scheduler must never die)."""
         try:
             conn = await connect(database_url)
             try:
-                await refresh_rollups(conn, horizon)
-            finally:
-                await conn.close()
-        except Exception as exc:  # the pending batches stay; the next run takes them
-            log.warning("rollup refresh failed: %s", exc)
-
-    async def expire() -> None:
-        try:
-            conn = await connect(database_url)
-            try:
-                await apply_retention(conn, retention)
+                await work(conn)
             finally:
                 await conn.close()
         except Exception as exc:
-            log.warning("retention failed: %s", exc)
+            log.warning("%s failed: %s", what, exc)
+
+    async def rollups() -> None:
+        # the pending batches stay on failure; the next run takes them
+        horizon = datetime.now(UTC) - (retention["raw"] or timedelta(days=365 * 1000))
+        await on_connection(lambda conn: refresh_rollups(conn, horizon), "rollup refresh")
+
+    async def expire() -> None:
+        await on_connection(lambda conn: apply_retention(conn, retention), "retention")
 
     async def partitions() -> None:
         try:
