@@ -40,7 +40,7 @@ from websockets.asyncio.client import connect
 
 from bridge.auth import mint
 from bridge.embedded import MosquittoProcess, free_port
-from ingest.mqtt import MqttEndpoint
+from ingest.mqtt import MqttEndpoint, set_nodelay
 from ingest.topics import Topics
 
 SECRET = "soak-secret-" + "s" * 40
@@ -63,6 +63,7 @@ class Fleet(threading.Thread):
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-{uuid.uuid4()}")
         self.client.max_inflight_messages_set(1000)
         self.client.connect(ep.host, ep.port)
+        set_nodelay(self.client)
         self.devices, self.rate, self.stop = devices, rate, stop
         self.infos: list[tuple[int, Any]] = []
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ import aiomqtt
 import orjson
 
 from bridge.topic_index import TopicIndex
+from ingest.acyclic_matcher import install as install_acyclic_matcher
 from ingest.mqtt import MqttEndpoint
 from ingest.topics import Topics
 
@@ -96,7 +98,7 @@ class Hub:
         ep = self.endpoint
         while True:
             try:
-                async with aiomqtt.Client(
+                client = aiomqtt.Client(
                     ep.host,
                     ep.port,
                     username=ep.username,
@@ -107,7 +109,13 @@ class Hub:
                     else aiomqtt.ProtocolVersion.V311,
                     keepalive=30,
                     tls_context=None,
-                ) as client:
+                    # the front's publishes (commands) must not wait behind Nagle
+                    socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+                )
+                # aiomqtt wraps paho: give its client the matcher that leaves no garbage
+                # cycle per message (ingest/acyclic_matcher.py)
+                install_acyclic_matcher(client._client)
+                async with client:
                     self._client = client
                     for filter_ in list(self._listeners):
                         await client.subscribe(filter_, qos=0)

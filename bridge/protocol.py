@@ -16,8 +16,20 @@ PROTOCOL_VERSION = 1
 SERVER_NAME = "telemetry-bridge"
 
 
+_last_ms = -1
+_last_iso = ""
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current time, ISO 8601 UTC to the millisecond. Every live frame carries one; the
+    formatting (2.6 us) cost more than the rest of building the frame, so it is done once
+    per millisecond."""
+    global _last_ms, _last_iso
+    ms = time.time_ns() // 1_000_000
+    if ms != _last_ms:
+        stamp = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+        _last_ms, _last_iso = ms, stamp.replace("+00:00", "Z")
+    return _last_iso
 
 
 def encode(message: dict[str, Any]) -> bytes:

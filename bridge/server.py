@@ -262,6 +262,7 @@ class Front:
             limits=self.config.limits,
             principal=principal,
             wake=lambda: self._kick(session, conn),
+            send_now=lambda frame: self._send_now(session, conn, frame),
             snapshot=self.snapshot,
             on_principal=lambda p: self._count_sub(session, p),
             actions=self.actions,
@@ -333,6 +334,17 @@ class Front:
             if not len(session.queue) and not ws.paused:
                 return
         conn.writer = asyncio.create_task(self._write(session, conn))
+
+    def _send_now(self, session: Session, conn: _Conn, frame: bytes) -> bool:
+        """A live frame for a client with nothing queued: hand it to the transport now,
+        skipping the queue, unless a writer is waiting on flow control or batching."""
+        if (conn.writer is not None and not conn.writer.done()) or conn.ws.paused:
+            return False
+        if session.batch_mode or session.close_request:
+            return False
+        broadcast((conn.ws,), frame, text=True)
+        self.stats.sent += 1
+        return True
 
     async def _write(self, session: Session, conn: _Conn) -> None:
         ws, queue = conn.ws, session.queue

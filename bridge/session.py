@@ -102,9 +102,48 @@ def subscription_id(selector: Selector, dialect: str, label: str) -> str:
     return "sub_" + hashlib.sha1(canonical, usedforsecurity=False).hexdigest()[:16]
 
 
-def live_frame(sub: Subscription, levels: tuple[str, ...], event: dict[str, Any]) -> bytes:
-    """The frame a subscription of this dialect gets for one stream event."""
+_ID_SLOT = "\x00subscription_id\x00"
+_ID_SLOT_JSON = orjson.dumps(_ID_SLOT)
+
+
+def shared_frame(
+    sub: Subscription, levels: tuple[str, ...], event: dict[str, Any], frames: dict[Any, Any]
+) -> bytes:
+    """``live_frame``, serialised once per stream message for every subscription it reaches.
+
+    ``frames`` lives for one message. Channel frames differ between subscriptions only in
+    ``subscription_id``, so the message is encoded once with a placeholder there and each
+    subscription's frame is the two halves around its id (a bytes join instead of a dict
+    build and a JSON encode per delivery). The placeholder is found by its first occurrence:
+    ``type``, ``channel`` and ``subscription_id`` come before any content from the device.
+    Other dialects carry no subscription id: one frame serves them all.
+    """
+    shape = (sub.dialect, sub.label, sub.selector.channel)
+    if sub.dialect != "channel":
+        frame = frames.get(shape)
+        if frame is None:
+            frame = frames[shape] = live_frame(sub, levels, event)
+        return frame
+    halves: tuple[bytes, bytes | None] | None = frames.get(shape)
+    if halves is None:
+        template = live_frame(sub, levels, event, sub_id=_ID_SLOT)
+        head, found, tail = template.partition(_ID_SLOT_JSON)
+        halves = frames[shape] = (head, tail) if found else (template, None)
+    head, rest = halves
+    return head if rest is None else head + orjson.dumps(sub.id) + rest
+
+
+def live_frame(
+    sub: Subscription,
+    levels: tuple[str, ...],
+    event: dict[str, Any],
+    *,
+    sub_id: str | None = None,
+) -> bytes:
+    """The frame a subscription of this dialect gets for one stream event (``sub_id``
+    stands in for the subscription's own id)."""
     channel = sub.selector.channel
+    sid = sub.id if sub_id is None else sub_id
     if sub.dialect == "topics":
         return encode(message("event", topic=sub.label, data=event))
     if sub.dialect == "events":
@@ -151,7 +190,7 @@ def live_frame(sub: Subscription, levels: tuple[str, ...], event: dict[str, Any]
             message(
                 "telemetry_update",
                 channel=channel,
-                subscription_id=sub.id,
+                subscription_id=sid,
                 device_id=event.get("device_id"),
                 telemetry={
                     str(event.get("metric")): {
@@ -164,13 +203,13 @@ def live_frame(sub: Subscription, levels: tuple[str, ...], event: dict[str, Any]
             )
         )
     if channel == "alerts":
-        return encode(message("alert", channel=channel, subscription_id=sub.id, **_alert(event)))
+        return encode(message("alert", channel=channel, subscription_id=sid, **_alert(event)))
     if channel == "devices":
         return encode(
             message(
                 "device_status_update",
                 channel=channel,
-                subscription_id=sub.id,
+                subscription_id=sid,
                 device_id=event.get("device_id"),
                 old_status=event.get("old_status"),
                 new_status=event.get("new_status"),
@@ -185,14 +224,14 @@ def live_frame(sub: Subscription, levels: tuple[str, ...], event: dict[str, Any]
             message(
                 "system_status_update",
                 channel=channel,
-                subscription_id=sub.id,
+                subscription_id=sid,
                 component=event.get("component"),
                 metrics=metrics,
             )
         )
     fields = {k: v for k, v in event.items() if k not in ("device_id", "type", "timestamp")}
     return encode(
-        message("log", channel=channel, subscription_id=sub.id, device_id=levels[1], **fields)
+        message("log", channel=channel, subscription_id=sid, device_id=levels[1], **fields)
     )
 
 
@@ -226,6 +265,7 @@ class Session:
         limits: FrontLimits,
         principal: Principal | None,
         wake: Callable[[], None],
+        send_now: Callable[[bytes], bool] | None = None,
         snapshot: Callable[
             [Selector, Principal], Awaitable[list[tuple[tuple[str, ...], dict[str, Any]]]]
         ]
@@ -247,6 +287,9 @@ class Session:
         self.bucket = TokenBucket(limits.messages_per_s, limits.burst)
         self.received = 0
         self._wake = wake
+        # Writes a live frame at once if the connection can take it (nothing queued before it,
+        # transport not paused); False means queue it. None: always queue (tests, batch).
+        self._send_now = send_now
         self._snapshot = snapshot
         self._on_principal = on_principal
         self.actions = actions
@@ -718,10 +761,9 @@ class Session:
             if sub.selector.interval_s and levels[0] == "telemetry":
                 sub.pending[(levels[1], levels[2])] = event
                 return
-            key = (sub.dialect, sub.id, sub.label)
-            frame = frames.get(key)
-            if frame is None:
-                frame = frames[key] = live_frame(sub, levels, event)
+            frame = shared_frame(sub, levels, event, frames)
+            if not self.queue and self._send_now is not None and self._send_now(frame):
+                return  # written straight to the transport: nothing queued, nothing to wake
             conflate = (sub.id, levels[1], levels[2]) if levels[0] == "telemetry" else None
             self.queue.put(frame, time.monotonic(), key=conflate)
             self._wake()

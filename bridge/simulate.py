@@ -21,7 +21,7 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.mqtt import MqttEndpoint
+from ingest.mqtt import MqttEndpoint, set_nodelay
 from ingest.topics import Topics
 from ingest.wire import iso_ms
 
@@ -107,6 +107,7 @@ def _worker(cfg: SimulateConfig, device_ids: list[str], quota: int | None, count
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.connect(endpoint.host, endpoint.port, keepalive=30)
+    set_nodelay(client)
     client.loop_start()
     if not connected.wait(10):
         raise SystemExit(f"simulate: could not connect to {endpoint.redacted()}")

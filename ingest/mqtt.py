@@ -26,6 +26,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from ingest.acyclic_matcher import install as install_acyclic_matcher
+
 log = logging.getLogger(__name__)
 
 
@@ -80,6 +82,14 @@ class MqttEndpoint:
 
 
 MessageHandler = Callable[[paho.MQTTMessage], None]
+
+
+def set_nodelay(client: paho.Client) -> None:
+    """Turn Nagle off on a connected paho client's socket (paho leaves it on): a small publish
+    queued behind unacknowledged data would otherwise wait for the broker's delayed ACK."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class AsyncMqtt:
@@ -148,6 +158,7 @@ class AsyncMqtt:
         # connect() is a blocking TCP connect: bounded here, normally a LAN hop. (paho refuses
         # to change this while a connection exists, so it is set once.)
         client.connect_timeout = 5.0
+        install_acyclic_matcher(client)  # no garbage cycle per received message
         self.client = client
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -234,6 +245,8 @@ class AsyncMqtt:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         except OSError:  # pragma: no cover - best effort
             pass
+        # the stream publishes must not wait up to 40 ms behind Nagle (set_nodelay)
+        set_nodelay(client)
 
     def _on_socket_close(self, _c: Any, _u: Any, sock: Any) -> None:
         self._loop.remove_reader(sock)

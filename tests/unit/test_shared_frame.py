@@ -1,0 +1,58 @@
+"""A frame serialised once per message equals the one built per subscription."""
+
+from typing import Any
+
+import orjson
+import pytest
+
+from bridge.session import Subscription, live_frame, shared_frame
+from bridge.subscriptions import Selector
+
+EVENTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "telemetry": (
+        ("telemetry", "d1", "temp"),
+        {
+            "device_id": "d1",
+            "metric": "temp",
+            "value": 21.5,
+            "unit": "C",
+            "ts": "2026-01-01T00:00:00.000Z",
+            # a device-controlled string that looks like the placeholder must stay content
+            "received_at": "\x00subscription_id\x00",
+        },
+    ),
+    "alerts": (
+        ("alerts", "critical", "d1"),
+        {"alert_id": 7, "device_id": "d1", "severity": "critical", "title": "hot"},
+    ),
+    "devices": (
+        ("status", "d1"),
+        {"device_id": "d1", "old_status": "online", "new_status": "offline", "ts": "x"},
+    ),
+    "system": (("system", "ingest"), {"component": "ingest", "cpu_usage": 3.0}),
+}
+
+
+def _without_timestamp(frame: bytes) -> dict[str, Any]:
+    msg: dict[str, Any] = orjson.loads(frame)
+    msg.pop("timestamp")
+    return msg
+
+
+@pytest.mark.parametrize("channel", sorted(EVENTS))
+@pytest.mark.parametrize("dialect", ["channel", "topics", "events"])
+def test_shared_equals_per_subscription(channel: str, dialect: str) -> None:
+    levels, event = EVENTS[channel]
+    subs = [
+        Subscription(f"sub_{i:016x}", Selector(channel), (), dialect, f"label{i % 2}")
+        for i in range(4)
+    ]
+    frames: dict[Any, Any] = {}
+    for sub in subs:
+        shared = shared_frame(sub, levels, event, frames)
+        assert _without_timestamp(shared) == _without_timestamp(live_frame(sub, levels, event))
+    if dialect == "channel":
+        ids = {
+            orjson.loads(shared_frame(s, levels, event, frames))["subscription_id"] for s in subs
+        }
+        assert ids == {s.id for s in subs}
