@@ -3,6 +3,7 @@ mosquitto, side by side in one run.
 
     .venv/bin/python -m bench.fanout [--clients 100 1000] [--devices 1000] [--share 10]
                                      [--rate 1] [--duration 20] [--workers 2]
+                                     [--front-processes 1]
 
 What is compared: a publisher puts validated-stream messages (``telemetry/{device}/v``, the
 shape the ingest publishes after commit) on mosquitto at a fixed total rate (devices x rate).
@@ -211,8 +212,11 @@ class Publisher(threading.Thread):
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its children (``serve --processes N`` is a supervisor)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return total + sum(cpu_seconds(int(c)) for c in children)
 
 
 def run_case(kind: str, n: int, args: argparse.Namespace, env: dict[str, Any]) -> dict[str, Any]:
@@ -291,7 +295,10 @@ def start_services(tmp: Path, args: argparse.Namespace) -> tuple[dict[str, Any],
     )
     with open(tmp / "front.log", "wb") as log:
         front = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "bridge", "serve", "--processes", str(args.front_processes)],
+            env=env,
+            stdout=log,
+            stderr=log,
         )
     time.sleep(3)
     token = mint(key=SECRET, algorithm="HS256", sub="bench", scopes="telemetry:read", ttl_s=86400)
@@ -316,6 +323,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1.0, help="messages/s per device")
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--workers", type=int, default=2, help="client processes")
+    ap.add_argument(
+        "--front-processes", type=int, default=1, help="serve --processes N (SO_REUSEPORT)"
+    )
     args = ap.parse_args()
     command = " ".join([".venv/bin/python -m bench.fanout", *sys.argv[1:]])
     print(f"$ {command}", flush=True)

@@ -57,8 +57,11 @@ def rss_mb(pid: int) -> float:
 class Fleet(threading.Thread):
     """Publishes at a fixed rate from its own thread; counts PUBACKs per device."""
 
-    def __init__(self, url: str, devices: int, rate: float, stop: threading.Event) -> None:
+    def __init__(
+        self, url: str, devices: int, rate: float, stop: threading.Event, burst: bool = False
+    ) -> None:
         super().__init__(daemon=True)
+        self.burst = burst
         ep = MqttEndpoint.from_url(url)
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-{uuid.uuid4()}")
         self.client.max_inflight_messages_set(1000)
@@ -69,15 +72,23 @@ class Fleet(threading.Thread):
 
     def run(self) -> None:
         self.client.loop_start()
-        period, tick = 1.0 / self.rate, time.monotonic()
+        # Field devices are not synchronised: each publishes on its own phase, so the fleet
+        # is spread over the period in 100 steps. --burst sends every device at once instead
+        # (the worst case: one second's readings arrive together).
+        steps = 1 if self.burst else min(100, self.devices)
+        period, tick = 1.0 / self.rate / steps, time.monotonic()
+        d = step = 0
         while not self.stop.is_set():
-            for d in range(self.devices):
-                # the send time of this message, not of the burst: publishing 1,000 messages
-                # takes the publisher itself tens of milliseconds
-                body = orjson.dumps({"ts": int(time.time() * 1000), "values": {"v": float(d)}})
-                self.infos.append(
-                    (d, self.client.publish(TOPICS.device_telemetry(f"soak-{d:04d}"), body, qos=1))
+            step += 1
+            while d < step * self.devices // steps:
+                # the send time of this message, not of the step
+                body = orjson.dumps(
+                    {"ts": int(time.time() * 1000), "values": {"v": float(d % 1000)}}
                 )
+                device = d % self.devices
+                topic = TOPICS.device_telemetry(f"soak-{device:04d}")
+                self.infos.append((device, self.client.publish(topic, body, qos=1)))
+                d += 1
             tick += period
             time.sleep(max(0.0, tick - time.monotonic()))
 
@@ -127,6 +138,9 @@ async def main() -> None:
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--rate", type=float, default=1.0, help="readings/s per device")
     ap.add_argument("--duration", type=float, default=600.0)
+    ap.add_argument(
+        "--burst", action="store_true", help="all devices publish at the same instant each period"
+    )
     ap.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument(
         "--set", action="append", default=[], metavar="BRIDGE_X=Y",
@@ -172,7 +186,7 @@ async def main() -> None:
         ]
         await asyncio.sleep(min(30.0, 5 + args.clients / 100))  # let every client subscribe
         print(f"{args.clients} clients connected in {time.monotonic() - started:.1f}s", flush=True)
-        fleet = Fleet(mqtt_url, args.devices, args.rate, stop)
+        fleet = Fleet(mqtt_url, args.devices, args.rate, stop, burst=args.burst)
         fleet.start()
         samples = []
         t0 = time.monotonic()

@@ -245,6 +245,7 @@ def front_config(settings: Settings) -> FrontConfig:
         max_connections_per_sub=settings.ws_max_connections_per_sub,
         new_connections_per_ip_per_min=settings.ws_new_connections_per_ip_per_min,
         compression=settings.ws_compression,
+        reuse_port=settings.ws_reuse_port,
         limits=FrontLimits(
             messages_per_s=settings.ws_messages_per_s,
             burst=settings.ws_burst,
@@ -310,6 +311,11 @@ async def run_front(
     if on_front is not None:
         on_front(front)
     try:
+        # Accept clients once the broker connection is up (normally milliseconds), so a
+        # subscription acknowledged to a client is already live at the broker. A broker that
+        # is down does not keep the front from serving; it reconnects in the background.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hub.connected.wait(), 5)
         await front.start()
         # Frames and events are freed by reference counting; frequent cyclic GC passes over
         # thousands of connections' objects were the front's p99 (bench/fanout.py). Freeze

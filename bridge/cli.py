@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bridge import __version__, device_credentials, query_cli, rules_cli
+from bridge import __version__, device_credentials, query_cli, rules_cli, supervisor
 from bridge.app import ConfigError, run_ingest, run_migrations, run_serve, run_up, state_secret
 from bridge.auth import HMAC_ALGORITHMS, mint
 from bridge.config import Settings, load_settings
@@ -64,12 +64,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     ing.add_argument("--client-id", help="MQTT client id of the persistent session")
 
-    sub.add_parser(
+    srv = sub.add_parser(
         "serve",
         help="run only the WebSocket/HTTP front (needs BRIDGE_MQTT_URL and a JWT key)",
         description="Serve dashboards on BRIDGE_WS_HOST:BRIDGE_WS_PORT (default "
         "127.0.0.1:8765): WebSocket paths /ws, /ws/telemetry, /ws/alerts, /ws/devices, "
         "/ws/system and HTTP /health, /metrics, /status on the same port.",
+    )
+    srv.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N front processes on the one port (SO_REUSEPORT; one core each); "
+        "a process that dies is restarted",
     )
 
     tok = sub.add_parser(
@@ -186,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             run_up(settings)
         elif args.command == "ingest":
             run_ingest(settings)
+        elif args.command == "serve" and args.processes < 1:
+            raise ConfigError("--processes must be 1 or more")
+        elif args.command == "serve" and args.processes > 1:
+            if settings.ws_port == 0:
+                raise ConfigError("--processes needs a fixed BRIDGE_WS_PORT (not 0)")
+            return supervisor.supervise(args.processes, argv)
         elif args.command == "serve":
             run_serve(settings)
         elif args.command == "token":

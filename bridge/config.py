@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     ws_max_behind_s: float = Field(default=10.0, gt=0, description="then close with 4008")
     ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     ws_compression: bool = True
+    ws_reuse_port: bool = Field(
+        default=False,
+        description="SO_REUSEPORT: several `serve` processes share BRIDGE_WS_PORT, the kernel "
+        "spreads new connections over them (serve --processes N sets it)",
+    )
     ws_heartbeat_s: float = Field(
         default=20.0, gt=0, description="ping interval; no pong within it closes with 1011"
     )

@@ -770,6 +770,11 @@ class Session:
 
         return on_event
 
+    @property
+    def has_intervals(self) -> bool:
+        """Whether a subscription asked for a frequency (the ticker flushes only those)."""
+        return any(sub.selector.interval_s for sub in self.subscriptions.values())
+
     def flush_intervals(self, now: float) -> None:
         """Frequency-limited subscriptions: the latest value per (device, metric) per interval."""
         for sub in self.subscriptions.values():

@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bridge.hub import Hub
 from ingest.mqtt import AsyncMqtt, MqttEndpoint, set_nodelay
 from ingest.topics import Topics
-from tests.helpers import BrokerInfo
+from tests.helpers import BrokerInfo, wait_until
 
 MESSAGES = 300
 
@@ -44,10 +44,11 @@ def _publish(url: str, topic: str, n: int) -> None:
     pub.disconnect()
 
 
-async def _until(predicate: Any, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
+async def _until(predicate: Any) -> None:
+    async def check() -> bool:
+        return bool(predicate())
+
+    await wait_until(check)
 
 
 async def test_ingest_client_receives_without_cycles(
