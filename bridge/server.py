@@ -26,7 +26,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from bridge import __version__, protocol, rest
+from bridge import __version__, dashboard, protocol, rest
 from bridge.auth import AuthError, JwtVerifier, Principal
 from bridge.history import History, checked_query
 from bridge.http_stream import StreamedResponse, streaming_connection
@@ -464,9 +464,13 @@ class Front:
         if self.pool is None:
             return _json_response(503, {"error": "unavailable", "message": "no database"})
         try:
-            principal = rest.authenticate(
-                self.verifier, request.headers.get("Authorization"), time.time()
-            )
+            authorization = request.headers.get("Authorization")
+            if authorization is None and not self.config.auth_required:
+                # the same open door as the WebSocket handshake (BRIDGE_AUTH_REQUIRED=false),
+                # so the dashboard's anonymous mode can list devices and load history
+                principal = Principal("anonymous", frozenset({"admin"}))
+            else:
+                principal = rest.authenticate(self.verifier, authorization, time.time())
             if path == "/api/v1/devices":
                 body = await rest.devices(self.pool, principal, None)
             elif path.startswith("/api/v1/devices/"):
@@ -506,6 +510,8 @@ class Front:
         return StreamedResponse("text/csv; charset=utf-8", self.history.csv(query), "telemetry.csv")
 
     def _http(self, path: str, request: Request) -> Response:
+        if dashboard.is_dashboard_path(path):  # a plain GET /: the page (with Upgrade: /ws)
+            return dashboard.response(path, request)
         if path.startswith("/api/websocket/"):
             return self._o1(path)
         if path == "/health":
