@@ -56,6 +56,16 @@ class Hub:
         self.connected = asyncio.Event()
         self.received = 0
         self.reconnects = 0
+        # Called after a *re*connection has resubscribed everything: messages published while
+        # the front was cut off never reach it, so listeners that can read them back from
+        # storage (sessions with resumable subscriptions) do so.
+        self._on_resubscribed: set[Callable[[], None]] = set()
+        self._was_connected = False
+
+    def on_resubscribed(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Register ``callback`` for every reconnection; returns the function that removes it."""
+        self._on_resubscribed.add(callback)
+        return lambda: self._on_resubscribed.discard(callback)
 
     # -- subscriptions -----------------------------------------------------------------------
     def subscriptions(self) -> dict[str, int]:
@@ -121,6 +131,10 @@ class Hub:
                         await client.subscribe(filter_, qos=0)
                     self.connected.set()
                     delay = 0.2
+                    if self._was_connected:
+                        for callback in list(self._on_resubscribed):
+                            callback()  # before any message of the new connection is read
+                    self._was_connected = True
                     log.info("front connected to MQTT broker %s", ep.redacted())
                     async for msg in client.messages:
                         self._dispatch(msg)

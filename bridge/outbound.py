@@ -1,9 +1,11 @@
 """Per-client outbound queue with conflation (pure: the caller passes the time).
 
 Fan-out puts frames here and never waits; one writer task per client drains it. Telemetry
-frames carry a conflation key (device, metric, subscription): a newer value replaces the queued
-one in place, so a slow client gets the latest value, never a stale one, and never a backlog of
-them. Other frames are dropped (and counted) when the queue is full. A queue that has stayed
+frames carry a conflation key (device, metric, subscription). Once a client has fallen behind
+(``conflate_from`` frames queued, a tenth of the capacity by default) a newer value replaces the
+queued one in place, so a slow client gets the latest value, never a stale one, and never a
+backlog of them. Below that every value is delivered: a chart needs each point, and a client
+resuming with ``since`` must see no gap. Other frames are dropped (and counted) when the queue is full. A queue that has stayed
 full for ``max_behind_s`` tells its owner to close the connection (4008).
 """
 
@@ -15,10 +17,16 @@ from itertools import count
 
 
 class OutboundQueue:
-    def __init__(self, capacity: int = 1000, max_behind_s: float = 10.0) -> None:
+    def __init__(
+        self, capacity: int = 1000, max_behind_s: float = 10.0, conflate_from: int | None = None
+    ) -> None:
         self.capacity = capacity
+        self.conflate_from = max(1, capacity // 10) if conflate_from is None else conflate_from
         self.max_behind_s = max_behind_s
-        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
+        # slot number -> (frame, conflation key); slots are unique so that, below
+        # ``conflate_from``, several values of one key can wait in line together
+        self._items: OrderedDict[int, tuple[bytes, Hashable | None]] = OrderedDict()
+        self._latest: dict[Hashable, int] = {}  # conflation key -> its newest queued slot
         self._seq = count()
         self.dropped = 0
         self.conflated = 0
@@ -42,28 +50,35 @@ class OutboundQueue:
         ``force`` (direct replies) queues past capacity: the client asked for it, and the
         per-connection rate limit already bounds how many it can ask for.
         """
-        slot = ("k", key) if key is not None else None
-        if slot is not None and slot in self._items:
-            self._items[slot] = frame  # keeps its place in line, carries the newest value
-            self.conflated += 1
-            return True
+        if key is not None and len(self._items) >= self.conflate_from:
+            slot = self._latest.get(key)
+            if slot is not None:
+                self._items[slot] = (frame, key)  # keeps its place in line, newest value
+                self.conflated += 1
+                return True
         if len(self._items) >= self.capacity and not force:
             if self.full_since is None:
                 self.full_since = now
             self.dropped += 1
             self._unreported += 1
             return False
-        slot = slot if slot is not None else ("s", next(self._seq))
-        self._items[slot] = frame
+        slot = next(self._seq)
+        self._items[slot] = (frame, key)
+        if key is not None:
+            self._latest[key] = slot
         if urgent:  # e.g. the slow-consumer warning: next out, ahead of the backlog
             self._items.move_to_end(slot, last=False)
         return True
 
     def pop(self, limit: int = 100) -> list[bytes]:
         out: list[bytes] = []
-        while self._items and len(out) < limit:
-            out.append(self._items.popitem(last=False)[1])
-        if len(self._items) < self.capacity:
+        items, latest = self._items, self._latest
+        while items and len(out) < limit:
+            slot, (frame, key) = items.popitem(last=False)
+            if key is not None and latest.get(key) == slot:
+                del latest[key]
+            out.append(frame)
+        if len(items) < self.capacity:
             self.full_since = None
         return out
 

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -83,6 +83,9 @@ class Subscription:
     replayed: set[tuple[Any, ...]] | None = None
     replayed_until: float = 0.0
     next_flush: float = 0.0
+    # Resume point of the last live message delivered (received_at / updated_at / ts), or the
+    # time the subscription was made: where a replay starts after the broker link was cut.
+    resume_point: Any = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -101,6 +104,10 @@ def subscription_id(selector: Selector, dialect: str, label: str) -> str:
     canonical = orjson.dumps([dialect, label, repr(selector)])
     return "sub_" + hashlib.sha1(canonical, usedforsecurity=False).hexdigest()[:16]
 
+
+# The field of a stream event that `since` compares with (see History.replay).
+_RESUME_FIELD = {"telemetry": "received_at", "alerts": "updated_at", "status": "ts"}
+RESUMABLE_CHANNELS = ("telemetry", "alerts", "devices")
 
 _ID_SLOT = "\x00subscription_id\x00"
 _ID_SLOT_JSON = orjson.dumps(_ID_SLOT)
@@ -300,6 +307,9 @@ class Session:
         self.closed = False
         self.close_request: tuple[int, str] | None = None
         self.batch_mode = False  # set by a subscribe with "batch": true
+        self._forget_hub = (
+            hub.on_resubscribed(self._broker_link_restored) if history is not None else None
+        )
 
     # -- output ------------------------------------------------------------------------------
     def reply(self, msg: dict[str, Any]) -> None:
@@ -570,6 +580,8 @@ class Session:
             selector = parse_channel_subscribe(msg, msg.get("_default_channel"))
             since = self._since(msg, selector)
             sub = await self._add(selector, "channel", "", hold=since is not None)
+            if self.history is not None and selector.channel in RESUMABLE_CHANNELS:
+                sub.resume_point = (since or datetime.now(UTC)).isoformat()
             self.reply(
                 message(
                     "subscribed",
@@ -619,14 +631,14 @@ class Session:
         seen = set()
         for levels, event in events:
             seen.add(replay_key(levels, event))
-            self.queue.put(live_frame(sub, levels, event), now, force=True)
+            self._deliver_replayed(sub, levels, event, now)
         held, sub.held = sub.held or [], None  # no await from here on: live resumes in order
         for levels, event in held:
             key = replay_key(levels, event)
             if key in seen:
                 seen.discard(key)
             else:
-                self.queue.put(live_frame(sub, levels, event), now, force=True)
+                self._deliver_replayed(sub, levels, event, now)
         # A reading committed just before storage was read can have its live copy still in
         # flight (ingest -> broker -> here): drop it when it comes.
         sub.replayed, sub.replayed_until = seen, now + REPLAY_DEDUP_S
@@ -638,6 +650,13 @@ class Session:
                 truncated=truncated,
             )
         )
+
+    def _deliver_replayed(
+        self, sub: Subscription, levels: tuple[str, ...], event: dict[str, Any], now: float
+    ) -> None:
+        if sub.resume_point is not None:
+            sub.resume_point = event.get(_RESUME_FIELD.get(levels[0], "ts")) or sub.resume_point
+        self.queue.put(live_frame(sub, levels, event), now, force=True)
 
     async def _subscribe_named(self, msg: dict[str, Any], id_: Any, dialect: str) -> None:
         names_ = msg.get(dialect)
@@ -761,6 +780,8 @@ class Session:
             if sub.selector.interval_s and levels[0] == "telemetry":
                 sub.pending[(levels[1], levels[2])] = event
                 return
+            if sub.resume_point is not None:
+                sub.resume_point = event.get(_RESUME_FIELD.get(levels[0], "ts")) or sub.resume_point
             frame = shared_frame(sub, levels, event, frames)
             if not self.queue and self._send_now is not None and self._send_now(frame):
                 return  # written straight to the transport: nothing queued, nothing to wake
@@ -851,11 +872,41 @@ class Session:
         subs = [s.describe() for s in self.subscriptions.values()]
         self.reply(message("subscriptions_list", id_=id_, subscriptions=subs, count=len(subs)))
 
+    def _broker_link_restored(self) -> None:
+        """The front's broker connection was lost and is back: whatever the stream carried
+        meanwhile never arrived here. Each resumable subscription replays it from storage
+        (after its last delivered message), exactly as a client's ``since`` would, so the
+        client sees no gap without having to notice anything (then ``replay_complete``)."""
+        if self.closed or self.principal is None:
+            return
+        for sub in self.subscriptions.values():
+            if sub.resume_point is None or sub.held is not None:
+                continue  # not resumable, or a replay is already collecting live messages
+            try:
+                since = parse_timestamp(sub.resume_point)
+            except (TypeError, ValueError):
+                continue
+            sub.held = []  # live messages from now on wait for the replay (no await before)
+            task = asyncio.create_task(self._replay_logged(sub, since))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _replay_logged(self, sub: Subscription, since: datetime) -> None:
+        try:
+            await self._replay(sub, since)
+        except ClientError as exc:
+            self.error(exc)
+        except Exception:
+            log.exception("replay after the broker reconnected failed")
+            self.reply(protocol.internal_error(None))
+
     async def close(self) -> None:
         """Release every broker subscription (idempotent)."""
         if self.closed:
             return
         self.closed = True
+        if self._forget_hub is not None:
+            self._forget_hub()
         for task in list(self._tasks):
             task.cancel()
         if self.device_sessions is not None:

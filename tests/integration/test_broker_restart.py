@@ -14,7 +14,9 @@ from typing import Any
 
 import asyncpg
 import orjson
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from websockets.asyncio.client import connect
 
 from bridge.app import run_front
@@ -24,7 +26,7 @@ from bridge.embedded import MosquittoProcess, free_port
 from ingest.mqtt import MqttEndpoint
 from ingest.service import IngestConfig, IngestService
 from ingest.topics import Topics
-from tests.helpers import MqttPeer, wait_until
+from tests.helpers import BrokerInfo, MqttPeer, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SECRET = "restart-test-secret-" + "x" * 40
@@ -182,13 +184,21 @@ async def test_graceful_broker_restart_under_load_loses_and_doubles_nothing(
         values = [int(r["value"]) for r in await db.fetch("SELECT value FROM readings")]
         assert len(values) == len(set(values)) == len(acked) and set(values) == acked
 
-        # the WebSocket client never disconnected and receives readings published after
-        # the restart
+        # The WebSocket client never disconnected and saw every ld-0 reading exactly once:
+        # what the stream carried while the front was cut off from the broker was replayed
+        # from storage by the front itself (Session._broker_link_restored).
         late = 3999 - (3999 % 4)  # the last value of device ld-0
-        while True:
+        seen: list[int] = []
+        replays = 0
+        while late not in seen:
             msg = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
-            if msg["type"] == "telemetry_update" and msg["telemetry"]["v"]["value"] == late:
-                break
+            if msg["type"] == "telemetry_update":
+                seen.append(int(msg["telemetry"]["v"]["value"]))
+            replays += msg["type"] == "replay_complete"
+        stored_ld0 = {v for v in values if v % 4 == 0}
+        assert len(seen) == len(set(seen)), "a reading reached the client twice"
+        assert set(seen) == stored_ld0, f"missed {sorted(stored_ld0 - set(seen))[:10]}"
+        assert replays >= 1
         await ws.close()
     finally:
         publishing.set()
@@ -196,3 +206,90 @@ async def test_graceful_broker_restart_under_load_loses_and_doubles_nothing(
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
         await db.close()
         broker.stop()
+
+
+@pytest.mark.timeout(90)
+async def test_front_cut_off_from_the_broker_replays_what_it_missed(
+    broker: BrokerInfo, database_url: str
+) -> None:
+    """The front's own broker connection drops (here: another client takes over its client id)
+    while the ingest keeps storing and streaming. The connected WebSocket client still sees
+    every reading exactly once: the front replays the missed ones from storage."""
+    prefix = f"cut{uuid.uuid4().hex[:6]}"
+    topics = Topics(prefix)
+    ingest = IngestService(
+        IngestConfig(
+            mqtt=MqttEndpoint.from_url(broker.url),
+            database_url=database_url,
+            topics=topics,
+            client_id=f"ingest-{uuid.uuid4().hex[:8]}",
+            batch_max_wait_s=0.005,
+        )
+    )
+    ws_port = free_port()
+    settings = Settings(
+        mqtt_url=broker.url, jwt_secret=SECRET, ws_port=ws_port, mqtt_topic_prefix=prefix
+    )
+    stop = asyncio.Event()
+    ready_i, ready_f = asyncio.Event(), asyncio.Event()
+    fronts: list[Any] = []
+    tasks = [
+        asyncio.create_task(ingest.run(stop, ready_i)),
+        asyncio.create_task(
+            run_front(settings, broker.url, database_url, stop, ready_f, on_front=fronts.append)
+        ),
+    ]
+    peer = MqttPeer(broker.url)
+    try:
+        await asyncio.wait_for(asyncio.gather(ready_i.wait(), ready_f.wait()), 10)
+        token = mint(key=SECRET, algorithm="HS256", sub="a", scopes="telemetry:read")
+        async with connect(
+            f"ws://127.0.0.1:{ws_port}/ws", additional_headers={"Authorization": f"Bearer {token}"}
+        ) as ws:
+            await ws.recv()
+            await ws.send('{"type": "subscribe", "channel": "telemetry", "device_id": "c1"}')
+            assert orjson.loads(await ws.recv())["type"] == "subscribed"
+            base = datetime.now(UTC) - timedelta(minutes=5)
+
+            def reading(i: int) -> None:
+                ts = (base + timedelta(milliseconds=i)).isoformat()
+                peer.publish(topics.device_telemetry("c1"), orjson.dumps({"ts": ts, "v": i}))
+
+            for i in range(20):
+                reading(i)
+            # take over the front's client id: the broker disconnects the front, which
+            # reconnects after its backoff; readings 20-59 are stored and streamed meanwhile
+            hub = fronts[0].hub
+            impostor = paho.Client(CallbackAPIVersion.VERSION2, client_id=hub.client_id)
+            ep = MqttEndpoint.from_url(broker.url)
+            impostor.connect(ep.host, ep.port)
+            impostor.loop_start()
+
+            async def front_cut_off() -> bool:
+                return not hub.connected.is_set()
+
+            await wait_until(front_cut_off, timeout=10, interval=0.001)
+            for i in range(20, 60):  # while the front is away (its reconnect backoff)
+                reading(i)
+            impostor.disconnect()
+            impostor.loop_stop()
+
+            async def front_back() -> bool:
+                return hub.connected.is_set()
+
+            await wait_until(front_back, timeout=20)
+            for i in range(60, 80):
+                reading(i)
+            seen: list[int] = []
+            replays = 0
+            while 79 not in seen or len(set(seen)) < 80:
+                msg = orjson.loads(await asyncio.wait_for(ws.recv(), 20))
+                if msg["type"] == "telemetry_update":
+                    seen.append(int(msg["telemetry"]["v"]["value"]))
+                replays += msg["type"] == "replay_complete"
+            assert sorted(seen) == list(range(80)), "a reading was missed or seen twice"
+            assert replays >= 1, "the front never noticed it had been cut off"
+    finally:
+        peer.close()
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)

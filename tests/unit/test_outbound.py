@@ -37,3 +37,14 @@ def test_urgent_frames_jump_the_line() -> None:
     q.put(b"b", now=0)
     q.put(b"warn", now=0, force=True, urgent=True)
     assert q.pop() == [b"warn", b"a", b"b"]
+
+
+def test_no_conflation_until_the_client_falls_behind() -> None:
+    q = OutboundQueue(capacity=100)  # conflates from 10 queued frames
+    for v in range(9):
+        q.put(b"t=%d" % v, now=0, key=("d1", "t"))
+    assert q.conflated == 0 and len(q) == 9  # every point kept while the client keeps up
+    q.put(b"h=1", now=0, key=("d1", "h"))
+    q.put(b"t=9", now=0, key=("d1", "t"))  # 10 queued: behind, so the latest value wins
+    assert q.conflated == 1 and len(q) == 10
+    assert q.pop()[-2:] == [b"t=9", b"h=1"]
