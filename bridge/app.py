@@ -398,9 +398,11 @@ def run_up(settings: Settings, banner: Callable[[str], None] = print) -> None:
         shown = MqttEndpoint.from_url(mqtt_url).redacted()
         banner(
             f"telemetry-bridge is up: broker {shown}, state in {settings.state_dir}\n"
-            f"  dashboards: ws://{settings.ws_host}:{settings.ws_port}/ws  "
+            f"  websocket:  ws://{settings.ws_host}:{settings.ws_port}/ws  "
             f"(health: http://{settings.ws_host}:{settings.ws_port}/health)\n"
-            f"  a token:    telemetry-bridge token --sub me --scope 'telemetry:read alerts:read'\n"
+            f"  dashboard:  http://{settings.ws_host}:{settings.ws_port}/\n"
+            f"  a token:    telemetry-bridge token --sub me "
+            f"--scope 'telemetry:read alerts:read alerts:write devices:read'\n"
             f"  send data:  telemetry-bridge simulate --devices 10 --rate 1\n"
             f"  stop:       Ctrl-C"
         )
