@@ -439,10 +439,13 @@ function renderDevices() {
 function renderCharts() {
   state.dirty.charts = false;
   const [all, shown] = activeMetrics();
-  $("live-empty").hidden = state.selected.length > 0;
-  if (state.selected.length && !all.length) setText("live-empty", "Waiting for readings…");
   $("live-empty").hidden = state.selected.length > 0 && all.length > 0;
-  if (!state.selected.length) setText("live-empty", "Pick a device on the left to watch its readings live.");
+  setText(
+    "live-empty",
+    state.selected.length
+      ? "Waiting for readings…"
+      : "Pick a device on the left to watch its readings live.",
+  );
   $("metric-chips").replaceChildren(
     ...all.map((m) =>
       el(
