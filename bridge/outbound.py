@@ -5,8 +5,9 @@ frames carry a conflation key (device, metric, subscription). Once a client has 
 (``conflate_from`` frames queued, a tenth of the capacity by default) a newer value replaces the
 queued one in place, so a slow client gets the latest value, never a stale one, and never a
 backlog of them. Below that every value is delivered: a chart needs each point, and a client
-resuming with ``since`` must see no gap. Other frames are dropped (and counted) when the queue is full. A queue that has stayed
-full for ``max_behind_s`` tells its owner to close the connection (4008).
+resuming with ``since`` must see no gap. Other frames are dropped (and counted) when the queue
+is full. A queue that has stayed full for ``max_behind_s`` tells its owner to close the
+connection (4008).
 """
 
 from __future__ import annotations

@@ -105,6 +105,17 @@ def subscription_id(selector: Selector, dialect: str, label: str) -> str:
     return "sub_" + hashlib.sha1(canonical, usedforsecurity=False).hexdigest()[:16]
 
 
+def device_of(levels: tuple[str, ...]) -> str | None:
+    """The device a stream topic is about: ``alerts/{severity}/{device}``, ``system/...``
+    (none) and ``{kind}/{device}/...`` for the rest. Filters and token claims are checked
+    against it, so it must never be another level (a severity is not a device)."""
+    if levels[0] == "system":
+        return None
+    if levels[0] == "alerts":
+        return levels[2] if len(levels) > 2 else None
+    return levels[1] if len(levels) > 1 else None
+
+
 # The field of a stream event that `since` compares with (see History.replay).
 _RESUME_FIELD = {"telemetry": "received_at", "alerts": "updated_at", "status": "ts"}
 RESUMABLE_CHANNELS = ("telemetry", "alerts", "devices")
@@ -759,7 +770,7 @@ class Session:
             principal = self.principal
             if principal is None or self.closed:
                 return
-            device = levels[1] if levels[0] != "system" and len(levels) > 1 else None
+            device = device_of(levels)
             if not sub.selector.accepts(principal, device, event):
                 return
             if levels[0] == "system" and sub.selector.devices is not None:

@@ -5,7 +5,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge.session import Subscription, live_frame, shared_frame
+from bridge.session import Subscription, device_of, live_frame, shared_frame
 from bridge.subscriptions import Selector
 
 EVENTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -56,3 +56,18 @@ def test_shared_equals_per_subscription(channel: str, dialect: str) -> None:
             orjson.loads(shared_frame(s, levels, event, frames))["subscription_id"] for s in subs
         }
         assert ids == {s.id for s in subs}
+
+
+@pytest.mark.parametrize(
+    ("levels", "device"),
+    [
+        (("telemetry", "d1", "temp"), "d1"),
+        (("alerts", "critical", "d1"), "d1"),  # not the severity
+        (("status", "d1"), "d1"),
+        (("logs", "d1"), "d1"),
+        (("system", "ingest"), None),
+        (("alerts", "critical"), None),
+    ],
+)
+def test_device_of_a_stream_topic(levels: tuple[str, ...], device: str | None) -> None:
+    assert device_of(levels) == device
