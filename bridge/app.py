@@ -87,14 +87,26 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
+async def _exclusive(conn: Any, job: str) -> bool:
+    """Whether this process may run ``job`` now: one PostgreSQL advisory lock per job, held
+    by the job's own connection until it closes. With several ingests (or a scheduler and an
+    ingest) each job still runs once at a time, not once per process."""
+    locked = await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"tb-job:{job}")
+    if not locked:
+        log.debug("%s: another process is running it", job)
+    return bool(locked)
+
+
 def _scheduler(
     database_url: str,
     settings: Settings,
     stream: StreamPublisher | None = None,
     sampler: SystemSampler | None = None,
+    *,
+    database_jobs: bool = True,
 ) -> AsyncIOScheduler:
     """Periodic work: partitions ahead of time, devices that went silent, rollups, retention
-    and system status."""
+    (``database_jobs``) and this process's system status."""
     topics = Topics(settings.mqtt_topic_prefix)
     retention = settings.retention()
 
@@ -102,6 +114,8 @@ def _scheduler(
         try:
             conn = await connect(database_url)
             try:
+                if not await _exclusive(conn, "offline"):
+                    return
                 changes = await mark_silent_offline(conn, settings.device_offline_after_s)
             finally:
                 await conn.close()
@@ -130,7 +144,8 @@ def _scheduler(
         try:
             conn = await connect(database_url)
             try:
-                await work(conn)
+                if await _exclusive(conn, what):
+                    await work(conn)
             finally:
                 await conn.close()
         except Exception as exc:
@@ -148,7 +163,7 @@ def _scheduler(
         try:
             conn = await connect(database_url)
             try:
-                created = await ensure_partitions(conn)
+                created = await ensure_partitions(conn) if await _exclusive(conn, "parts") else 0
             finally:
                 await conn.close()
             if created:
@@ -164,6 +179,16 @@ def _scheduler(
         status = sampler.sample()
         stream.publish_many([(topics.system(sampler.component), orjson.dumps(status))], retain=True)
 
+    scheduler.add_job(
+        system_status,
+        "interval",
+        seconds=settings.system_status_interval_s,
+        id="system",
+        coalesce=True,
+        max_instances=1,
+    )
+    if not database_jobs:
+        return scheduler
     scheduler.add_job(partitions, "interval", hours=1, id="partitions", coalesce=True)
     scheduler.add_job(
         rollups,
@@ -182,14 +207,6 @@ def _scheduler(
         coalesce=True,
         max_instances=1,
         next_run_time=datetime.now(UTC),
-    )
-    scheduler.add_job(
-        system_status,
-        "interval",
-        seconds=settings.system_status_interval_s,
-        id="system",
-        coalesce=True,
-        max_instances=1,
     )
     scheduler.add_job(
         offline,
@@ -351,7 +368,9 @@ async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front:
         lambda: sum(f.stats.current for f in fronts),
         settings.state_dir if settings.state_dir.exists() else Path("/"),
     )
-    scheduler = _scheduler(database_url, settings, stream, sampler)
+    scheduler = _scheduler(
+        database_url, settings, stream, sampler, database_jobs=settings.ingest_scheduler or front
+    )
     scheduler.start()
     try:
         jobs = [ingest.run(stop)]
@@ -372,6 +391,33 @@ def run_serve(settings: Settings) -> None:
         _install_signal_handlers(stop)
         assert settings.mqtt_url
         await run_front(settings, settings.mqtt_url, settings.database_url, stop)
+
+    _run(main())
+
+
+def run_scheduler(settings: Settings) -> None:
+    """The periodic database jobs alone (partitions, rollups, retention, offline devices),
+    for deployments that run the ingest with BRIDGE_INGEST_SCHEDULER=false."""
+    if not settings.database_url or not settings.mqtt_url:
+        raise ConfigError("`scheduler` needs BRIDGE_DATABASE_URL and BRIDGE_MQTT_URL")
+    database_url, mqtt_url = settings.database_url, settings.mqtt_url
+
+    async def main() -> None:
+        await run_migrations(database_url)
+        stop = asyncio.Event()
+        _install_signal_handlers(stop)
+        stream = StreamPublisher(
+            MqttEndpoint.from_url(mqtt_url), f"scheduler-{uuid.uuid4().hex[:10]}"
+        )
+        await stream.start()
+        scheduler = _scheduler(database_url, settings, stream)
+        scheduler.start()
+        log.info("scheduler running: rollups, retention, partitions, offline devices")
+        try:
+            await stop.wait()
+        finally:
+            scheduler.shutdown(wait=False)
+            await stream.stop()
 
     _run(main())
 

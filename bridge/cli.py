@@ -11,7 +11,15 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from bridge import __version__, device_credentials, query_cli, rules_cli, supervisor
-from bridge.app import ConfigError, run_ingest, run_migrations, run_serve, run_up, state_secret
+from bridge.app import (
+    ConfigError,
+    run_ingest,
+    run_migrations,
+    run_scheduler,
+    run_serve,
+    run_up,
+    state_secret,
+)
 from bridge.auth import HMAC_ALGORITHMS, mint
 from bridge.config import Settings, load_settings
 from bridge.embedded import EmbeddedError, read_runtime
@@ -78,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run N front processes on the one port (SO_REUSEPORT; one core each); "
         "a process that dies is restarted",
+    )
+
+    sub.add_parser(
+        "scheduler",
+        help="run only the periodic database jobs (with BRIDGE_INGEST_SCHEDULER=false ingests)",
+        description="Partitions ahead of time, rollups, retention and offline detection. Each "
+        "job takes a PostgreSQL advisory lock, so a second scheduler (or an ingest that also "
+        "runs them) is harmless.",
     )
 
     tok = sub.add_parser(
@@ -202,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             return supervisor.supervise(args.processes, argv)
         elif args.command == "serve":
             run_serve(settings)
+        elif args.command == "scheduler":
+            run_scheduler(settings)
         elif args.command == "token":
             print(_token(settings, args))
         elif args.command == "rules":

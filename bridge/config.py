@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     )
 
     ingest_client_id: str = "telemetry-bridge-ingest"
+    ingest_scheduler: bool = Field(
+        default=True,
+        description="run the periodic database jobs in the ingest too; false when "
+        "`telemetry-bridge scheduler` runs them (each job holds an advisory lock either way)",
+    )
     ingest_shared: bool = False
     ingest_batch_max_messages: int = Field(default=5000, ge=1, le=65535)
     ingest_batch_max_wait_ms: int = Field(default=20, ge=0, le=10_000)

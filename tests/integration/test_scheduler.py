@@ -3,6 +3,7 @@ rollups) as a user would see them on MQTT, on the WebSocket and in the database.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -114,3 +115,78 @@ async def test_silent_device_goes_offline_and_system_status_is_published(
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
     assert proc.returncode == 0, log.read_text()[-2000:]
+
+
+async def test_each_job_runs_in_one_process_at_a_time(database_url: str) -> None:
+    from bridge.app import _exclusive
+
+    first, second = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        assert await _exclusive(first, "rollup refresh")
+        assert not await _exclusive(second, "rollup refresh")  # held by the first connection
+        assert await _exclusive(second, "retention")  # other jobs are independent
+        await first.close()  # the lock goes with the connection (a crashed job frees it too)
+        assert await _exclusive(second, "rollup refresh")
+    finally:
+        await first.close()
+        await second.close()
+
+
+@pytest.mark.timeout(90)
+async def test_scheduler_command_runs_the_jobs_for_ingests_that_do_not(
+    broker: BrokerInfo, database_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(
+        BRIDGE_DATABASE_URL=database_url,
+        BRIDGE_MQTT_URL=broker.url,
+        BRIDGE_MQTT_TOPIC_PREFIX=topic_prefix,
+        BRIDGE_STATE_DIR=str(tmp_path),
+        BRIDGE_INGEST_CLIENT_ID=f"nosched-{topic_prefix}",
+        BRIDGE_INGEST_SCHEDULER="false",
+        BRIDGE_ROLLUP_INTERVAL_S="0.5",
+    )
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs = {name: tmp_path / f"{name}.log" for name in ("ingest", "scheduler")}
+    for name, path in logs.items():
+        with open(path, "wb") as out:
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "bridge", name], env=env, stdout=out, stderr=out
+            )
+    peer = MqttPeer(broker.url)
+    db = await asyncpg.connect(database_url)
+    try:
+
+        async def subscribed() -> bool:
+            assert procs["ingest"].poll() is None, logs["ingest"].read_text()
+            return "ingest subscribed" in logs["ingest"].read_text()
+
+        await wait_until(subscribed, timeout=30)
+        # with the scheduler stopped nothing folds the readings: the ingest runs no jobs
+        procs["scheduler"].send_signal(signal.SIGTERM)
+        assert procs["scheduler"].wait(30) == 0, logs["scheduler"].read_text()[-2000:]
+        peer.publish(Topics(topic_prefix).device_telemetry("sch-1"), b'{"t": 1}')
+
+        async def stored() -> bool:
+            return bool(await db.fetchval("SELECT count(*) FROM readings"))
+
+        await wait_until(stored)
+        await asyncio.sleep(1.5)  # three rollup periods: an ingest with jobs would have run
+        assert await db.fetchval("SELECT count(*) FROM rollup_pending") >= 1
+        with open(logs["scheduler"], "ab") as out:
+            procs["scheduler"] = subprocess.Popen(
+                [sys.executable, "-m", "bridge", "scheduler"], env=env, stdout=out, stderr=out
+            )
+
+        async def rolled_up() -> bool:
+            return await db.fetchval("SELECT count(*) FROM rollup_pending") == 0
+
+        await wait_until(rolled_up, timeout=20)
+        assert await db.fetchval("SELECT sum(count) FROM readings_1m") == 1
+    finally:
+        await db.close()
+        peer.close()
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for name, proc in procs.items():
+            assert proc.wait(30) == 0, logs[name].read_text()[-2000:]
