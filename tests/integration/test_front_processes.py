@@ -25,42 +25,10 @@ from bridge.embedded import free_port
 from ingest.topics import Topics
 from tests.helpers import BrokerInfo, MqttPeer, wait_until
 from tests.integration.frontkit import recv_type
+from tests.procnet import children, established_on, sockets_of, sockets_on
 
 SECRET = "processes-secret-" + "p" * 40
 CLIENTS = 24
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(c) for c in path.read_text().split()] if path.exists() else []
-
-
-def _sockets_on(port: int, state: str) -> set[str]:
-    """Socket inodes of TCP sockets whose local port is ``port`` in ``state`` (01 established,
-    0A listening)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
-                inodes.add(fields[9])
-    return inodes
-
-
-def _established_on(port: int) -> set[str]:
-    return _sockets_on(port, "01")
-
-
-def _sockets_of(pid: int) -> set[str]:
-    out = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(target[8:-1])
-    return out
 
 
 @pytest.fixture
@@ -94,7 +62,7 @@ def two_fronts(
         except subprocess.TimeoutExpired:
             proc.kill()
             raise AssertionError("the supervisor did not stop on SIGTERM") from None
-        assert not _children(proc.pid)
+        assert not children(proc.pid)
 
 
 async def _client(url: str, token: str) -> ClientConnection:
@@ -125,15 +93,15 @@ async def test_two_processes_share_the_port_and_survive_a_kill(
     token = mint(key=SECRET, algorithm="HS256", sub="mp", scopes="telemetry:read", ttl_s=600)
 
     async def both_listening() -> bool:
-        kids = _children(proc.pid)
-        listening = _sockets_on(port, "0A")
-        return len(kids) == 2 and all(_sockets_of(pid) & listening for pid in kids)
+        kids = children(proc.pid)
+        listening = sockets_on(port, "0A")
+        return len(kids) == 2 and all(sockets_of(pid) & listening for pid in kids)
 
     await wait_until(both_listening, timeout=30)
     clients = [await _client(url, token) for _ in range(CLIENTS)]
-    first, second = _children(proc.pid)
-    on_port = _established_on(port)
-    per_child = {pid: len(_sockets_of(pid) & on_port) for pid in (first, second)}
+    first, second = children(proc.pid)
+    on_port = established_on(port)
+    per_child = {pid: len(sockets_of(pid) & on_port) for pid in (first, second)}
     assert sum(per_child.values()) == CLIENTS, per_child
     assert min(per_child.values()) > 0, f"one process got no clients: {per_child}"
 
@@ -143,11 +111,11 @@ async def test_two_processes_share_the_port_and_survive_a_kill(
         peer.publish(topic, _event(1))
         await _all_receive(clients, 1)
 
-        victim_sockets = _sockets_of(first) & on_port
+        victim_sockets = sockets_of(first) & on_port
         os.kill(first, signal.SIGKILL)
 
         async def reaped() -> bool:
-            return first not in _children(proc.pid)
+            return first not in children(proc.pid)
 
         await wait_until(reaped, timeout=10)
         survivors: list[ClientConnection] = []
