@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.ingest                    # full run (~6 minutes)
     .venv/bin/python -m bench.ingest --messages 100000  # shorter
+    .venv/bin/python -m bench.ingest --phases drain,drain2 --messages 200000  # 1 vs 2 ingests
 
 Phases, each against its own fresh database and the same private mosquitto (the project's
 mosquitto.conf on a free port):
@@ -76,11 +77,20 @@ async def count(url: str) -> int:
         await conn.close()
 
 
-def ingest_proc(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def ingest_proc(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "bridge", "ingest"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "bridge", "ingest", *args], env=env, stdout=out, stderr=out
         )
+
+
+def ingest_procs(env: dict[str, str], log: Path, n: int) -> list[subprocess.Popen[bytes]]:
+    """``n`` ingest processes; several share the subscription ($share), each with its own
+    persistent session (client id)."""
+    if n == 1:
+        return [ingest_proc(env, log)]
+    client_id = env["BRIDGE_INGEST_CLIENT_ID"]
+    return [ingest_proc(env, log, "--shared", "--client-id", f"{client_id}-{k}") for k in range(n)]
 
 
 def wait_log(log: Path, text: str, times: int, timeout: float = 30) -> None:
@@ -127,7 +137,9 @@ async def wait_rows(url: str, expected: int, within: float, interval: float = 1.
     return n
 
 
-async def phase_drain(args: argparse.Namespace, mqtt_url: str, tmp: Path) -> dict[str, Any]:
+async def phase_drain(
+    args: argparse.Namespace, mqtt_url: str, tmp: Path, ingests: int = 1
+) -> dict[str, Any]:
     url = await fresh_database(args.admin_url)
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     env = {
@@ -138,19 +150,21 @@ async def phase_drain(args: argparse.Namespace, mqtt_url: str, tmp: Path) -> dic
         "BRIDGE_INGEST_CLIENT_ID": f"bench-{uuid.uuid4().hex[:6]}",
         "BRIDGE_LOG_LEVEL": "INFO",
     }
-    log = tmp / "drain.log"
-    proc = ingest_proc(env, log)
-    wait_log(log, "ingest subscribed", 1)
-    stop_proc(proc)  # the persistent session now queues everything for the next run
+    log = tmp / f"drain-{ingests}.log"
+    procs = ingest_procs(env, log, ingests)
+    wait_log(log, "ingest subscribed", ingests)
+    for proc in procs:
+        stop_proc(proc)  # the persistent sessions now queue everything for the next run
     print(f"drain: publishing a backlog of {args.messages:,} messages ...", flush=True)
     t0 = time.monotonic()
     pub = publish(mqtt_url, prefix, args.messages, 1e6, args.publishers)
     print(f"drain: backlog published in {time.monotonic() - t0:.1f}s", flush=True)
-    proc = ingest_proc(env, log)
+    procs = ingest_procs(env, log, ingests)
     expected = pub["messages_acked"] * METRICS
     stored = await wait_rows(url, expected, within=args.messages / 1000 + 120, interval=0.25)
     all_stored_at = time.time()  # within one poll (+ one count(*)) of the last commit
-    stop_proc(proc)
+    for proc in procs:
+        stop_proc(proc)
     results_dir = Path(__file__).parent / "results"
     results_dir.mkdir(exist_ok=True)
     (results_dir / "drain-ingest.log").write_text(log.read_text())
@@ -163,6 +177,7 @@ async def phase_drain(args: argparse.Namespace, mqtt_url: str, tmp: Path) -> dic
     await drop_database(args.admin_url, url)
     span = all_stored_at - float(first)
     return {
+        "ingests": ingests,
         "readings": stored,
         "expected": expected,
         "lost": expected - stored,
@@ -340,7 +355,11 @@ async def main() -> None:
     p.add_argument("--batch-readings", type=int, default=10_000)
     p.add_argument("--live-rate", type=float, default=2000, help="messages/s in the live phase")
     p.add_argument("--live-seconds", type=float, default=60)
-    p.add_argument("--phases", default="drain,naive,limit,live")
+    p.add_argument(
+        "--phases",
+        default="drain,naive,limit,live",
+        help="also drainN: the drain with N ingest processes on the shared subscription",
+    )
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -353,6 +372,8 @@ async def main() -> None:
                 t0 = time.monotonic()
                 if phase == "drain":
                     results[phase] = await phase_drain(args, mqtt_url, tmp)
+                elif phase.startswith("drain"):  # drain2: the same with two shared ingests
+                    results[phase] = await phase_drain(args, mqtt_url, tmp, int(phase[5:]))
                 elif phase == "naive":
                     results[phase] = await phase_naive(args, mqtt_url)
                 elif phase == "limit":

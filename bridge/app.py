@@ -8,6 +8,7 @@ import gc
 import logging
 import secrets
 import signal
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -252,6 +253,29 @@ def state_secret(settings: Settings, *, create: bool) -> str | None:
     return secret
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The front's TLS context when a certificate and key are configured (both or neither)."""
+    cert, key = settings.ws_tls_cert, settings.ws_tls_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError(
+            "set both BRIDGE_WS_TLS_CERT and BRIDGE_WS_TLS_KEY to serve wss:// (or neither)"
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"BRIDGE_WS_TLS_CERT/KEY: no such file {exc.filename}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"BRIDGE_WS_TLS_CERT/KEY: cannot load {cert} with {key} ({exc}); both must be PEM "
+            "and the key must belong to the certificate"
+        ) from None
+    return context
+
+
 def front_config(settings: Settings) -> FrontConfig:
     return FrontConfig(
         host=settings.ws_host,
@@ -263,6 +287,7 @@ def front_config(settings: Settings) -> FrontConfig:
         new_connections_per_ip_per_min=settings.ws_new_connections_per_ip_per_min,
         compression=settings.ws_compression,
         reuse_port=settings.ws_reuse_port,
+        tls=tls_context(settings),
         limits=FrontLimits(
             messages_per_s=settings.ws_messages_per_s,
             burst=settings.ws_burst,

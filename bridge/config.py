@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     ws_max_behind_s: float = Field(default=10.0, gt=0, description="then close with 4008")
     ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     ws_compression: bool = True
+    ws_tls_cert: Path | None = Field(
+        default=None, description="PEM certificate (chain): with ws_tls_key the front serves wss://"
+    )
+    ws_tls_key: Path | None = Field(default=None, description="PEM private key of ws_tls_cert")
     ws_reuse_port: bool = Field(
         default=False,
         description="SO_REUSEPORT: several `serve` processes share BRIDGE_WS_PORT, the kernel "

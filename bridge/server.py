@@ -13,6 +13,7 @@ import contextlib
 import http
 import logging
 import os
+import ssl
 import time
 import uuid
 from collections import Counter
@@ -63,6 +64,7 @@ class FrontConfig:
     new_connections_per_ip_per_min: int = 10
     compression: bool = True
     reuse_port: bool = False
+    tls: ssl.SSLContext | None = None  # wss:// and https:// on the same port
     limits: FrontLimits = field(default_factory=FrontLimits)
 
 
@@ -170,11 +172,13 @@ class Front:
             max_queue=16,
             server_header=f"telemetry-bridge/{__version__}",
             reuse_port=self.config.reuse_port,
+            ssl=self.config.tls,
         )
         self._ticker_task = asyncio.create_task(self._ticker(), name="front-timers")
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
-        log.info("front listening on ws://%s:%d/ws", self.config.host, self.port)
+        scheme = "wss" if self.config.tls is not None else "ws"
+        log.info("front listening on %s://%s:%d/ws", scheme, self.config.host, self.port)
 
     async def stop(self) -> None:
         """Stop accepting, close every client with 1001, release broker subscriptions."""
@@ -619,7 +623,7 @@ class Front:
             "uptime_s": round(time.monotonic() - self.stats.started, 1),
             "connections": self.stats.current,
             "features": {
-                "wss_enabled": False,
+                "wss_enabled": self.config.tls is not None,
                 "auth_required": self.config.auth_required,
                 "rate_limiting": True,
                 "compression": self.config.compression,
