@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bridge import __version__, device_credentials, query_cli, rules_cli, supervisor
+from bridge import __version__, device_credentials, doctor, query_cli, rules_cli, supervisor
 from bridge.app import (
     ConfigError,
     run_ingest,
@@ -87,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
         help="run N front processes on the one port (SO_REUSEPORT; one core each); "
         "a process that dies is restarted",
     )
+
+    doc = sub.add_parser(
+        "doctor",
+        help="check a deployment: configuration, database, migrations, clock, broker, ACLs",
+        description="Connects to everything the configuration names and prints one line per "
+        "check (ok / warn / FAIL) with the fix; exit status 1 when a check failed.",
+    )
+    doc.add_argument("--no-front", action="store_true", help="skip the front's /health")
 
     sub.add_parser(
         "scheduler",
@@ -196,13 +204,26 @@ def _from_running_up(settings: Settings, key: str) -> str | None:
     return str(runtime[key]) if runtime and runtime.get(key) else None
 
 
+def _config_problems(exc: Exception) -> str:
+    """One line per bad setting, named as the user sets it, without echoing the value (a
+    URL may hold a password)."""
+    if not isinstance(exc, ValidationError):
+        return f"  {exc}"
+    lines = []
+    for error in exc.errors():
+        name = "BRIDGE_" + "_".join(str(part) for part in error["loc"]).upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"  {name}: {message}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(query_cli.join_time_options(argv))
     try:
         settings = _settings(args)
     except (ValidationError, FileNotFoundError) as exc:
-        print(f"telemetry-bridge: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"telemetry-bridge: invalid configuration:\n{_config_problems(exc)}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
     try:
@@ -218,6 +239,15 @@ def main(argv: list[str] | None = None) -> int:
             return supervisor.supervise(args.processes, argv)
         elif args.command == "serve":
             run_serve(settings)
+        elif args.command == "doctor":
+            settings = settings.model_copy(
+                update={
+                    "database_url": settings.database_url
+                    or _from_running_up(settings, "database_url"),
+                    "mqtt_url": settings.mqtt_url or _from_running_up(settings, "mqtt_url"),
+                }
+            )
+            return doctor.run(settings, sys.stdout, front=not args.no_front)
         elif args.command == "scheduler":
             run_scheduler(settings)
         elif args.command == "token":

@@ -110,6 +110,25 @@ class Settings(BaseSettings):
                 "1h": self.retention_1h_days}  # fmt: skip
         return {tier: timedelta(days=n) if n else None for tier, n in days.items()}
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must look like postgresql://user:password@host:5432/dbname")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str | None) -> str | None:
+        if value:
+            from ingest.mqtt import MqttEndpoint
+
+            try:
+                MqttEndpoint.from_url(value)
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("mqtt_topic_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:

@@ -321,9 +321,10 @@ class AsyncMqtt:
                 return
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 log.warning(
-                    "cannot reach MQTT broker %s (%s); retrying in %.1fs",
+                    "cannot reach MQTT broker %s (%s); retrying in %.1fs. Is the broker "
+                    "running, and is BRIDGE_MQTT_URL right? (`telemetry-bridge doctor` checks)",
                     self.endpoint.redacted(),
-                    exc,
+                    exc or type(exc).__name__,
                     delay,
                 )
             except Exception:

@@ -1,0 +1,260 @@
+"""``telemetry-bridge doctor``: check a deployment and say what is wrong and how to fix it.
+
+Each check prints one line: ``ok``, ``warn`` (works, but not as a production deployment
+should) or ``FAIL`` (something will not work), with the fix. The exit status is 1 when any
+check failed. Nothing here changes the deployment, except one message published to and read
+back from a ``doctor/`` topic under the deployment's prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import asyncpg
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bridge.app import ConfigError, jwt_verifier
+from bridge.auth import AuthConfigError
+from bridge.config import Settings
+from ingest.mqtt import MqttEndpoint
+from ingest.topics import Topics
+from storage.migrate import load_migrations
+
+MAX_CLOCK_SKEW_S = 2.0
+TIMEOUT_S = 5.0
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | FAIL
+    detail: str
+    fix: str = ""
+
+
+def _config(settings: Settings) -> list[Check]:
+    out = []
+    try:
+        verifier = jwt_verifier(settings)
+    except (ConfigError, AuthConfigError) as exc:
+        return [Check("jwt", "FAIL", str(exc), "see README, Configuration")]
+    if verifier is None:
+        status = "FAIL" if settings.auth_required else "warn"
+        out.append(
+            Check(
+                "jwt",
+                status,
+                "no BRIDGE_JWT_SECRET or BRIDGE_JWT_PUBLIC_KEY",
+                "set one (a secret of 32+ random bytes, or an RS256/ES256 public key)",
+            )
+        )
+    elif settings.jwt_secret is not None and len(settings.jwt_secret) < 32:
+        out.append(
+            Check(
+                "jwt",
+                "warn",
+                f"the HMAC secret is {len(settings.jwt_secret)} characters",
+                "use 32 or more random characters (openssl rand -base64 48)",
+            )
+        )
+    else:
+        out.append(Check("jwt", "ok", f"{settings.jwt_algorithm} key configured"))
+    if not settings.auth_required:
+        out.append(
+            Check(
+                "auth",
+                "warn",
+                "BRIDGE_AUTH_REQUIRED=false: anyone who reaches the port gets in",
+                "only for a closed development network",
+            )
+        )
+    return out
+
+
+async def _database(settings: Settings) -> list[Check]:
+    if not settings.database_url:
+        return [Check("database", "FAIL", "BRIDGE_DATABASE_URL is not set", "set it")]
+    try:
+        conn = await asyncpg.connect(settings.database_url, timeout=TIMEOUT_S)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        return [
+            Check(
+                "database",
+                "FAIL",
+                f"cannot connect ({type(exc).__name__}: {exc})",
+                "is PostgreSQL running, and are host, port, user and database in "
+                "BRIDGE_DATABASE_URL right?",
+            )
+        ]
+    try:
+        version = await conn.fetchval("SHOW server_version")
+        out = [Check("database", "ok", f"PostgreSQL {version}")]
+        known = {m.version for m in load_migrations()}
+        has_table = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        applied = (
+            {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            if has_table
+            else set()
+        )
+        missing = sorted(known - applied)
+        if missing:
+            out.append(
+                Check(
+                    "migrations",
+                    "FAIL",
+                    f"not applied: {', '.join(map(str, missing))}",
+                    "run `telemetry-bridge migrate` (the ingest also applies them at start)",
+                )
+            )
+        else:
+            out.append(Check("migrations", "ok", f"{len(applied)} applied, none pending"))
+        before = time.time()
+        db_now = (await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())")) or 0
+        skew = float(db_now) - (before + time.time()) / 2
+        out.append(
+            Check(
+                "clock",
+                "ok" if abs(skew) <= MAX_CLOCK_SKEW_S else "warn",
+                f"database clock is {skew:+.3f} s from this host's",
+                ""
+                if abs(skew) <= MAX_CLOCK_SKEW_S
+                else "synchronise clocks (chrony/NTP): `since` resumes and stand-in "
+                "timestamps compare times from different hosts",
+            )
+        )
+        return out
+    finally:
+        await conn.close()
+
+
+def _mqtt_connect(ep: MqttEndpoint, *, anonymous: bool = False) -> tuple[paho.Client | None, str]:
+    """A connected paho client, or None and the reason."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"doctor-{uuid.uuid4().hex[:8]}")
+    if ep.username and not anonymous:
+        client.username_pw_set(ep.username, ep.password)
+    if ep.tls:
+        client.tls_set()
+    done = threading.Event()
+    result: dict[str, Any] = {}
+
+    def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        result["rc"] = rc
+        done.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(ep.host, ep.port, keepalive=10)
+    except OSError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    client.loop_start()
+    if not done.wait(TIMEOUT_S):
+        client.loop_stop()
+        return None, "no CONNACK within 5 s"
+    if result["rc"].is_failure:
+        client.loop_stop()
+        client.disconnect()
+        return None, f"refused: {result['rc']}"
+    return client, ""
+
+
+def _broker(settings: Settings) -> list[Check]:
+    if not settings.mqtt_url:
+        return [Check("broker", "FAIL", "BRIDGE_MQTT_URL is not set", "set it")]
+    ep = MqttEndpoint.from_url(settings.mqtt_url)
+    client, why = _mqtt_connect(ep)
+    if client is None:
+        return [
+            Check(
+                "broker",
+                "FAIL",
+                f"{ep.redacted()}: {why}",
+                "is mosquitto running, and are host, port, user and password in "
+                "BRIDGE_MQTT_URL right?",
+            )
+        ]
+    out = [Check("broker", "ok", f"connected to {ep.redacted()}")]
+    topic = Topics(settings.mqtt_topic_prefix)._join("doctor", uuid.uuid4().hex[:12])
+    received, subscribed = threading.Event(), threading.Event()
+    client.on_message = lambda *_a: received.set()
+    client.on_subscribe = lambda *_a: subscribed.set()
+    client.subscribe(topic, qos=1)
+    subscribed.wait(TIMEOUT_S)  # mosquitto 2.0 grants even a subscription its ACL denies
+    client.publish(topic, orjson.dumps({"doctor": True}), qos=1)
+    if received.wait(TIMEOUT_S):
+        out.append(Check("round trip", "ok", "published and received a message"))
+    else:
+        out.append(
+            Check(
+                "round trip",
+                "warn",
+                f"a message to {topic} did not come back",
+                "expected with the least-privilege users of deploy/mosquitto (ACLs deny this "
+                "topic); otherwise check the broker's ACLs and BRIDGE_MQTT_TOPIC_PREFIX",
+            )
+        )
+    client.loop_stop()
+    client.disconnect()
+    anonymous, _ = _mqtt_connect(ep, anonymous=True)
+    if anonymous is not None:
+        anonymous.loop_stop()
+        anonymous.disconnect()
+        out.append(
+            Check(
+                "acl",
+                "warn",
+                "the broker accepts anonymous clients: any device can publish as any other",
+                "production: deploy/mosquitto/mosquitto.conf (passwords + pattern ACLs) and "
+                "`telemetry-bridge add-device`",
+            )
+        )
+    else:
+        out.append(Check("acl", "ok", "anonymous clients are refused"))
+    return out
+
+
+def _front(settings: Settings) -> list[Check]:
+    scheme = "https" if settings.ws_tls_cert else "http"
+    # a front bound to every interface is asked on the loopback one
+    host = "127.0.0.1" if settings.ws_host in ("0.0.0.0", "::") else settings.ws_host  # noqa: S104
+    url = f"{scheme}://{host}:{settings.ws_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:  # noqa: S310
+            health = orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        health = orjson.loads(exc.read() or b"{}")
+    except (OSError, ValueError) as exc:
+        return [Check("front", "warn", f"{url}: {exc}", "not running on this host?")]
+    status = health.get("status")
+    return [
+        Check(
+            "front",
+            "ok" if status == "healthy" else "FAIL",
+            f"{url}: {status} {health.get('checks')}",
+            "" if status == "healthy" else "see its log: a dependency is down",
+        )
+    ]
+
+
+def run(settings: Settings, out: TextIO, *, front: bool = True) -> int:
+    checks = _config(settings)
+    checks += asyncio.run(_database(settings))
+    checks += _broker(settings)
+    if front:
+        checks += _front(settings)
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        line = f"{c.status:<5} {c.name:<{width}}  {c.detail}"
+        if c.fix and c.status != "ok":
+            line += f"\n{'':<{width + 8}}fix: {c.fix}"
+        out.write(line + "\n")
+    failed = [c for c in checks if c.status == "FAIL"]
+    out.write(f"\n{len(checks)} checks, {len(failed)} failed\n")
+    return 1 if failed else 0
