@@ -287,6 +287,7 @@ def front_config(settings: Settings) -> FrontConfig:
         new_connections_per_ip_per_min=settings.ws_new_connections_per_ip_per_min,
         compression=settings.ws_compression,
         reuse_port=settings.ws_reuse_port,
+        trusted_proxies=settings.trusted_networks(),
         tls=tls_context(settings),
         limits=FrontLimits(
             messages_per_s=settings.ws_messages_per_s,

@@ -5,6 +5,7 @@ Names are part of the contract (ARCHITECTURE.md, "Configuration and command line
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -63,6 +64,11 @@ class Settings(BaseSettings):
         default=None, description="PEM certificate (chain): with ws_tls_key the front serves wss://"
     )
     ws_tls_key: Path | None = Field(default=None, description="PEM private key of ws_tls_cert")
+    trusted_proxies: str = Field(
+        default="",
+        description="comma-separated addresses/networks of reverse proxies (e.g. 127.0.0.1) whose "
+        "X-Forwarded-For is believed for the per-IP connection limit",
+    )
     ws_reuse_port: bool = Field(
         default=False,
         description="SO_REUSEPORT: several `serve` processes share BRIDGE_WS_PORT, the kernel "
@@ -128,6 +134,20 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted(cls, value: str) -> str:
+        for item in filter(None, (v.strip() for v in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        items = filter(None, (v.strip() for v in self.trusted_proxies.split(",")))
+        return tuple(ipaddress.ip_network(item, strict=False) for item in items)
 
     @field_validator("mqtt_topic_prefix")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+import ipaddress
 import logging
 import os
 import ssl
@@ -64,8 +65,38 @@ class FrontConfig:
     new_connections_per_ip_per_min: int = 10
     compression: bool = True
     reuse_port: bool = False
+    # proxies (nginx) whose X-Forwarded-For names the real client, for the per-IP limit
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     tls: ssl.SSLContext | None = None  # wss:// and https:// on the same port
     limits: FrontLimits = field(default_factory=FrontLimits)
+
+
+def client_ip(
+    peer: str,
+    forwarded_for: str | None,
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> str:
+    """The address a per-IP limit should count: the peer, unless the peer is a trusted proxy;
+    then the right-most address in X-Forwarded-For that is not a trusted proxy itself
+    (addresses further left are whatever the client claimed and cannot be believed)."""
+
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in network for network in trusted)
+
+    if not trusted or not forwarded_for or not is_trusted(peer):
+        return peer
+    for hop in reversed(forwarded_for.split(",")):
+        if not is_trusted(hop):
+            hop = hop.strip()
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # garbage in the header: count the proxy itself
+    return peer
 
 
 @dataclass(eq=False)
@@ -221,7 +252,8 @@ class Front:
             return _json_response(
                 503, {"error": "unavailable", "message": "server at connection capacity"}
             )
-        ip = str(connection.remote_address[0]) if connection.remote_address else "?"
+        peer = str(connection.remote_address[0]) if connection.remote_address else "?"
+        ip = client_ip(peer, request.headers.get("X-Forwarded-For"), self.config.trusted_proxies)
         wait = self._per_ip.hit(ip, time.monotonic())
         if wait:
             self.stats.refused["ip_rate"] += 1
