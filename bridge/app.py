@@ -384,7 +384,11 @@ async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front:
         log.info("applied migrations: %s", ", ".join(applied))
     stop = asyncio.Event()
     _install_signal_handlers(stop)
-    stream = StreamPublisher(MqttEndpoint.from_url(mqtt_url), f"scheduler-{uuid.uuid4().hex[:10]}")
+    stream = StreamPublisher(
+        MqttEndpoint.from_url(mqtt_url),
+        f"scheduler-{uuid.uuid4().hex[:10]}",
+        resync_topic=Topics(settings.mqtt_topic_prefix).stream_resync(),
+    )
     await stream.start()
     ingest = IngestService(ingest_config(settings, database_url, mqtt_url))
     fronts: list[Front] = []
@@ -433,7 +437,9 @@ def run_scheduler(settings: Settings) -> None:
         stop = asyncio.Event()
         _install_signal_handlers(stop)
         stream = StreamPublisher(
-            MqttEndpoint.from_url(mqtt_url), f"scheduler-{uuid.uuid4().hex[:10]}"
+            MqttEndpoint.from_url(mqtt_url),
+            f"scheduler-{uuid.uuid4().hex[:10]}",
+            resync_topic=Topics(settings.mqtt_topic_prefix).stream_resync(),
         )
         await stream.start()
         scheduler = _scheduler(database_url, settings, stream)

@@ -61,6 +61,9 @@ class Hub:
         # storage (sessions with resumable subscriptions) do so.
         self._on_resubscribed: set[Callable[[], None]] = set()
         self._was_connected = False
+        # The same callbacks run when a stream publisher (ingest, scheduler) announces that it
+        # dropped messages while *it* was cut off: stored, but never streamed.
+        self._resync_topic = topics.stream_resync()
 
     def on_resubscribed(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Register ``callback`` for every reconnection; returns the function that removes it."""
@@ -127,6 +130,7 @@ class Hub:
                 install_acyclic_matcher(client._client)
                 async with client:
                     self._client = client
+                    await client.subscribe(self._resync_topic, qos=0)
                     for filter_ in list(self._listeners):
                         await client.subscribe(filter_, qos=0)
                     self.connected.set()
@@ -156,6 +160,11 @@ class Hub:
             # (the database) for everyone alike; the live stream carries only new readings.
             return
         topic = msg.topic.value
+        if topic == self._resync_topic:
+            log.info("a stream publisher reconnected after dropping messages: replaying")
+            for callback in list(self._on_resubscribed):
+                callback()
+            return
         levels = self.topics.parse_stream(topic)
         if levels is None:
             # not the validated stream: a device's command result, which only exact-topic

@@ -157,7 +157,9 @@ class IngestService:
         self._writer = ReadingWriter(config.database_url, self._faults)
         self._accepting = True
         self._mqtt: AsyncMqtt | None = None
-        self._stream = StreamPublisher(config.mqtt, f"{config.client_id}-stream")
+        self._stream = StreamPublisher(
+            config.mqtt, f"{config.client_id}-stream", resync_topic=config.topics.stream_resync()
+        )
         self._topic_cache: dict[tuple[str, str], str] = {}
         self._last_received_us = 0
         self._engine = RuleEngine()

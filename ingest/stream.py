@@ -24,6 +24,8 @@ import ssl
 from collections.abc import Iterable
 from typing import cast
 
+import orjson
+
 from ingest.mqtt import MqttEndpoint
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,7 @@ class StreamPublisher:
         *,
         keepalive: int = 30,
         max_buffer: int = 32 * 1024 * 1024,
+        resync_topic: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.client_id = client_id
@@ -146,6 +149,8 @@ class StreamPublisher:
         self.v5 = endpoint.protocol == "5"
         self.published = 0
         self.dropped = 0
+        self.resync_topic = resync_topic
+        self._dropped_unannounced = 0
         self._proto: _Protocol | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -172,12 +177,23 @@ class StreamPublisher:
         proto = self._proto
         transport = proto.transport if proto is not None and self.connected.is_set() else None
         if transport is None or transport.get_write_buffer_size() > self.max_buffer:
-            self.dropped += sum(1 for _ in items)
+            n = sum(1 for _ in items)
+            self.dropped += n
+            self._dropped_unannounced += n
             return
         v5 = self.v5
         packets = [publish_packet(t.encode(), p, retain=retain, v5=v5) for t, p in items]
         transport.write(b"".join(packets))
         self.published += len(packets)
+
+    def _announce_resync(self) -> None:
+        """Messages were dropped while the connection was down (they are stored: the stream
+        is published after commit). Tell the fronts, which replay them from storage."""
+        if self.resync_topic is None or not self._dropped_unannounced:
+            return
+        body = orjson.dumps({"dropped": self._dropped_unannounced})
+        self._dropped_unannounced = 0
+        self.publish_many([(self.resync_topic, body)], retain=False)
 
     def _lost(self, proto: _Protocol) -> None:
         if proto is self._proto:
@@ -212,6 +228,7 @@ class StreamPublisher:
                 self._proto = proto
                 self.connected.set()
                 delay = 0.2
+                self._announce_resync()
                 while not proto.closed.is_set():
                     # keepalive: any packet within the interval keeps us alive; PINGREQ is cheap
                     with contextlib.suppress(TimeoutError):

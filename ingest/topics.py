@@ -76,6 +76,12 @@ class Topics:
     def system(self, component: str) -> str:
         return self._join("system", names.device_id(component))
 
+    def stream_resync(self) -> str:
+        """A stream publisher that had to drop messages while cut off from the broker says so
+        here once it is back; fronts then replay what they missed from storage. (Under
+        ``system/``, which the ingest may write and the front read; never shown to clients.)"""
+        return self._join("system", "stream-resync")
+
     def logs(self, device_id: str) -> str:
         return self._join("logs", names.device_id(device_id))
 
