@@ -379,11 +379,11 @@ async def run_front(
 
 
 async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front: bool) -> None:
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)  # first: a SIGTERM during start-up is an orderly stop too
     applied = await run_migrations(database_url)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
-    stop = asyncio.Event()
-    _install_signal_handlers(stop)
     stream = StreamPublisher(
         MqttEndpoint.from_url(mqtt_url),
         f"scheduler-{uuid.uuid4().hex[:10]}",
@@ -433,9 +433,9 @@ def run_scheduler(settings: Settings) -> None:
     database_url, mqtt_url = settings.database_url, settings.mqtt_url
 
     async def main() -> None:
-        await run_migrations(database_url)
         stop = asyncio.Event()
-        _install_signal_handlers(stop)
+        _install_signal_handlers(stop)  # first: a SIGTERM during start-up is an orderly stop
+        await run_migrations(database_url)
         stream = StreamPublisher(
             MqttEndpoint.from_url(mqtt_url),
             f"scheduler-{uuid.uuid4().hex[:10]}",

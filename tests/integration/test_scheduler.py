@@ -159,7 +159,10 @@ async def test_scheduler_command_runs_the_jobs_for_ingests_that_do_not(
 
         async def subscribed() -> bool:
             assert procs["ingest"].poll() is None, logs["ingest"].read_text()
-            return "ingest subscribed" in logs["ingest"].read_text()
+            return (
+                "ingest subscribed" in logs["ingest"].read_text()
+                and "scheduler running" in logs["scheduler"].read_text()
+            )
 
         await wait_until(subscribed, timeout=30)
         # with the scheduler stopped nothing folds the readings: the ingest runs no jobs
