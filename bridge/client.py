@@ -41,7 +41,7 @@ from typing import Any
 import jwt
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,10 @@ class Subscription:
         self.channel = str(request.get("channel"))
         self.id: str | None = None  # the server's subscription_id (same again after resume)
         self.resume_point: str | None = request.get("since")
-        self._queue: asyncio.Queue[Update | BaseException] = asyncio.Queue(max_queue)
+        # unbounded as a queue, bounded by `_deliver`: there is always room for the error
+        self._queue: asyncio.Queue[Update | BaseException] = asyncio.Queue()
+        self._max_queue = max_queue
+        self._ended = False  # an error or the end is queued: nothing more is delivered
         self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self.closed = False
         self.replays = 0  # replay_complete messages seen (resumes that read storage)
@@ -214,24 +217,37 @@ class Subscription:
         return self.channel in RESUMABLE
 
     def _deliver(self, update: Update) -> None:
+        if self._ended:
+            return
         key = _identity(update)
+        if key is not None and key in self._seen:
+            return  # already given to the caller before a reconnect
+        if self._queue.qsize() >= self._max_queue:
+            # The caller is not reading. Fail loudly (after the queued messages) rather than
+            # grow without bound or drop silently; the resume point stays at the last message
+            # really queued, so a new subscription with `since=sub.resume_point` loses nothing.
+            self._fail(
+                BridgeError(
+                    507,
+                    "client_queue_full",
+                    f"more than {self._max_queue} updates unread; resubscribe with "
+                    "since=subscription.resume_point",
+                )
+            )
+            return
         if key is not None:
-            if key in self._seen:
-                return  # already given to the caller before a reconnect
             self._seen[key] = None
             if len(self._seen) > SEEN_MEMORY:
                 self._seen.popitem(last=False)
         received_at = getattr(update, "received_at", None)
         if received_at and self.resumable:
             self.resume_point = received_at
-        if self._queue.full():
-            # the caller is not reading: fail loudly rather than grow without bound
-            self._fail(BridgeError(507, "client_queue_full", "the subscription's queue is full"))
-            return
         self._queue.put_nowait(update)
 
     def _fail(self, exc: BaseException) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
+        """End the iteration with ``exc`` after what is already queued (once)."""
+        if not self._ended:
+            self._ended = True
             self._queue.put_nowait(exc)
 
     def __aiter__(self) -> AsyncIterator[Update]:
@@ -493,6 +509,19 @@ class BridgeClient:
         return ws
 
     async def _run(self, ws: ClientConnection) -> None:
+        """The connection loop; whatever ends it unexpectedly ends every subscription and
+        request with an error instead of leaving them waiting forever."""
+        try:
+            await self._connection_loop(ws)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("bridge client stopped")
+            self._connected.clear()
+            self._fail_pending(ConnectionLostError(f"client stopped: {exc!r}"))
+            self._fail_subscriptions(BridgeError(500, "client_error", f"client stopped: {exc!r}"))
+
+    async def _connection_loop(self, ws: ClientConnection) -> None:
         """Read, and reconnect when the connection drops, until closed."""
         attempt = 0
         while True:
@@ -524,7 +553,8 @@ class BridgeClient:
                         self._fail_subscriptions(exc)  # a fixed token will not get better
                         return
                     log.warning("bridge refused the token (%s); retrying", exc)
-                except (OSError, TimeoutError, BridgeError, ConnectionClosed) as exc:
+                except (OSError, TimeoutError, BridgeError, WebSocketException) as exc:
+                    # including a handshake cut short by a front that is stopping (InvalidMessage)
                     log.info("bridge not reachable (%s); retry %d", exc, attempt)
 
     async def _resubscribe(self) -> None:
@@ -546,14 +576,16 @@ class BridgeClient:
 
     async def _read(self, ws: ClientConnection) -> None:
         async for frame in ws:
-            msg = orjson.loads(frame)
-            if not isinstance(msg, dict):
-                continue
-            if msg.get("type") == "batch":
-                for inner in msg.get("messages") or ():
-                    self._handle(inner)
-            else:
-                self._handle(msg)
+            try:
+                msg = orjson.loads(frame)
+                if not isinstance(msg, dict):
+                    continue
+                for one in msg.get("messages") or () if msg.get("type") == "batch" else (msg,):
+                    if isinstance(one, dict):
+                        self._handle(one)
+            except (ValueError, KeyError, TypeError):
+                # one malformed frame must not end the subscriptions: skip it, loudly
+                log.warning("ignoring a malformed frame from the bridge", exc_info=True)
 
     def _handle(self, msg: dict[str, Any]) -> None:
         id_ = msg.get("id")
@@ -581,9 +613,14 @@ class BridgeClient:
                 return
             # at 80% of the remaining lifetime, and not in a tight loop
             await asyncio.sleep(max(1.0, (expires - time.time()) * 0.8))
-            token = await self._token_now()
-            if token:
-                await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+            try:
+                token = await self._token_now()
+                if token:
+                    await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+            except ConnectionClosed:
+                return  # the next connection gets a fresh token anyway
+            except Exception:
+                log.warning("token refresh failed; trying again shortly", exc_info=True)
 
     def _fail_pending(self, exc: BridgeError) -> None:
         for future, _ in list(self._pending.values()):
