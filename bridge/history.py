@@ -7,6 +7,7 @@ sees more on resume than it would have seen live.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator, Mapping
@@ -75,8 +76,12 @@ def csv_chunk(rows: list[tuple[str, str, datetime, float | None]], header: bool)
 
 
 class History:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, replays_at_once: int = 4) -> None:
         self.pool = pool
+        # After a broker reconnect every resumable subscription replays at the same moment:
+        # a few at a time, so the pool and the database are not stormed (live messages
+        # wait in each subscription's held list meanwhile).
+        self._replay_slots = asyncio.Semaphore(replays_at_once)
 
     async def query(self, principal: Principal, params: Mapping[str, Any]) -> dict[str, Any]:
         query = checked_query(principal, params)
@@ -104,6 +109,12 @@ class History:
     ) -> tuple[list[Event], bool]:
         """The stored messages after ``since`` this subscription would have received, oldest
         first; at most ``limit`` (the newest ones) and whether more were missed."""
+        async with self._replay_slots:
+            return await self._replay(selector, principal, since, limit)
+
+    async def _replay(
+        self, selector: Selector, principal: Principal, since: datetime, limit: int
+    ) -> tuple[list[Event], bool]:
         devices = list(selector.devices) if selector.devices is not None else None
         events: list[Event]
         if selector.channel == "telemetry":

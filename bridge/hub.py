@@ -65,6 +65,13 @@ class Hub:
         # dropped messages while *it* was cut off: stored, but never streamed.
         self._resync_topic = topics.stream_resync()
 
+    def _resubscribed(self) -> None:
+        for callback in list(self._on_resubscribed):
+            try:
+                callback()
+            except Exception:  # one listener's bug must not take the broker connection down
+                log.exception("a reconnection listener failed")
+
     def on_resubscribed(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Register ``callback`` for every reconnection; returns the function that removes it."""
         self._on_resubscribed.add(callback)
@@ -136,8 +143,7 @@ class Hub:
                     self.connected.set()
                     delay = 0.2
                     if self._was_connected:
-                        for callback in list(self._on_resubscribed):
-                            callback()  # before any message of the new connection is read
+                        self._resubscribed()  # before any message of the new connection is read
                     self._was_connected = True
                     log.info("front connected to MQTT broker %s", ep.redacted())
                     async for msg in client.messages:
@@ -162,8 +168,7 @@ class Hub:
         topic = msg.topic.value
         if topic == self._resync_topic:
             log.info("a stream publisher reconnected after dropping messages: replaying")
-            for callback in list(self._on_resubscribed):
-                callback()
+            self._resubscribed()
             return
         levels = self.topics.parse_stream(topic)
         if levels is None:

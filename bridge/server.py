@@ -253,7 +253,10 @@ class Front:
                 503, {"error": "unavailable", "message": "server at connection capacity"}
             )
         peer = str(connection.remote_address[0]) if connection.remote_address else "?"
-        ip = client_ip(peer, request.headers.get("X-Forwarded-For"), self.config.trusted_proxies)
+        forwarded = None
+        if self.config.trusted_proxies:  # a repeated header is legal: join its values
+            forwarded = ",".join(request.headers.get_all("X-Forwarded-For")) or None
+        ip = client_ip(peer, forwarded, self.config.trusted_proxies)
         wait = self._per_ip.hit(ip, time.monotonic())
         if wait:
             self.stats.refused["ip_rate"] += 1

@@ -86,6 +86,7 @@ class Subscription:
     # Resume point of the last live message delivered (received_at / updated_at / ts), or the
     # time the subscription was made: where a replay starts after the broker link was cut.
     resume_point: Any = None
+    replay_again: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -591,7 +592,11 @@ class Session:
             selector = parse_channel_subscribe(msg, msg.get("_default_channel"))
             since = self._since(msg, selector)
             sub = await self._add(selector, "channel", "", hold=since is not None)
-            if self.history is not None and selector.channel in RESUMABLE_CHANNELS:
+            if (
+                self.history is not None
+                and selector.channel in RESUMABLE_CHANNELS
+                and not selector.interval_s  # latest-value sampling: nothing to fill in
+            ):
                 sub.resume_point = (since or datetime.now(UTC)).isoformat()
             self.reply(
                 message(
@@ -891,8 +896,13 @@ class Session:
         if self.closed or self.principal is None:
             return
         for sub in self.subscriptions.values():
-            if sub.resume_point is None or sub.held is not None:
-                continue  # not resumable, or a replay is already collecting live messages
+            if sub.resume_point is None:
+                continue  # not resumable
+            if sub.held is not None:
+                # a replay is running and may have read storage before what is now
+                # announced was committed: run one more when it finishes
+                sub.replay_again = True
+                continue
             try:
                 since = parse_timestamp(sub.resume_point)
             except (TypeError, ValueError):
@@ -910,6 +920,9 @@ class Session:
         except Exception:
             log.exception("replay after the broker reconnected failed")
             self.reply(protocol.internal_error(None))
+        if sub.replay_again and not self.closed:
+            sub.replay_again = False
+            self._broker_link_restored()
 
     async def close(self) -> None:
         """Release every broker subscription (idempotent)."""

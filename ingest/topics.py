@@ -78,9 +78,10 @@ class Topics:
 
     def stream_resync(self) -> str:
         """A stream publisher that had to drop messages while cut off from the broker says so
-        here once it is back; fronts then replay what they missed from storage. (Under
-        ``system/``, which the ingest may write and the front read; never shown to clients.)"""
-        return self._join("system", "stream-resync")
+        here once it is back; fronts then replay what they missed from storage. Outside the
+        validated stream's namespaces, so no subscriber of ``system/+`` ever sees it (the
+        production ACL lets the ingest write it and the front read it)."""
+        return self._join("bridge", "stream-resync")
 
     def logs(self, device_id: str) -> str:
         return self._join("logs", names.device_id(device_id))
