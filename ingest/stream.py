@@ -151,6 +151,7 @@ class StreamPublisher:
         self.dropped = 0
         self.resync_topic = resync_topic
         self._dropped_unannounced = 0
+        self._announcing = False
         self._proto: _Protocol | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -185,10 +186,17 @@ class StreamPublisher:
         packets = [publish_packet(t.encode(), p, retain=retain, v5=v5) for t, p in items]
         transport.write(b"".join(packets))
         self.published += len(packets)
+        if self._dropped_unannounced and self._announcing is False:
+            # dropped earlier while connected (the broker did not keep up): say so now
+            self._announcing = True
+            try:
+                self._announce_resync()
+            finally:
+                self._announcing = False
 
     def _announce_resync(self) -> None:
-        """Messages were dropped while the connection was down (they are stored: the stream
-        is published after commit). Tell the fronts, which replay them from storage."""
+        """Messages were dropped while the connection was down or backed up (they are stored:
+        the stream is published after commit). Tell the fronts, which replay them."""
         if self.resync_topic is None or not self._dropped_unannounced:
             return
         body = orjson.dumps({"dropped": self._dropped_unannounced})

@@ -51,6 +51,36 @@ async def test_publisher_announces_what_it_dropped_after_reconnecting(
         await stream.stop()
 
 
+async def test_drops_while_connected_are_announced_with_the_next_publish(
+    broker: BrokerInfo,
+) -> None:
+    topics = Topics(f"rs{uuid.uuid4().hex[:6]}")
+    peer = MqttPeer(broker.url)
+    peer.subscribe(topics.stream_resync(), qos=0)
+    stream = StreamPublisher(
+        MqttEndpoint.from_url(broker.url),
+        f"pub-{uuid.uuid4().hex[:6]}",
+        resync_topic=topics.stream_resync(),
+        max_buffer=-1,  # every write "backed up": dropped while connected
+    )
+    await stream.start()
+    try:
+        await asyncio.wait_for(stream.connected.wait(), 10)
+        stream.publish_many([(topics.telemetry("d1", "t"), b"{}")] * 2)
+        assert stream.dropped == 2 and not peer.messages(topics.stream_resync())
+        stream.max_buffer = 1 << 20  # the broker caught up
+        stream.publish_many([(topics.telemetry("d1", "t"), b"{}")])
+
+        async def announced() -> bool:
+            return bool(peer.messages(topics.stream_resync()))
+
+        await wait_until(announced)
+        assert orjson.loads(peer.messages(topics.stream_resync())[0].payload) == {"dropped": 2}
+    finally:
+        peer.close()
+        await stream.stop()
+
+
 async def test_hub_runs_replay_callbacks_on_a_resync_announcement(broker: BrokerInfo) -> None:
     topics = Topics(f"rs{uuid.uuid4().hex[:6]}")
     hub = Hub(MqttEndpoint.from_url(broker.url), topics, f"front-{uuid.uuid4().hex[:6]}")
