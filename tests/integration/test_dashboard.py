@@ -7,6 +7,7 @@ polls; every wait is on a condition, never a fixed sleep.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -19,8 +20,9 @@ import asyncpg
 import orjson
 import pytest
 
-from bridge.app import _scheduler
+from bridge.app import _scheduler, run_front
 from bridge.config import Settings
+from bridge.embedded import free_port
 from bridge.system import SystemSampler
 from ingest.mqtt import MqttEndpoint
 from ingest.stream import StreamPublisher
@@ -270,3 +272,47 @@ class SocketGate:
 
     def restore(self) -> None:
         self.open = True
+
+
+@pytest.mark.timeout(90)
+async def test_anonymous_demo_mode_needs_no_token(
+    stack: Stack, broker: BrokerInfo, database_url: str, topic_prefix: str
+) -> None:
+    """`BRIDGE_AUTH_REQUIRED=false` (the demo mode of `up`): the page connects without asking
+    for a token, lists devices over REST and charts them live."""
+    port = free_port()
+    settings = Settings(
+        mqtt_url=broker.url,
+        mqtt_topic_prefix=topic_prefix,
+        ws_port=port,
+        auth_required=False,
+        ws_new_connections_per_ip_per_min=1000,
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    front = asyncio.create_task(run_front(settings, broker.url, database_url, stop, ready))
+    now_ms = int(time.time() * 1000)
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        publish(stack, "anon-1", now_ms - 2000, temperature=20.0)
+        async with playwright_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 800})
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                expect = playwright_api.expect
+                await page.goto(f"http://127.0.0.1:{port}/")
+                await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+                await expect(page.locator("#login")).to_be_hidden()
+                device = page.locator('[data-device-id="anon-1"]')
+                await expect(device).to_have_attribute("data-status", "online")
+                await device.click()
+                await page.wait_for_function(POINTS, arg=["anon-1", "temperature", 1])
+                publish(stack, "anon-1", now_ms - 1000, temperature=21.0)
+                await page.wait_for_function(POINTS, arg=["anon-1", "temperature", 2])
+                assert errors == []
+            finally:
+                await browser.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(front, 20)
