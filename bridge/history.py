@@ -104,6 +104,16 @@ class History:
             if header:
                 yield csv_chunk([], True)
 
+    async def now(self) -> datetime:
+        """The database's clock, which stamps ``received_at``: a resume point taken from it
+        cannot skip a reading because this host's clock runs ahead of the ingest's. This
+        host's clock when the database cannot be asked."""
+        try:
+            value = await self.pool.fetchval("SELECT clock_timestamp()", timeout=2)
+        except (OSError, TimeoutError, asyncpg.PostgresError):
+            return datetime.now(UTC)
+        return value if isinstance(value, datetime) else datetime.now(UTC)
+
     async def replay(
         self, selector: Selector, principal: Principal, since: datetime, limit: int
     ) -> tuple[list[Event], bool]:

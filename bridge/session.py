@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -591,13 +591,22 @@ class Session:
         else:
             selector = parse_channel_subscribe(msg, msg.get("_default_channel"))
             since = self._since(msg, selector)
-            sub = await self._add(selector, "channel", "", hold=since is not None)
+            # Where a replay after a broker-link gap would start if nothing has been delivered
+            # yet: the database clock, read *before* the broker subscription exists, and no
+            # await between the subscription and the `subscribed` reply (live frames must not
+            # overtake it).
+            resume_from = None
             if (
                 self.history is not None
                 and selector.channel in RESUMABLE_CHANNELS
                 and not selector.interval_s  # latest-value sampling: nothing to fill in
             ):
-                sub.resume_point = (since or datetime.now(UTC)).isoformat()
+                resume_from = since or await self.history.now()
+            # held until `subscribed` is queued: a message that reaches the listener while the
+            # broker subscriptions are being made must not overtake the reply naming its id
+            sub = await self._add(selector, "channel", "", hold=True)
+            if resume_from is not None:
+                sub.resume_point = resume_from.isoformat()
             self.reply(
                 message(
                     "subscribed",
@@ -609,6 +618,11 @@ class Session:
             )
             if since is not None:
                 await self._replay(sub, since)
+            else:
+                held, sub.held = sub.held or [], None  # no await: live resumes in order
+                now = time.monotonic()
+                for levels, event in held:
+                    self._deliver_replayed(sub, levels, event, now)
             await self._send_snapshot(sub)
 
     def _since(self, msg: dict[str, Any], selector: Selector) -> datetime | None:
