@@ -135,6 +135,9 @@ class Hub:
                 # aiomqtt wraps paho: give its client the matcher that leaves no garbage
                 # cycle per message (ingest/acyclic_matcher.py)
                 install_acyclic_matcher(client._client)
+                # aiomqtt warns past 10 outstanding calls; a thousand dashboards
+                # (re)subscribing at once is normal here, not a sign of trouble
+                client.pending_calls_threshold = 100_000
                 async with client:
                     self._client = client
                     await client.subscribe(self._resync_topic, qos=0)
