@@ -632,7 +632,7 @@ class Session:
             return None
         if self.history is None:
             raise ClientError(503, "unavailable", "stored messages are not available")
-        if selector.channel not in ("telemetry", "alerts", "devices"):
+        if selector.channel not in RESUMABLE_CHANNELS:
             raise ClientError(
                 422, "validation_error", "since: only telemetry, alerts and devices can resume"
             )

@@ -16,9 +16,10 @@ from ingest.topics import Topics
 from tests.helpers import BrokerInfo, MqttPeer, wait_until
 
 
-async def test_publisher_announces_what_it_dropped_after_reconnecting(
-    broker: BrokerInfo,
-) -> None:
+def _listening_publisher(
+    broker: BrokerInfo, **options: int
+) -> tuple[Topics, MqttPeer, StreamPublisher]:
+    """A stream publisher with a resync topic, and a peer already subscribed to that topic."""
     topics = Topics(f"rs{uuid.uuid4().hex[:6]}")
     peer = MqttPeer(broker.url)
     peer.subscribe(topics.stream_resync(), qos=0)
@@ -26,7 +27,15 @@ async def test_publisher_announces_what_it_dropped_after_reconnecting(
         MqttEndpoint.from_url(broker.url),
         f"pub-{uuid.uuid4().hex[:6]}",
         resync_topic=topics.stream_resync(),
+        **options,
     )
+    return topics, peer, stream
+
+
+async def test_publisher_announces_what_it_dropped_after_reconnecting(
+    broker: BrokerInfo,
+) -> None:
+    topics, peer, stream = _listening_publisher(broker)
     await stream.start()
     try:
         await asyncio.wait_for(stream.connected.wait(), 10)
@@ -54,15 +63,8 @@ async def test_publisher_announces_what_it_dropped_after_reconnecting(
 async def test_drops_while_connected_are_announced_with_the_next_publish(
     broker: BrokerInfo,
 ) -> None:
-    topics = Topics(f"rs{uuid.uuid4().hex[:6]}")
-    peer = MqttPeer(broker.url)
-    peer.subscribe(topics.stream_resync(), qos=0)
-    stream = StreamPublisher(
-        MqttEndpoint.from_url(broker.url),
-        f"pub-{uuid.uuid4().hex[:6]}",
-        resync_topic=topics.stream_resync(),
-        max_buffer=-1,  # every write "backed up": dropped while connected
-    )
+    # max_buffer=-1: every write "backed up", so dropped while connected
+    topics, peer, stream = _listening_publisher(broker, max_buffer=-1)
     await stream.start()
     try:
         await asyncio.wait_for(stream.connected.wait(), 10)
