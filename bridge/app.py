@@ -298,7 +298,13 @@ def front_config(settings: Settings) -> FrontConfig:
             max_frame_bytes=settings.ws_max_frame_bytes,
             replay_max=settings.replay_max_messages,
             heartbeat_s=settings.ws_heartbeat_s,
+            queue_max_bytes=settings.ws_queue_max_bytes,
+            room_bytes=settings.ws_queue_max_bytes // 4,
+            frames_per_s=settings.ws_frames_per_s,
+            frame_burst=2 * settings.ws_frames_per_s,
+            auth_timeout_s=settings.ws_auth_timeout_s,
         ),
+        queue_budget_bytes=settings.ws_queue_budget_bytes,
     )
 
 

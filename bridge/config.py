@@ -59,6 +59,22 @@ class Settings(BaseSettings):
     ws_queue_size: int = Field(default=1000, ge=10)
     ws_max_behind_s: float = Field(default=10.0, gt=0, description="then close with 4008")
     ws_max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
+    ws_queue_max_bytes: int = Field(
+        default=1 << 20,
+        ge=64 * 1024,
+        description="bytes queued for one client; past it live frames are dropped",
+    )
+    ws_queue_budget_bytes: int = Field(
+        default=256 << 20,
+        ge=1 << 20,
+        description="bytes queued for all clients of one front process together",
+    )
+    ws_frames_per_s: float = Field(
+        default=400.0, gt=0, description="frames of any kind (incl. pings) read per connection"
+    )
+    ws_auth_timeout_s: float = Field(
+        default=10.0, gt=0, description="a connection not authenticated by then closes (1008)"
+    )
     ws_compression: bool = True
     ws_tls_cert: Path | None = Field(
         default=None, description="PEM certificate (chain): with ws_tls_key the front serves wss://"

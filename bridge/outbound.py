@@ -1,12 +1,18 @@
-"""Per-client outbound queue with conflation (pure: the caller passes the time).
+"""Per-client outbound queue with conflation and byte budgets (pure: the caller passes the time).
 
 Fan-out puts frames here and never waits; one writer task per client drains it. Telemetry
 frames carry a conflation key (device, metric, subscription). Once a client has fallen behind
 (``conflate_from`` frames queued, a tenth of the capacity by default) a newer value replaces the
 queued one in place, so a slow client gets the latest value, never a stale one, and never a
 backlog of them. Below that every value is delivered: a chart needs each point, and a client
-resuming with ``since`` must see no gap. Other frames are dropped (and counted) when the queue
-is full. A queue that has stayed full for ``max_behind_s`` tells its owner to close the
+resuming with ``since`` must see no gap. Other live frames are dropped (and counted) when the
+queue is full: ``capacity`` frames, ``max_bytes`` bytes, or the process-wide
+:class:`SharedBudget` spent while this client already has something waiting.
+
+Replies (``force``) are never dropped: a client waiting for an answer must get it. What bounds
+them is the caller: a connection's next message is read only once its queue has ``room()``
+again (bridge/server.py), so a client that does not read stops being read. A queue that has
+stayed full or over its byte budget for ``max_behind_s`` tells its owner to close the
 connection (4008).
 """
 
@@ -17,18 +23,42 @@ from collections.abc import Hashable
 from itertools import count
 
 
+class SharedBudget:
+    """Bytes queued for every client of one process together."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self.used = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used >= self.limit
+
+
 class OutboundQueue:
     def __init__(
-        self, capacity: int = 1000, max_behind_s: float = 10.0, conflate_from: int | None = None
+        self,
+        capacity: int = 1000,
+        max_behind_s: float = 10.0,
+        conflate_from: int | None = None,
+        *,
+        max_bytes: int = 1 << 20,
+        room_bytes: int | None = None,
+        budget: SharedBudget | None = None,
     ) -> None:
         self.capacity = capacity
         self.conflate_from = max(1, capacity // 10) if conflate_from is None else conflate_from
         self.max_behind_s = max_behind_s
+        self.max_bytes = max_bytes
+        # below this many queued bytes the client's next message may be read
+        self.room_bytes = max_bytes // 4 if room_bytes is None else room_bytes
+        self.budget = budget
         # slot number -> (frame, conflation key); slots are unique so that, below
         # ``conflate_from``, several values of one key can wait in line together
         self._items: OrderedDict[int, tuple[bytes, Hashable | None]] = OrderedDict()
         self._latest: dict[Hashable, int] = {}  # conflation key -> its newest queued slot
         self._seq = count()
+        self.bytes = 0
         self.dropped = 0
         self.conflated = 0
         self._unreported = 0
@@ -36,6 +66,11 @@ class OutboundQueue:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def _account(self, delta: int) -> None:
+        self.bytes += delta
+        if self.budget is not None:
+            self.budget.used += delta
 
     def put(
         self,
@@ -48,40 +83,72 @@ class OutboundQueue:
     ) -> bool:
         """Queue ``frame``; False when it had to be dropped.
 
-        ``force`` (direct replies) queues past capacity: the client asked for it, and the
-        per-connection rate limit already bounds how many it can ask for.
+        ``force`` (direct replies) queues past every limit: the client asked for it. The
+        caller bounds how much a client can ask for while it is not reading (``room``).
         """
         if key is not None and len(self._items) >= self.conflate_from:
             slot = self._latest.get(key)
             if slot is not None:
+                old, _ = self._items[slot]
                 self._items[slot] = (frame, key)  # keeps its place in line, newest value
+                self._account(len(frame) - len(old))
                 self.conflated += 1
                 return True
-        if len(self._items) >= self.capacity and not force:
+        if not force and self._over(len(frame)):
             if self.full_since is None:
                 self.full_since = now
-            self.dropped += 1
-            self._unreported += 1
+            self.count_dropped(1)
             return False
         slot = next(self._seq)
         self._items[slot] = (frame, key)
+        self._account(len(frame))
         if key is not None:
             self._latest[key] = slot
         if urgent:  # e.g. the slow-consumer warning: next out, ahead of the backlog
             self._items.move_to_end(slot, last=False)
+        if force and self.bytes > self.max_bytes and self.full_since is None:
+            self.full_since = now  # replies the client is not reading count as behind too
         return True
+
+    def _over(self, size: int) -> bool:
+        if len(self._items) >= self.capacity or self.bytes + size > self.max_bytes:
+            return True
+        # the whole process is at its budget: only clients with nothing waiting get more
+        return self.budget is not None and self.budget.exhausted and bool(self._items)
 
     def pop(self, limit: int = 100) -> list[bytes]:
         out: list[bytes] = []
         items, latest = self._items, self._latest
+        size = 0
         while items and len(out) < limit:
             slot, (frame, key) = items.popitem(last=False)
             if key is not None and latest.get(key) == slot:
                 del latest[key]
             out.append(frame)
-        if len(items) < self.capacity:
+            size += len(frame)
+        self._account(-size)
+        if len(items) < self.capacity and self.bytes <= self.max_bytes:
             self.full_since = None
         return out
+
+    def clear(self) -> None:
+        """Forget everything queued (the connection is gone); gives the bytes back."""
+        self._items.clear()
+        self._latest.clear()
+        self._account(-self.bytes)
+
+    def room(self) -> bool:
+        """Whether the client's next message may be handled: little enough is waiting for it,
+        here and (when the process is at its budget) anywhere."""
+        if self.bytes > self.room_bytes:
+            return False
+        return not (self.budget is not None and self.budget.exhausted and self.bytes > 0)
+
+    def count_dropped(self, n: int) -> None:
+        """Frames lost for this client elsewhere (e.g. held during a replay): reported with
+        the next ``warning``, as drops here are."""
+        self.dropped += n
+        self._unreported += n
 
     def take_unreported_drops(self) -> int:
         """Drops since the last ``warning`` the client was sent."""

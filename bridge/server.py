@@ -27,18 +27,22 @@ from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from bridge import __version__, dashboard, protocol, rest
 from bridge.auth import AuthError, JwtVerifier, Principal
+from bridge.flow import bounded_connection, close_within
 from bridge.history import History, checked_query
 from bridge.http_stream import StreamedResponse, streaming_connection
 from bridge.hub import Hub
 from bridge.limits import WindowCounter
 from bridge.logs import redact_library_loggers
+from bridge.outbound import SharedBudget
 from bridge.session import FrontLimits, Session
 
 log = logging.getLogger(__name__)
 OPEN_TIMEOUT_S = 10.0
+MAX_QUEUE = 16  # received messages websockets buffers per connection before it stops reading
 TICK_S = 0.1  # interval flushes (the shortest frequency a subscription may ask for)
 CHECK_SLICES = 10  # keepalive, auth and expiry deadlines, slow consumers: once a second
 
@@ -69,6 +73,8 @@ class FrontConfig:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     tls: ssl.SSLContext | None = None  # wss:// and https:// on the same port
     limits: FrontLimits = field(default_factory=FrontLimits)
+    # bytes queued for all clients of this process together (replies beyond it wait)
+    queue_budget_bytes: int = 256 << 20
 
 
 def client_ip(
@@ -111,6 +117,7 @@ class _Conn:
     writer: asyncio.Task[None] | None = None
     last_ping: float = 0.0
     pong: asyncio.Task[None] | None = None  # the keepalive ping in flight
+    room: asyncio.Future[None] | None = None  # the reader waiting for the client to read
 
 
 @dataclass
@@ -170,6 +177,7 @@ class Front:
         self.pool = pool
         self.history = History(pool) if pool is not None else None
         self.stats = FrontStats()
+        self.budget = SharedBudget(config.queue_budget_bytes)
         self.sessions: set[Session] = set()
         self._per_sub: Counter[str] = Counter()
         self._per_ip = WindowCounter(config.new_connections_per_ip_per_min, 60.0)
@@ -191,8 +199,12 @@ class Front:
             # The handshake timeout moves into the connection class, which lets streamed
             # responses (CSV export) run longer than a handshake may.
             open_timeout=None,
-            create_connection=streaming_connection(
-                self._plan_stream, OPEN_TIMEOUT_S, f"telemetry-bridge/{__version__}"
+            create_connection=bounded_connection(
+                streaming_connection(
+                    self._plan_stream, OPEN_TIMEOUT_S, f"telemetry-bridge/{__version__}"
+                ),
+                self.config.limits.frames_per_s,
+                self.config.limits.frame_burst,
             ),
             max_size=self.config.limits.max_frame_bytes,
             compression="deflate" if self.config.compression else None,
@@ -200,7 +212,7 @@ class Front:
             ping_interval=None,
             ping_timeout=None,
             close_timeout=5,
-            max_queue=16,
+            max_queue=MAX_QUEUE,
             server_header=f"telemetry-bridge/{__version__}",
             reuse_port=self.config.reuse_port,
             ssl=self.config.tls,
@@ -307,13 +319,17 @@ class Front:
             wake=lambda: self._kick(session, conn),
             send_now=lambda frame: self._send_now(session, conn, frame),
             snapshot=self.snapshot,
-            on_principal=lambda p: self._count_sub(session, p),
+            on_principal=lambda p: self._authenticated(session, conn, p),
             actions=self.actions,
             commands=self.commands,
             device_sessions=self.device_sessions,
             history=self.history,
+            budget=self.budget,
+            wait_room=lambda: self._wait_room(session, conn),
         )
         session.default_channel = default_channel  # type: ignore[attr-defined]
+        if principal is None:
+            _limit_unauthenticated(ws, self.config.limits)
         self.sessions.add(session)
         self.stats.current += 1
         self.stats.total += 1
@@ -328,7 +344,9 @@ class Front:
                 if default_channel and isinstance(frame, str | bytes):
                     frame = _with_default_channel(frame, default_channel)
                 await session.handle_frame(frame)
-                if session.close_request:
+                # The next message is read only once this client has taken enough of what
+                # is queued for it: a client that sends and never reads stops being read.
+                if session.close_request or not await session.room():
                     await asyncio.sleep(0)  # let the writer flush the reply first
                     break
         except ConnectionClosed:
@@ -340,6 +358,8 @@ class Front:
                     with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                         await asyncio.wait_for(asyncio.shield(conn.writer), 1)
             self._conns.pop(session, None)
+            if conn.room is not None and not conn.room.done():
+                conn.room.cancel()
             if conn.writer is not None and not conn.writer.done():
                 conn.writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -347,12 +367,20 @@ class Front:
             self.stats.received += session.received
             self.stats.dropped += session.queue.dropped
             await session.close()
+            # websockets closes the connection after this handler returns, and would wait
+            # forever for a peer that does not read: close here, abort past the deadline
+            code, reason = session.close_request or (1000, "")
+            await close_within(ws, code, reason)
             self.sessions.discard(session)
             self.stats.current -= 1
             if session.principal is not None:
                 self._per_sub[session.principal.sub] -= 1
                 if self._per_sub[session.principal.sub] <= 0:
                     del self._per_sub[session.principal.sub]
+
+    def _authenticated(self, session: Session, conn: _Conn, principal: Principal) -> None:
+        _lift_unauthenticated_limits(conn.ws, self.config.limits)
+        self._count_sub(session, principal)
 
     def _count_sub(self, session: Session, principal: Principal) -> None:
         # first authentication by message: count the subject now
@@ -374,9 +402,36 @@ class Front:
             for frame in frames:
                 broadcast((ws,), frame, text=True)
             self.stats.sent += len(frames)
+            self._notify_room(session, conn)
             if not len(session.queue) and not ws.paused:
                 return
         conn.writer = asyncio.create_task(self._write(session, conn))
+
+    def _notify_room(self, session: Session, conn: _Conn) -> None:
+        if conn.room is not None and not conn.room.done() and session.queue.room():
+            conn.room.set_result(None)
+
+    async def _wait_room(self, session: Session, conn: _Conn) -> bool:
+        """Until the client has read enough of its queue (True), or has not within
+        ``max_behind_s`` (False: it is closed as a slow consumer)."""
+        if session.queue.room():
+            return True
+        if conn.closing or conn.ws.state is not State.OPEN:
+            return False
+        if conn.room is None or conn.room.done():
+            conn.room = asyncio.get_running_loop().create_future()
+        lost = asyncio.shield(conn.ws.connection_lost_waiter)
+        done, _ = await asyncio.wait(
+            (conn.room, lost),
+            timeout=self.config.limits.max_behind_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if conn.room in done and not conn.room.cancelled():
+            return True
+        if not done:
+            self.stats.slow_consumer_closes += 1
+            self._close_later(conn, 4008, "slow consumer")
+        return False
 
     def _send_now(self, session: Session, conn: _Conn, frame: bytes) -> bool:
         """A live frame for a client with nothing queued: hand it to the transport now,
@@ -402,13 +457,14 @@ class Front:
                 # transport's flow control once per pass.
                 for frame in frames:
                     broadcast((ws,), frame, text=True)
+                self._notify_room(session, conn)
                 await ws.drain()
                 self.stats.sent += messages
             # no await between the last (empty) pop and here: a frame queued meanwhile
             # would have found this task still running and been picked up by the loop
             if session.close_request:
                 code, reason = session.close_request
-                await ws.close(code, reason)
+                await close_within(ws, code, reason)
         except ConnectionClosed:
             pass
 
@@ -461,7 +517,7 @@ class Front:
             self.stats.slow_consumer_closes += 1
             self._close_later(conn, 4008, "slow consumer")
             return
-        if queue.full_since is not None and now - conn.warned_at >= 1.0:
+        if now - conn.warned_at >= 1.0:
             dropped = queue.take_unreported_drops()
             if dropped:
                 conn.warned_at = now
@@ -476,10 +532,13 @@ class Front:
                 session.reply_wake()
 
     async def _ping(self, conn: _Conn, within_s: float) -> None:
-        """Keepalive: a client that does not answer a ping within the heartbeat is gone."""
+        """Keepalive: a client that does not answer a ping within the heartbeat is gone.
+        Sending the ping counts too: it waits for the transport, which a client that does not
+        read never drains."""
         try:
-            pong = await conn.ws.ping()
-            await asyncio.wait_for(pong, within_s)
+            async with asyncio.timeout(within_s):
+                pong = await conn.ws.ping()
+                await pong
         except TimeoutError:
             if not conn.closing:
                 self._close_later(conn, 1011, "keepalive ping timeout")
@@ -492,7 +551,7 @@ class Front:
         async def close() -> None:
             if delay:
                 await asyncio.sleep(delay)  # let the writer send the reply first
-            await conn.ws.close(code, reason)
+            await close_within(conn.ws, code, reason)
 
         task = asyncio.create_task(close())
         self._closers.add(task)
@@ -683,6 +742,18 @@ class Front:
             f"bridge_broker_subscriptions {m['broker']['subscriptions']}",
         ]
         return "\n".join(lines) + "\n"
+
+
+def _limit_unauthenticated(ws: ServerConnection, limits: FrontLimits) -> None:
+    """Before authentication a connection may hold only a few KiB: small frames, and one
+    received message buffered at a time (websockets queues up to 16 of ``max_size`` each)."""
+    ws.protocol.max_message_size = limits.preauth_frame_bytes
+    ws.recv_messages.high, ws.recv_messages.low = 1, 0
+
+
+def _lift_unauthenticated_limits(ws: ServerConnection, limits: FrontLimits) -> None:
+    ws.protocol.max_message_size = limits.max_frame_bytes
+    ws.recv_messages.high, ws.recv_messages.low = MAX_QUEUE, MAX_QUEUE // 4
 
 
 def _batch_frame(frames: list[bytes]) -> bytes:

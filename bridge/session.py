@@ -27,7 +27,7 @@ from bridge.device_sessions import DeviceSessions
 from bridge.history import History, replay_key
 from bridge.hub import Hub
 from bridge.limits import TokenBucket
-from bridge.outbound import OutboundQueue
+from bridge.outbound import OutboundQueue, SharedBudget
 from bridge.protocol import ClientError, bad_request, encode, message
 from bridge.subscriptions import (
     CHANNELS,
@@ -51,6 +51,7 @@ EVENT_CHANNELS = {
     "log.entry": "logs",
 }
 MAX_BATCH = 50
+REPLAY_CHUNK = 500  # replayed frames queued before waiting for the client to read them
 REPLAY_DEDUP_S = 10.0
 
 
@@ -65,6 +66,22 @@ class FrontLimits:
     max_behind_s: float = 10.0
     heartbeat_s: float = 20.0
     replay_max: int = 10_000
+    # Bytes queued for one client: live frames past this are dropped, and while more than
+    # ``room_bytes`` wait, the client's next message is not read (backpressure).
+    queue_max_bytes: int = 1 << 20
+    room_bytes: int = 256 * 1024
+    # Before authentication a connection may send only this much (auth, ping).
+    preauth_frame_bytes: int = 16 * 1024
+    preauth_messages: int = 10
+    # Frames of every kind (data, ping, pong) read per second and saved up: past them
+    # reading pauses; far past them the connection is failed with 1008 (bridge/flow.py).
+    frames_per_s: float = 400.0
+    frame_burst: float = 800.0
+    # Messages refused for the rate limit, per second and saved up, before the connection
+    # is closed (1008): a client that ignores its 429s is not served more 429s forever.
+    rate_strikes_per_s: float = 100.0
+    rate_strike_burst: float = 1000.0
+    commands_in_flight: int = 8
 
 
 @dataclass
@@ -294,6 +311,8 @@ class Session:
         commands: Commands | None = None,
         device_sessions: DeviceSessions | None = None,
         history: History | None = None,
+        budget: SharedBudget | None = None,
+        wait_room: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.client_id = client_id
         self.hub = hub
@@ -301,7 +320,19 @@ class Session:
         self.auth_required = auth_required
         self.limits = limits
         self.principal = principal
-        self.queue = OutboundQueue(limits.queue_capacity, limits.max_behind_s)
+        self.queue = OutboundQueue(
+            limits.queue_capacity,
+            limits.max_behind_s,
+            max_bytes=limits.queue_max_bytes,
+            room_bytes=limits.room_bytes,
+            budget=budget,
+        )
+        # Waits until the client has read enough of what is queued for it (False: it will
+        # not, the connection is closing). Long outputs (replays, batches) await it between
+        # chunks, so what one request makes the server hold is bounded too.
+        self._wait_room = wait_room
+        self._strikes = TokenBucket(limits.rate_strikes_per_s, limits.rate_strike_burst)
+        self._held = 0  # live messages held across this client's running replays
         self.subscriptions: dict[str, Subscription] = {}
         self._interval_subs = 0
         self.bucket = TokenBucket(limits.messages_per_s, limits.burst)
@@ -336,14 +367,33 @@ class Session:
         self.reply(protocol.error_message(exc, id_))
 
     def request_close(self, code: int, reason: str) -> None:
-        self.close_request = (code, reason)
+        if self.close_request is None:
+            self.close_request = (code, reason)
         self._wake()
+
+    async def room(self) -> bool:
+        """True once the client has read enough of its queue for more output to be made
+        for it; False when it never will (the connection is closing)."""
+        if self.closed or self.close_request is not None:
+            return False
+        if self.queue.room() or self._wait_room is None:
+            return True
+        self._wake()  # what was queued without a wake (replayed frames) must start moving
+        return await self._wait_room()
 
     # -- input -------------------------------------------------------------------------------
     async def handle_frame(self, raw: str | bytes) -> None:
         self.received += 1
-        wait = self.bucket.take(time.monotonic())
+        if self.principal is None and self.received > self.limits.preauth_messages:
+            # an unauthenticated connection gets a few tries, not a service
+            self.request_close(1008, "authenticate first")
+            return
+        now = time.monotonic()
+        wait = self.bucket.take(now)
         if wait:
+            if self._strikes.take(now):
+                self.request_close(1008, "message rate limit exceeded")
+                return
             self.error(
                 ClientError(429, "rate_limit_exceeded", "too many messages", retry_after=wait)
             )
@@ -461,6 +511,13 @@ class Session:
         assert self.principal is not None
         commands = self._need_commands()
         commands.validate(self.principal, msg)  # errors now, not from the background task
+        running = sum(1 for t in self._tasks if t.get_name().startswith("command-"))
+        if running >= self.limits.commands_in_flight:
+            raise ClientError(
+                429,
+                "rate_limit_exceeded",
+                f"at most {self.limits.commands_in_flight} commands in flight per connection",
+            )
         principal = self.principal
 
         async def run() -> None:
@@ -579,7 +636,18 @@ class Session:
             raise ClientError(
                 422, "validation_error", f"batch.messages must be a list of 1-{MAX_BATCH} messages"
             )
+        # a batch costs what its items would cost sent one by one (its frame paid for one)
+        wait = self.bucket.take(time.monotonic(), len(items) - 1) if len(items) > 1 else 0.0
+        if wait:
+            raise ClientError(
+                429,
+                "rate_limit_exceeded",
+                f"a batch of {len(items)} counts as {len(items)} messages",
+                retry_after=wait,
+            )
         for item in items:
+            if not await self.room():
+                return
             await self.handle_message(item, in_batch=True)
 
     async def _subscribe(self, msg: dict[str, Any], id_: Any) -> None:
@@ -592,6 +660,23 @@ class Session:
         else:
             selector = parse_channel_subscribe(msg, msg.get("_default_channel"))
             since = self._since(msg, selector)
+            existing = self.subscriptions.get(subscription_id(selector, "channel", ""))
+            if existing is not None:
+                # The same subscription again: it is live already, and whatever a `since`
+                # asks for was replayed when it was made. Replaying again per repeat would
+                # let one small message make the server read and queue 10,000 frames.
+                authorize(selector, self.principal)  # type: ignore[arg-type]
+                self.reply(
+                    message(
+                        "subscribed",
+                        id_=id_,
+                        subscription_id=existing.id,
+                        channel=existing.selector.channel,
+                        mqtt_topics=list(existing.filters),
+                        existing=True,
+                    )
+                )
+                return
             # Where a replay after a broker-link gap would start if nothing has been delivered
             # yet: the database clock, read *before* the broker subscription exists, and no
             # await between the subscription and the `subscribed` reply (live frames must not
@@ -620,7 +705,7 @@ class Session:
             if since is not None:
                 await self._replay(sub, since)
             else:
-                held, sub.held = sub.held or [], None  # no await: live resumes in order
+                held = self._release_held(sub)  # no await: live resumes in order
                 now = time.monotonic()
                 for levels, event in held:
                     self._deliver_replayed(sub, levels, event, now)
@@ -656,14 +741,20 @@ class Session:
                 sub.selector, self.principal, since, self.limits.replay_max
             )
         except BaseException:
-            sub.held = None
+            self._release_held(sub)
             raise
-        now = time.monotonic()
         seen = set()
-        for levels, event in events:
-            seen.add(replay_key(levels, event))
-            self._deliver_replayed(sub, levels, event, now)
-        held, sub.held = sub.held or [], None  # no await from here on: live resumes in order
+        for start in range(0, len(events), REPLAY_CHUNK):
+            # live messages keep collecting in sub.held while this waits for the client
+            if not await self.room():
+                self._release_held(sub)
+                return
+            now = time.monotonic()
+            for levels, event in events[start : start + REPLAY_CHUNK]:
+                seen.add(replay_key(levels, event))
+                self._deliver_replayed(sub, levels, event, now)
+        now = time.monotonic()
+        held = self._release_held(sub)  # no await from here on: live resumes in order
         for levels, event in held:
             key = replay_key(levels, event)
             if key in seen:
@@ -681,6 +772,11 @@ class Session:
                 truncated=truncated,
             )
         )
+
+    def _release_held(self, sub: Subscription) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+        held, sub.held = sub.held or [], None
+        self._held -= len(held)
+        return held
 
     def _deliver_replayed(
         self, sub: Subscription, levels: tuple[str, ...], event: dict[str, Any], now: float
@@ -801,7 +897,13 @@ class Session:
                 if sub.label != f"alert.{event.get('event')}":
                     return
             if sub.held is not None:
+                if self._held >= self.limits.replay_max:
+                    # a replay this client is slow to take: what arrives meanwhile is
+                    # bounded like its queue, and the loss is reported (warning)
+                    self.queue.count_dropped(1)
+                    return
                 sub.held.append((levels, event))
+                self._held += 1
                 return
             if sub.replayed is not None:
                 if time.monotonic() > sub.replayed_until:
@@ -951,6 +1053,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self.queue.clear()  # its bytes go back to the process-wide budget
         if self._forget_hub is not None:
             self._forget_hub()
         for task in list(self._tasks):

@@ -1,4 +1,4 @@
-from bridge.outbound import OutboundQueue
+from bridge.outbound import OutboundQueue, SharedBudget
 
 
 def test_fifo_without_keys() -> None:
@@ -48,3 +48,50 @@ def test_no_conflation_until_the_client_falls_behind() -> None:
     q.put(b"t=9", now=0, key=("d1", "t"))  # 10 queued: behind, so the latest value wins
     assert q.conflated == 1 and len(q) == 10
     assert q.pop()[-2:] == [b"t=9", b"h=1"]
+
+
+def test_bytes_are_counted_and_live_frames_past_the_byte_cap_dropped() -> None:
+    q = OutboundQueue(capacity=100, max_bytes=10, room_bytes=4)
+    assert q.put(b"12345", now=0) and q.put(b"12345", now=0)
+    assert q.bytes == 10 and not q.room()
+    assert not q.put(b"x", now=1)  # live frame over the byte cap: dropped, counted
+    assert q.dropped == 1 and q.full_since == 1
+    assert q.pop(limit=1) == [b"12345"] and q.bytes == 5
+    assert q.full_since is None and not q.room()  # 5 > room_bytes 4
+    q.pop()
+    assert q.bytes == 0 and q.room()
+
+
+def test_replies_are_never_dropped_but_count_as_behind() -> None:
+    q = OutboundQueue(capacity=2, max_bytes=8, max_behind_s=5)
+    for _ in range(5):
+        assert q.put(b"reply", now=0, force=True)
+    assert len(q) == 5 and q.bytes == 25 and q.dropped == 0
+    assert q.too_far_behind(now=5)  # a client that does not read its replies is closed
+
+
+def test_conflation_keeps_the_byte_count_exact() -> None:
+    q = OutboundQueue(capacity=10, conflate_from=0)
+    q.put(b"aaaa", now=0, key="k")
+    q.put(b"bb", now=0, key="k")
+    assert len(q) == 1 and q.bytes == 2
+
+
+def test_shared_budget_stops_live_frames_to_clients_already_waiting() -> None:
+    budget = SharedBudget(limit_bytes=10)
+    a = OutboundQueue(capacity=100, budget=budget)
+    b = OutboundQueue(capacity=100, budget=budget)
+    assert a.put(b"0123456789", now=0)
+    assert budget.exhausted
+    assert not a.put(b"x", now=0)  # a has something waiting: its live frame is dropped
+    assert b.put(b"y", now=0)  # b had nothing queued: one frame still goes
+    assert not b.room()  # ...but b's next message waits for the budget too
+    a.clear()
+    b.pop()
+    assert budget.used == 0 and not budget.exhausted
+
+
+def test_held_losses_are_reported_like_drops() -> None:
+    q = OutboundQueue()
+    q.count_dropped(3)
+    assert q.dropped == 3 and q.take_unreported_drops() == 3 and q.full_since is None
