@@ -17,6 +17,7 @@ import os
 import ssl
 import time
 import uuid
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,7 +182,11 @@ class Front:
         self.sessions: set[Session] = set()
         self._per_sub: Counter[str] = Counter()
         self._per_ip = WindowCounter(config.new_connections_per_ip_per_min, 60.0)
-        self._handshakes: dict[int, tuple[Principal | None, str | None, bool]] = {}
+        # Keyed weakly: a handshake that never reaches the handler (cut short, timed out)
+        # must not leave its entry behind (it did, keyed by id()).
+        self._handshakes: weakref.WeakKeyDictionary[
+            ServerConnection, tuple[Principal | None, str | None, bool]
+        ] = weakref.WeakKeyDictionary()
         self._server: Server | None = None
         self._closing = False
         self._conns: dict[Session, _Conn] = {}
@@ -301,12 +306,12 @@ class Front:
                 )
         elif not self.config.auth_required:
             principal = Principal("anonymous", frozenset({"admin"}))
-        self._handshakes[id(connection)] = (principal, WS_PATHS[path], greet)
+        self._handshakes[connection] = (principal, WS_PATHS[path], greet)
         return None
 
     # -- one client ----------------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
-        principal, default_channel, greet = self._handshakes.pop(id(ws), (None, None, True))
+        principal, default_channel, greet = self._handshakes.pop(ws, (None, None, True))
         conn = _Conn(ws, time.monotonic())
         client_id = f"c_{uuid.uuid4().hex[:12]}"
         session = Session(
