@@ -1,0 +1,227 @@
+"""Hostile clients: no token reaches past its rights (its scopes and its `devices` claim).
+
+Against a real front, Mosquitto and PostgreSQL. The front runs alone: the tests put messages
+on the validated stream or rows in storage themselves, as the ingest would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from bridge.app import run_front
+from bridge.auth import Principal
+from bridge.config import Settings
+from bridge.embedded import free_port
+from ingest.topics import Topics
+from storage.device_scope import claim_condition, claim_values
+from tests.helpers import BrokerInfo, MqttPeer, wait_until
+from tests.integration.frontkit import SECRET, Stack, http_json, recv, recv_type
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def front(
+    broker: BrokerInfo, database_url: str, topic_prefix: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
+    """A front alone (no ingest) with the settings a test asks for via indirect params."""
+    overrides: dict[str, Any] = getattr(request, "param", {})
+    settings = Settings(
+        mqtt_url=broker.url,
+        jwt_secret=SECRET,
+        ws_port=free_port(),
+        mqtt_topic_prefix=topic_prefix,
+        **{"ws_new_connections_per_ip_per_min": 1000, **overrides},
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_front(settings, broker.url, database_url, stop, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    peer = MqttPeer(broker.url)
+    stack = Stack(settings.ws_port, Topics(topic_prefix), peer)
+
+    async def healthy() -> bool:
+        return (await http_json(stack, "/health"))["status"] == "healthy"
+
+    try:
+        await wait_until(healthy, timeout=10)
+        yield stack
+    finally:
+        peer.close()
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+async def send(ws: ClientConnection, msg: dict[str, Any]) -> None:
+    await ws.send(orjson.dumps(msg).decode())
+
+
+# -- 4. capped reads filter by the token before they cap --------------------------------------
+
+CROWD_DEVICES = 2000  # x 10 metrics = 20,000 readings
+CAP = 100
+
+
+async def seed_crowd(database_url: str) -> datetime:
+    """dev-a1: five readings (values 1000..1004), a status change and an alert, all older than
+    a crowd of other devices' 20,000 readings, 2,000 status changes and 150 alerts. The crowd's
+    ids sort before dev-a1's too (snapshots are ordered by device). Returns a `since` before
+    all of it."""
+    now = datetime.now(UTC)
+    own_at, crowd_at = now - timedelta(minutes=30), now - timedelta(minutes=10)
+    crowd = [f"dev-{i:04d}" for i in range(CROWD_DEVICES)]  # not dev-a*, sorted before dev-a1
+    own = [("dev-a1", f"m{i}", own_at + timedelta(seconds=i), 1000.0 + i) for i in range(5)]
+    own.append(("dev_a1", "m0", own_at, 7.0))
+    pairs = [(d, f"m{m}") for d in crowd for m in range(10)]
+    others = [(d, m, crowd_at + timedelta(microseconds=n), 1.0) for n, (d, m) in enumerate(pairs)]
+    # (device_id, metric, ts, value, unit, received_at): stored as they were received
+    readings = [(d, m, ts, value, None, ts) for d, m, ts, value in own + others]
+    db = await asyncpg.connect(database_url)
+    try:
+        await db.execute("SELECT ensure_readings_partitions(current_date - 1, current_date + 1)")
+        columns = ["device_id", "metric", "ts", "value", "unit", "received_at"]
+        await db.copy_records_to_table("readings", records=readings, columns=columns)
+        await db.copy_records_to_table("latest_values", records=readings, columns=columns)
+        await db.executemany(
+            "INSERT INTO devices (device_id, status, last_seen) VALUES ($1, 'online', $2)",
+            [(d, own_at) for d in ["dev-a1", "dev_a1", *crowd]],
+        )
+        await db.executemany(
+            "INSERT INTO device_status_events (device_id, old_status, new_status, reason, ts) "
+            "VALUES ($1, 'unknown', 'online', 'seen', $2)",
+            [("dev-a1", own_at)] + [(d, crowd_at) for d in crowd],
+        )
+        await db.executemany(
+            "INSERT INTO alerts (alert_id, rule_id, device_id, metric, severity, title, message, "
+            "state, created_at, updated_at) "
+            "VALUES ($1, 'r1', $2, 'm0', 'high', 't', 'm', 'active', $3, $3)",
+            [("al-own", "dev-a1", own_at)] + [(f"al-{d}", d, crowd_at) for d in crowd[:150]],
+        )
+    finally:
+        await db.close()
+    return now - timedelta(hours=1)
+
+
+async def collect(ws: ClientConnection, until: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Messages up to the one of type ``until``, and that one."""
+    got = []
+    while (msg := await recv(ws, 10))["type"] != until:
+        got.append(msg)
+    return got, msg
+
+
+@pytest.mark.parametrize("front", [{"replay_max_messages": CAP}], indirect=True)
+async def test_snapshot_and_replay_filter_by_the_claim_before_the_cap(
+    front: Stack, database_url: str
+) -> None:
+    since = (await seed_crowd(database_url)).isoformat()
+    scopes = "telemetry:read alerts:read devices:read"
+    async with await front.client(front.token(scope=scopes, devices=["dev-a*"])) as ws:
+        await recv(ws)
+        await send(ws, {"type": "subscribe", "channel": "telemetry", "snapshot": True})
+        await recv_type(ws, "subscribed")
+        values, _ = await collect(ws, "snapshot_complete")
+        assert sorted((m["device_id"], *m["telemetry"]) for m in values) == [
+            ("dev-a1", f"m{i}") for i in range(5)
+        ]
+
+        await send(ws, {"type": "subscribe", "channel": "telemetry", "since": since})
+        await recv_type(ws, "subscribed")
+        replayed, done = await collect(ws, "replay_complete")
+        got = [
+            (m["device_id"], metric, value["value"])
+            for m in replayed
+            for metric, value in m["telemetry"].items()
+        ]
+        assert got == [("dev-a1", f"m{i}", 1000.0 + i) for i in range(5)]  # oldest first
+        assert (done["count"], done["truncated"]) == (5, False)
+
+        await send(ws, {"type": "subscribe", "channel": "devices", "snapshot": True})
+        await recv_type(ws, "subscribed")
+        statuses, _ = await collect(ws, "snapshot_complete")
+        assert [m["device_id"] for m in statuses] == ["dev-a1"]
+        for channel in ("devices", "alerts"):
+            await send(ws, {"type": "subscribe", "channel": channel, "since": since})
+            await recv_type(ws, "subscribed")
+            replayed, done = await collect(ws, "replay_complete")
+            assert [m["device_id"] for m in replayed] == ["dev-a1"], channel
+            assert (done["count"], done["truncated"]) == (1, False)
+
+    # The subscription's own filters count before the cap too: an unrestricted token asking
+    # for values >= 1000 gets dev-a1's five, though 20,000 newer readings are below it.
+    async with await front.client(front.token(scope=scopes)) as ws:
+        await recv(ws)
+        await send(
+            ws,
+            {
+                "type": "subscribe",
+                "channel": "telemetry",
+                "since": since,
+                "filters": {"min_value": 1000},
+            },
+        )
+        await recv_type(ws, "subscribed")
+        replayed, done = await collect(ws, "replay_complete")
+        assert {m["device_id"] for m in replayed} == {"dev-a1"} and done["count"] == 5
+
+    # `_` in a claim is a literal underscore, not LIKE's any-character: dev-a1 stays out
+    async with await front.client(front.token(scope=scopes, devices=["dev_a*"])) as ws:
+        await recv(ws)
+        await send(ws, {"type": "subscribe", "channel": "telemetry", "snapshot": True})
+        await recv_type(ws, "subscribed")
+        values, _ = await collect(ws, "snapshot_complete")
+        assert [m["device_id"] for m in values] == ["dev_a1"]
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        None,
+        ["*"],
+        ["dev-a1"],
+        ["dev_a*"],
+        ["dev-a*", "plant-b"],
+        ["%*"],
+        ["d*v*1"],
+        ["dev\\*"],
+        ["p*-7", "x_*"],
+        [],
+    ],
+)
+async def test_the_sql_claim_matches_exactly_what_the_token_sees(
+    database_url: str, claim: list[str] | None
+) -> None:
+    ids = [
+        "dev-a1",
+        "dev_a1",
+        "devXa1",
+        "dev-b1",
+        "plant-b",
+        "plant-b2",
+        "p-7",
+        "pump-7",
+        "x_1",
+        "xy1",
+        "d1",
+        "dv1",
+        "dev",
+        "a.b:c",
+    ]
+    principal = Principal("alice", frozenset(), devices=None if claim is None else tuple(claim))
+    db = await asyncpg.connect(database_url)
+    try:
+        rows = await db.fetch(
+            f"SELECT id FROM unnest($3::text[]) id WHERE {claim_condition(1, 2, 'id')}",
+            *claim_values(principal.devices),
+            ids,
+        )
+    finally:
+        await db.close()
+    assert sorted(r["id"] for r in rows) == sorted(i for i in ids if principal.sees(i))
