@@ -4,8 +4,11 @@ A session is a conversation on ``devices/{id}/commands/{session_id}``: the bridg
 ``session.start``, ``session.input`` (one line per ``send_command``) and ``session.stop``
 (QoS 1); the device streams its output on ``.../{session_id}/result`` as
 ``{"output": "...", "status": "running" | "ok" | "error", "done": bool}``, which reaches the
-client that started the session as ``output`` messages. Sessions belong to their subject: a
-client sees only its own. Closing the connection that started a session stops it.
+client that started the session as ``output`` messages. Sessions belong to their subject, and a
+token reaches only those on devices its ``devices`` claim covers (listing, input, stop, delete):
+a session on a device the token cannot see answers 404, exactly like another subject's, so a
+token learns nothing about it. Sending input needs ``commands:write``. Closing the connection
+that started a session stops it.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class DeviceSessions:
 
     def _mine(self, principal: Principal, session_id: Any) -> DeviceSession:
         session = self.sessions.get(session_id) if isinstance(session_id, str) else None
-        if session is None or session.owner != principal.sub:
+        if session is None or not _visible(principal, session):
             raise ClientError(404, "not_found", "no such session")  # others' look the same
         return session
 
@@ -123,6 +126,8 @@ class DeviceSessions:
 
     async def input(self, principal: Principal, msg: dict[str, Any]) -> DeviceSession:
         session = self._mine(principal, msg.get("session_id"))
+        if not principal.has("commands:write"):
+            raise ClientError(403, "forbidden", "the token lacks the scope commands:write")
         line = msg.get("command")
         if not isinstance(line, str) or len(line) > MAX_LINE:
             raise ClientError(
@@ -146,7 +151,7 @@ class DeviceSessions:
         return session
 
     def list(self, principal: Principal) -> list[dict[str, Any]]:
-        return [s.describe() for s in self.sessions.values() if s.owner == principal.sub]
+        return [s.describe() for s in self.sessions.values() if _visible(principal, s)]
 
     async def _forget(self, session: DeviceSession) -> None:
         self.sessions.pop(session.session_id, None)
@@ -164,3 +169,8 @@ class DeviceSessions:
                 except ClientError:
                     pass
             await self._forget(session)
+
+
+def _visible(principal: Principal, session: DeviceSession) -> bool:
+    """Whether ``principal`` may know of ``session``: its own subject's, on a device it sees."""
+    return session.owner == principal.sub and principal.sees(session.device_id)

@@ -63,6 +63,77 @@ async def send(ws: ClientConnection, msg: dict[str, Any]) -> None:
     await ws.send(orjson.dumps(msg).decode())
 
 
+async def request(ws: ClientConnection, msg: dict[str, Any], reply: str) -> dict[str, Any]:
+    await send(ws, msg)
+    return await recv_type(ws, reply)
+
+
+def device_inbox(stack: Stack, device: str) -> str:
+    """Listen as the device for session commands; returns the topic prefix they arrive on."""
+    topic = stack.topics.device_command(device, "x").rsplit("/", 1)[0] + "/+"
+    stack.peer.subscribe(topic)
+    return topic[:-1]
+
+
+def commands_seen(stack: Stack, inbox: str) -> list[dict[str, Any]]:
+    return [orjson.loads(m.payload) for m in stack.peer.messages(inbox)]
+
+
+# -- 1. interactive device sessions obey the devices claim ------------------------------------
+
+
+async def test_a_session_on_a_device_outside_the_claim_cannot_be_seen_or_driven(
+    front: Stack,
+) -> None:
+    inbox = device_inbox(front, "dev-b1")
+    wide = front.token(scope="commands:write", devices=["dev-a*", "dev-b*"])
+    narrow = front.token(scope="commands:write", devices=["dev-a*"])  # same subject, alice
+    reader = front.token(scope="telemetry:read", devices=["dev-b*"])
+    async with (
+        await front.client(wide) as owner,
+        await front.client(narrow) as other,
+        await front.client(reader) as viewer,
+    ):
+        for ws in (owner, other, viewer):
+            await recv(ws)  # connected
+        started = await request(
+            owner, {"type": "start_session", "tool_name": "dev-b1"}, "session_started"
+        )
+        sid = started["session_id"]
+
+        listed = await request(other, {"type": "list_sessions"}, "sessions_list")
+        assert listed["count"] == 0 and listed["sessions"] == []
+        for attempt in (
+            {"type": "send_command", "session_id": sid, "command": "rm -rf /data"},
+            {"type": "stop_session", "session_id": sid},
+            {"type": "delete_session", "session_id": sid},
+        ):
+            err = await request(other, {**attempt, "id": attempt["type"]}, "error")
+            # exactly what an unknown session id gets: nothing tells it the session exists
+            assert (err["code"], err["error"], err["id"]) == (404, "not_found", attempt["type"])
+        err = await request(other, {"type": "start_session", "tool_name": "dev-b1"}, "error")
+        assert err["code"] == 403
+        # seeing the device is not enough to drive it: that takes commands:write
+        err = await request(
+            viewer, {"type": "send_command", "session_id": sid, "command": "reboot"}, "error"
+        )
+        assert err["code"] == 403
+
+        listed = await request(owner, {"type": "list_sessions"}, "sessions_list")
+        assert [(s["session_id"], s["status"]) for s in listed["sessions"]] == [(sid, "running")]
+        await request(
+            owner, {"type": "send_command", "session_id": sid, "command": "uptime"}, "command_sent"
+        )
+
+        async def input_arrived() -> bool:
+            return any(c["command"] == "session.input" for c in commands_seen(front, inbox))
+
+        await wait_until(input_arrived, timeout=10)
+        # the front publishes in order: a refused line would have come before this one
+        seen = [(c["command"], c["parameters"]) for c in commands_seen(front, inbox)]
+        assert seen == [("session.start", {"args": []}), ("session.input", {"line": "uptime"})]
+
+
 # -- 4. capped reads filter by the token before they cap --------------------------------------
 
 CROWD_DEVICES = 2000  # x 10 metrics = 20,000 readings
