@@ -52,6 +52,9 @@ EVENT_CHANNELS = {
 }
 MAX_BATCH = 50
 REPLAY_DEDUP_S = 10.0
+# A connection refused because its subject has too many: the close code mirrors the handshake's
+# HTTP 429, as 4001 (token expired) mirrors 401.
+CLOSE_TOO_MANY_CONNECTIONS = 4029
 
 
 @dataclass
@@ -521,32 +524,31 @@ class Session:
 
     # -- handlers ------------------------------------------------------------------------------
     async def _auth(self, msg: dict[str, Any], id_: Any) -> None:
+        """First authentication of a connection, or a refresh of its token (same subject)."""
         legacy = msg["type"] == "authenticate"
         if self.verifier is None:
             raise ClientError(503, "unavailable", "authentication is not configured on this server")
         try:
             principal = self.verifier.verify(msg.get("token"), now=time.time())  # type: ignore[arg-type]
         except AuthError as exc:
-            if legacy:
-                self.error(ClientError(401, exc.error, exc.message), id_)
-            else:
-                self.reply(
-                    message(
-                        "auth_response",
-                        id_=id_,
-                        success=False,
-                        error=exc.error,
-                        message=exc.message,
-                    )
-                )
+            self._auth_failed(ClientError(401, exc.error, exc.message), id_, legacy)
             if self.principal is None:
                 self.request_close(1008, "authentication failed")
             return
-        if self.principal is not None and principal.sub != self.principal.sub:
+        previous = self.principal
+        if previous is not None and principal.sub != previous.sub:
             raise ClientError(403, "forbidden", "a refreshed token must be for the same subject")
-        self.principal = principal
         if self._on_principal is not None:
-            self._on_principal(principal)
+            try:
+                # the front's admission of a subject (per-subject connection limit); it must
+                # run before the principal is set, so a refused connection stays anonymous
+                self._on_principal(principal)
+            except ClientError as exc:
+                self._auth_failed(exc, id_, legacy)
+                if previous is None:
+                    self.request_close(CLOSE_TOO_MANY_CONNECTIONS, exc.message)
+                return
+        self.principal = principal
         if legacy:
             self.reply(
                 message("auth_success", id_=id_, client_id=self.client_id, user=principal.sub)
@@ -559,6 +561,21 @@ class Session:
                     success=True,
                     client_id=self.client_id,
                     user=principal.sub,
+                )
+            )
+
+    def _auth_failed(self, exc: ClientError, id_: Any, legacy: bool) -> None:
+        if legacy:
+            self.error(exc, id_)
+        else:
+            self.reply(
+                message(
+                    "auth_response",
+                    id_=id_,
+                    success=False,
+                    code=exc.code,
+                    error=exc.error,
+                    message=exc.message,
                 )
             )
 

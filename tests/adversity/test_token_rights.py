@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.app import run_front
 from bridge.auth import Principal
@@ -132,6 +133,70 @@ async def test_a_session_on_a_device_outside_the_claim_cannot_be_seen_or_driven(
         # the front publishes in order: a refused line would have come before this one
         seen = [(c["command"], c["parameters"]) for c in commands_seen(front, inbox)]
         assert seen == [("session.start", {"args": []}), ("session.input", {"line": "uptime"})]
+
+
+# -- 3. the per-subject connection limit holds for auth by message ----------------------------
+
+
+async def auth_by_message(
+    stack: Stack, token: str, kind: str = "auth"
+) -> tuple[ClientConnection, dict[str, Any]]:
+    ws = await stack.client()  # no token at the handshake
+    await send(ws, {"type": kind, "token": token})
+    return ws, await recv(ws)
+
+
+async def closed_with(ws: ClientConnection) -> int | None:
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), 5)
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+@pytest.mark.parametrize("front", [{"ws_max_connections_per_sub": 2}], indirect=True)
+async def test_connections_per_subject_hold_for_auth_by_message(front: Stack) -> None:
+    alice = front.token()
+    first = await front.client(alice)
+    await recv(first)
+    for _ in range(2):  # refreshing is not connecting: it must not count again
+        reply = await request(first, {"type": "auth", "token": alice}, "auth_response")
+        assert reply["success"] is True
+    second, reply = await auth_by_message(front, alice)
+    assert reply["type"] == "auth_response" and reply["success"] is True
+
+    third, reply = await auth_by_message(front, alice)
+    assert reply["type"] == "auth_response" and reply["success"] is False
+    assert (reply["code"], reply["error"]) == (429, "rate_limit_exceeded")
+    assert reply["message"] == "too many connections"
+    assert await closed_with(third) == 4029
+    legacy, reply = await auth_by_message(front, alice, "authenticate")
+    assert (reply["type"], reply["code"], reply["error"]) == ("error", 429, "rate_limit_exceeded")
+    assert await closed_with(legacy) == 4029
+    with pytest.raises(InvalidStatus) as refused:
+        await front.client(alice)
+    assert refused.value.response.status_code == 429
+
+    # another subject's token cannot take over a connection (nor escape its own count)
+    err = await request(first, {"type": "auth", "token": front.token(sub="bob")}, "error")
+    assert err["code"] == 403
+    pong = await request(first, {"type": "ping"}, "pong")
+    assert pong["type"] == "pong"
+    bob, reply = await auth_by_message(front, front.token(sub="bob"))
+    assert reply["success"] is True
+
+    # Closing gives the places back, exactly: two fit again, and only two.
+    for ws in (first, second, bob):
+        await ws.close()
+
+    async def all_closed() -> bool:
+        return (await http_json(front, "/metrics"))["connections"]["current"] == 0
+
+    await wait_until(all_closed, timeout=10)
+    again = [await auth_by_message(front, alice) for _ in range(3)]
+    assert [r["success"] for _, r in again] == [True, True, False]
+    assert await closed_with(again[2][0]) == 4029
+    for ws, _ in again[:2]:
+        await ws.close()
 
 
 # -- 4. capped reads filter by the token before they cap --------------------------------------
