@@ -8,7 +8,8 @@ client that started the session as ``output`` messages. Sessions belong to their
 token reaches only those on devices its ``devices`` claim covers (listing, input, stop, delete):
 a session on a device the token cannot see answers 404, exactly like another subject's, so a
 token learns nothing about it. Sending input needs ``commands:write``. Closing the connection
-that started a session stops it.
+that started a session stops it; so does a refreshed token on that connection that no longer
+reaches the device (:meth:`DeviceSessions.revoke`).
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ class DeviceSessions:
         def on_output(
             _levels: tuple[str, ...], event: dict[str, Any], _r: bool, _f: dict[Any, Any]
         ) -> None:
+            if self.sessions.get(session.session_id) is not session:
+                return  # forgotten (revoked): its broker listener is on its way out
             session.outputs += 1
             output = event.get("output")
             session.reply(
@@ -117,10 +120,10 @@ class DeviceSessions:
                 session.status = "finished"
 
         session.listener = on_output
+        self.sessions[session.session_id] = session  # first: on_output delivers only for these
         await self.hub.add(
             self.hub.topics.device_command_result(device, session.session_id), on_output
         )
-        self.sessions[session.session_id] = session
         await self._send(session, "session.start", {"args": args})
         return session
 
@@ -163,12 +166,38 @@ class DeviceSessions:
     async def connection_closed(self, reply: Callable[[dict[str, Any]], None]) -> None:
         """The connection that started these sessions is gone: stop and forget them."""
         for session in [s for s in self.sessions.values() if s.reply == reply]:
-            if session.status == "running":
-                try:
-                    await self._send(session, "session.stop", {})
-                except ClientError:
-                    pass
-            await self._forget(session)
+            await self._end(session)
+
+    def revoke(
+        self, principal: Principal, reply: Callable[[dict[str, Any]], None]
+    ) -> tuple[DeviceSession, ...]:
+        """The connection answering to ``reply`` now holds ``principal`` (a refreshed token):
+        forget, at once, the sessions it started that the new token could not have started
+        (scope or device gone), so their output reaches nobody from here on, and return them.
+        The caller then awaits :meth:`release` to stop them at the device."""
+        may_command = principal.has("commands:write")
+        revoked = tuple(
+            s
+            for s in self.sessions.values()
+            if s.reply == reply and not (may_command and _visible(principal, s))
+        )
+        for session in revoked:
+            self.sessions.pop(session.session_id, None)
+        return revoked
+
+    async def release(self, sessions: tuple[DeviceSession, ...]) -> None:
+        """Stop revoked sessions at their devices and drop their broker listeners."""
+        for session in sessions:
+            await self._end(session)
+
+    async def _end(self, session: DeviceSession) -> None:
+        if session.status == "running":
+            try:
+                await self._send(session, "session.stop", {})
+            except ClientError:
+                pass  # the broker is away: nothing can reach the device; forget it anyway
+            session.status = "stopped"
+        await self._forget(session)
 
 
 def _visible(principal: Principal, session: DeviceSession) -> bool:

@@ -7,6 +7,7 @@ on the validated stream or rows in storage themselves, as the ingest would.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -67,6 +68,31 @@ async def send(ws: ClientConnection, msg: dict[str, Any]) -> None:
 async def request(ws: ClientConnection, msg: dict[str, Any], reply: str) -> dict[str, Any]:
     await send(ws, msg)
     return await recv_type(ws, reply)
+
+
+async def received_within(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
+    """Every message the client gets in the next ``seconds``."""
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            out.append(await recv(ws, left))
+        except TimeoutError:
+            break
+    return out
+
+
+def stream_reading(stack: Stack, device: str, metric: str, value: float) -> None:
+    """A reading on the validated stream, as the ingest publishes it after a commit."""
+    event = {
+        "device_id": device,
+        "metric": metric,
+        "value": value,
+        "unit": None,
+        "ts": "2026-11-22T00:00:00.000Z",
+        "received_at": "2026-11-22T00:00:00.000Z",
+    }
+    stack.peer.publish(stack.topics.telemetry(device, metric), orjson.dumps(event), qos=1)
 
 
 def device_inbox(stack: Stack, device: str) -> str:
@@ -133,6 +159,109 @@ async def test_a_session_on_a_device_outside_the_claim_cannot_be_seen_or_driven(
         # the front publishes in order: a refused line would have come before this one
         seen = [(c["command"], c["parameters"]) for c in commands_seen(front, inbox)]
         assert seen == [("session.start", {"args": []}), ("session.input", {"line": "uptime"})]
+
+
+# -- 2. a refreshed token keeps only what it allows -------------------------------------------
+
+
+async def test_a_refresh_ends_what_the_new_token_does_not_allow(front: Stack) -> None:
+    inbox = device_inbox(front, "dev-b1")
+    before = front.token(
+        scope="telemetry:read devices:read commands:write", devices=["dev-a*", "dev-b*"]
+    )
+    after = front.token(scope="telemetry:read", devices=["dev-a*"])
+    async with await front.client(before) as ws:
+        await recv(ws)
+        ids = {}
+        for name, msg in {
+            "b1": {"channel": "telemetry", "device_id": "dev-b1"},
+            "all": {"channel": "telemetry"},
+            "sampled": {"channel": "telemetry", "filters": {"frequency": "2s"}},
+            "status": {"channel": "devices"},
+        }.items():
+            ids[name] = (await request(ws, {"type": "subscribe", **msg}, "subscribed"))[
+                "subscription_id"
+            ]
+        sid = (
+            await request(ws, {"type": "start_session", "tool_name": "dev-b1"}, "session_started")
+        )["session_id"]
+        await asyncio.sleep(0.3)  # the sampled subscription's first (empty) flush is behind us
+        stream_reading(front, "dev-b1", "temp", 1.0)
+        got = [await recv_type(ws, "telemetry_update") for _ in range(2)]  # "b1" and "all"
+        # the same broker message reached the sampled subscription: it waits for its flush
+        assert {m["device_id"] for m in got} == {"dev-b1"}
+
+        await send(ws, {"type": "auth", "token": after, "id": "refresh"})
+        while (reply := await recv(ws))["type"] != "auth_response":
+            assert reply["type"] == "telemetry_update"  # sent before the refresh (a flush)
+        assert reply["success"] is True
+        seen: list[dict[str, Any]] = []  # every message after the auth_response
+
+        async def ask(msg: dict[str, Any], reply: str) -> dict[str, Any]:
+            await send(ws, msg)
+            while (got := await recv(ws))["type"] != reply:
+                seen.append(got)
+            return got
+
+        replies = await received_within(ws, 1.0)
+        seen += replies
+        ended = {m["subscription_id"]: m for m in replies if m["type"] == "subscription_ended"}
+        assert set(ended) == {ids["b1"], ids["status"]}
+        assert all((m["code"], m["error"]) == (403, "forbidden") for m in ended.values())
+        assert "dev-b1" in ended[ids["b1"]]["message"]
+        assert "devices:read" in ended[ids["status"]]["message"]
+        [session_end] = [m for m in replies if m["type"] == "session_ended"]
+        assert session_end["session_id"] == sid and session_end["code"] == 403
+
+        async def stopped_at_the_device() -> bool:
+            return any(c["command"] == "session.stop" for c in commands_seen(front, inbox))
+
+        await wait_until(stopped_at_the_device, timeout=10)
+        listed = await ask({"type": "list_subscriptions"}, "subscriptions_list")
+        assert {s["subscription_id"] for s in listed["subscriptions"]} == {
+            ids["all"],
+            ids["sampled"],
+        }
+        assert (await ask({"type": "list_sessions"}, "sessions_list"))["count"] == 0
+
+        # From now on: dev-a1 reaches both remaining subscriptions, dev-b1 nothing at all,
+        # not its status, not the revoked session's output.
+        stream_reading(front, "dev-b1", "temp", 2.0)
+        stream_reading(front, "dev-a1", "temp", 3.0)
+        front.peer.publish(
+            front.topics.status("dev-a1"),
+            orjson.dumps({"device_id": "dev-a1", "new_status": "online", "ts": "x"}),
+        )
+        front.peer.publish(
+            front.topics.device_command_result("dev-b1", sid),
+            b'{"output": "secret", "status": "running", "done": false}',
+        )
+        seen += await received_within(ws, 2.5)  # past the sampled subscription's next flush
+        updates = [m for m in seen if m["type"] == "telemetry_update"]
+        # nothing of dev-b1 since the refresh, not even what waited for a frequency flush
+        assert {m["device_id"] for m in updates} == {"dev-a1"}, seen
+        assert {m["subscription_id"] for m in updates} == {ids["all"], ids["sampled"]}
+        assert not [m for m in seen if m["type"] in ("device_status_update", "output")]
+
+
+async def test_a_refresh_with_another_exact_list_follows_it_at_once(front: Stack) -> None:
+    async with await front.client(front.token(devices=["dev-a1"])) as ws:
+        await recv(ws)
+        sub = await request(ws, {"type": "subscribe", "channel": "telemetry"}, "subscribed")
+        assert sub["mqtt_topics"] == [front.topics.telemetry_filter("dev-a1", None)]
+        reply = await request(
+            ws,
+            {"type": "auth", "token": front.token(devices=["dev-a2"])},
+            "auth_response",
+        )
+        assert reply["success"] is True
+        stream_reading(front, "dev-a1", "temp", 1.0)  # no longer allowed
+        stream_reading(front, "dev-a2", "temp", 2.0)  # newly allowed
+        got = await recv_type(ws, "telemetry_update")
+        assert got["device_id"] == "dev-a2"
+        listed = await request(ws, {"type": "list_subscriptions"}, "subscriptions_list")
+        [described] = listed["subscriptions"]
+        assert described["mqtt_topics"] == [front.topics.telemetry_filter("dev-a2", None)]
 
 
 # -- 3. the per-subject connection limit holds for auth by message ----------------------------
