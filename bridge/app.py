@@ -341,7 +341,9 @@ async def run_front(
                 db_state["ok"] = False
             await asyncio.sleep(5)
 
-    snapshot = make_snapshot(pool, topics) if pool is not None else None
+    snapshot = (
+        make_snapshot(pool, topics, settings.replay_max_messages) if pool is not None else None
+    )
     stream = StreamPublisher(MqttEndpoint.from_url(mqtt_url), f"front-pub-{uuid.uuid4().hex[:8]}")
     await stream.start()
     front = Front(

@@ -124,7 +124,9 @@ class Settings(BaseSettings):
     retention_1h_days: int = Field(default=0, ge=0, description="1h rollups; 0 = forever")
     retention_interval_s: float = Field(default=3600.0, gt=0)
     replay_max_messages: int = Field(
-        default=10_000, ge=1, description="stored messages one `since` replays at most"
+        default=10_000,
+        ge=1,
+        description="stored messages one `since` replays (or one `snapshot` sends) at most",
     )
 
     def retention(self) -> dict[str, timedelta | None]:

@@ -4,8 +4,12 @@ A session is a conversation on ``devices/{id}/commands/{session_id}``: the bridg
 ``session.start``, ``session.input`` (one line per ``send_command``) and ``session.stop``
 (QoS 1); the device streams its output on ``.../{session_id}/result`` as
 ``{"output": "...", "status": "running" | "ok" | "error", "done": bool}``, which reaches the
-client that started the session as ``output`` messages. Sessions belong to their subject: a
-client sees only its own. Closing the connection that started a session stops it.
+client that started the session as ``output`` messages. Sessions belong to their subject, and a
+token reaches only those on devices its ``devices`` claim covers (listing, input, stop, delete):
+a session on a device the token cannot see answers 404, exactly like another subject's, so a
+token learns nothing about it. Sending input needs ``commands:write``. Closing the connection
+that started a session stops it; so does a refreshed token on that connection that no longer
+reaches the device (:meth:`DeviceSessions.revoke`).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class DeviceSessions:
 
     def _mine(self, principal: Principal, session_id: Any) -> DeviceSession:
         session = self.sessions.get(session_id) if isinstance(session_id, str) else None
-        if session is None or session.owner != principal.sub:
+        if session is None or not _visible(principal, session):
             raise ClientError(404, "not_found", "no such session")  # others' look the same
         return session
 
@@ -99,6 +103,8 @@ class DeviceSessions:
         def on_output(
             _levels: tuple[str, ...], event: dict[str, Any], _r: bool, _f: dict[Any, Any]
         ) -> None:
+            if self.sessions.get(session.session_id) is not session:
+                return  # forgotten (revoked): its broker listener is on its way out
             session.outputs += 1
             output = event.get("output")
             session.reply(
@@ -114,15 +120,17 @@ class DeviceSessions:
                 session.status = "finished"
 
         session.listener = on_output
+        self.sessions[session.session_id] = session  # first: on_output delivers only for these
         await self.hub.add(
             self.hub.topics.device_command_result(device, session.session_id), on_output
         )
-        self.sessions[session.session_id] = session
         await self._send(session, "session.start", {"args": args})
         return session
 
     async def input(self, principal: Principal, msg: dict[str, Any]) -> DeviceSession:
         session = self._mine(principal, msg.get("session_id"))
+        if not principal.has("commands:write"):
+            raise ClientError(403, "forbidden", "the token lacks the scope commands:write")
         line = msg.get("command")
         if not isinstance(line, str) or len(line) > MAX_LINE:
             raise ClientError(
@@ -146,7 +154,7 @@ class DeviceSessions:
         return session
 
     def list(self, principal: Principal) -> list[dict[str, Any]]:
-        return [s.describe() for s in self.sessions.values() if s.owner == principal.sub]
+        return [s.describe() for s in self.sessions.values() if _visible(principal, s)]
 
     async def _forget(self, session: DeviceSession) -> None:
         self.sessions.pop(session.session_id, None)
@@ -158,9 +166,40 @@ class DeviceSessions:
     async def connection_closed(self, reply: Callable[[dict[str, Any]], None]) -> None:
         """The connection that started these sessions is gone: stop and forget them."""
         for session in [s for s in self.sessions.values() if s.reply == reply]:
-            if session.status == "running":
-                try:
-                    await self._send(session, "session.stop", {})
-                except ClientError:
-                    pass
-            await self._forget(session)
+            await self._end(session)
+
+    def revoke(
+        self, principal: Principal, reply: Callable[[dict[str, Any]], None]
+    ) -> tuple[DeviceSession, ...]:
+        """The connection answering to ``reply`` now holds ``principal`` (a refreshed token):
+        forget, at once, the sessions it started that the new token could not have started
+        (scope or device gone), so their output reaches nobody from here on, and return them.
+        The caller then awaits :meth:`release` to stop them at the device."""
+        may_command = principal.has("commands:write")
+        revoked = tuple(
+            s
+            for s in self.sessions.values()
+            if s.reply == reply and not (may_command and _visible(principal, s))
+        )
+        for session in revoked:
+            self.sessions.pop(session.session_id, None)
+        return revoked
+
+    async def release(self, sessions: tuple[DeviceSession, ...]) -> None:
+        """Stop revoked sessions at their devices and drop their broker listeners."""
+        for session in sessions:
+            await self._end(session)
+
+    async def _end(self, session: DeviceSession) -> None:
+        if session.status == "running":
+            try:
+                await self._send(session, "session.stop", {})
+            except ClientError:
+                pass  # the broker is away: nothing can reach the device; forget it anyway
+            session.status = "stopped"
+        await self._forget(session)
+
+
+def _visible(principal: Principal, session: DeviceSession) -> bool:
+    """Whether ``principal`` may know of ``session``: its own subject's, on a device it sees."""
+    return session.owner == principal.sub and principal.sees(session.device_id)

@@ -1,8 +1,9 @@
 """Stored data for clients: telemetry queries (HTTP, WebSocket, CLI) and `since` replays.
 
 Both check the token first: ``telemetry:read`` and every device visible to it for queries;
-replays go through the same :meth:`Selector.accepts` as live messages, so a client never
-sees more on resume than it would have seen live.
+replays read only rows the token's ``devices`` claim and the subscription's filters allow
+(in SQL, before the cap) and then go through the same :meth:`Selector.accepts` as live
+messages, so a client never sees more on resume than it would have seen live.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bridge.subscriptions import Selector
 from ingest.names import safe_excerpt
 from ingest.rules import alert_from_row
 from ingest.wire import alert_event, iso_ms, iso_us
+from storage.device_scope import claim_condition, claim_values
 from storage.query_spec import QueryError, TelemetryQuery, parse_query
 from storage.telemetry import Page, run_query, stream_rows
 
@@ -125,19 +127,10 @@ class History:
     async def _replay(
         self, selector: Selector, principal: Principal, since: datetime, limit: int
     ) -> tuple[list[Event], bool]:
-        devices = list(selector.devices) if selector.devices is not None else None
+        sql, args = replay_sql(selector, principal, since, limit + 1)
+        rows = await self.pool.fetch(sql, *args)
         events: list[Event]
         if selector.channel == "telemetry":
-            rows = await self.pool.fetch(
-                "SELECT device_id, metric, ts, value, unit, received_at FROM readings "
-                "WHERE received_at > $1 AND ($2::text[] IS NULL OR device_id = ANY($2)) "
-                "AND ($3::text[] IS NULL OR metric = ANY($3)) "
-                "ORDER BY received_at DESC LIMIT $4",
-                since,
-                devices,
-                list(selector.metrics) if selector.metrics is not None else None,
-                limit + 1,
-            )
             events = [
                 (
                     ("telemetry", r["device_id"], r["metric"]),
@@ -153,25 +146,10 @@ class History:
                 for r in rows
             ]
         elif selector.channel == "alerts":
-            rows = await self.pool.fetch(
-                "SELECT * FROM alerts WHERE updated_at > $1 "
-                "AND ($2::text[] IS NULL OR device_id = ANY($2)) "
-                "ORDER BY updated_at DESC LIMIT $3",
-                since,
-                devices,
-                limit + 1,
-            )
             events = [
                 (("alerts", r["severity"], r["device_id"]), _alert_event(dict(r))) for r in rows
             ]
-        elif selector.channel == "devices":
-            rows = await self.pool.fetch(
-                "SELECT * FROM device_status_events WHERE ts > $1 "
-                "AND ($2::text[] IS NULL OR device_id = ANY($2)) ORDER BY ts DESC LIMIT $3",
-                since,
-                devices,
-                limit + 1,
-            )
+        else:
             events = [
                 (
                     ("status", r["device_id"]),
@@ -186,17 +164,69 @@ class History:
                 )
                 for r in rows
             ]
-        else:
-            raise ClientError(
-                422, "validation_error", "since: only telemetry, alerts and devices can resume"
-            )
         truncated = len(events) > limit
+        # The WHERE clause already holds everything `accepts` checks; checking again costs
+        # little and keeps a replay from ever showing more than the live stream would.
         visible = [
             (levels, event)
             for levels, event in reversed(events[:limit])
             if selector.accepts(principal, event.get("device_id"), event)
         ]
         return visible, truncated
+
+
+# What a replay reads, newest first. $1 since, $2/$3 the token's devices claim
+# (storage.device_scope), $4 the subscription's devices, then the channel's own filters and
+# the LIMIT last. Every filter of the subscription and the claim is in the WHERE clause, so
+# the LIMIT counts only rows the subscriber may see: a busy device the token does not cover
+# cannot push the caller's own rows out of the cap.
+_REPLAY_COMMON = f"{claim_condition(2, 3)} AND ($4::text[] IS NULL OR device_id = ANY($4::text[]))"
+_REPLAY_SQL = {
+    "telemetry": (
+        "SELECT device_id, metric, ts, value, unit, received_at FROM readings "
+        f"WHERE received_at > $1 AND {_REPLAY_COMMON} "
+        "AND ($5::text[] IS NULL OR metric = ANY($5::text[])) "
+        "AND ($6::float8 IS NULL OR value >= $6) AND ($7::float8 IS NULL OR value <= $7) "
+        "ORDER BY received_at DESC LIMIT $8"
+    ),
+    "alerts": (
+        f"SELECT * FROM alerts WHERE updated_at > $1 AND {_REPLAY_COMMON} "
+        "AND ($5::text[] IS NULL OR severity = ANY($5::text[])) "
+        # an alert's type is its metric (stream alerts carry no other type)
+        "AND ($6::text[] IS NULL OR metric = ANY($6::text[])) "
+        "ORDER BY updated_at DESC LIMIT $7"
+    ),
+    "devices": (
+        f"SELECT * FROM device_status_events WHERE ts > $1 AND {_REPLAY_COMMON} "
+        "AND ($5::text[] IS NULL OR new_status = ANY($5::text[])) "
+        "ORDER BY ts DESC LIMIT $6"
+    ),
+}
+
+
+def _listed(values: tuple[str, ...] | None) -> list[str] | None:
+    return list(values) if values is not None else None
+
+
+def replay_sql(
+    selector: Selector, principal: Principal, since: datetime, limit: int
+) -> tuple[str, list[Any]]:
+    """The statement and its arguments for :meth:`History.replay` (pure)."""
+    sql = _REPLAY_SQL.get(selector.channel)
+    if sql is None:
+        raise ClientError(
+            422, "validation_error", "since: only telemetry, alerts and devices can resume"
+        )
+    exact, patterns = claim_values(principal.devices)
+    args: list[Any] = [since, exact, patterns, _listed(selector.devices)]
+    if selector.channel == "telemetry":
+        args += [_listed(selector.metrics), selector.value_min, selector.value_max]
+    elif selector.channel == "alerts":
+        args += [_listed(selector.severities), _listed(selector.alert_types)]
+    else:
+        args.append(_listed(selector.statuses))
+    args.append(limit)
+    return sql, args
 
 
 def _alert_event(row: dict[str, Any]) -> dict[str, Any]:

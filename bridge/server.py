@@ -388,10 +388,20 @@ class Front:
         self._count_sub(session, principal)
 
     def _count_sub(self, session: Session, principal: Principal) -> None:
-        # first authentication by message: count the subject now
-        if not getattr(session, "_counted", False):
-            session._counted = True  # type: ignore[attr-defined]
-            self._per_sub[principal.sub] += 1
+        """Admit a connection that authenticates by message, under the same per-subject limit
+        as the handshake; raises ClientError 429 to refuse it.
+
+        Called by the session before it takes ``principal``. A session that already has one
+        is refreshing its token: the subject is the same (the session refuses another) and was
+        counted when it first authenticated, here or at the handshake. Every session with a
+        principal is thus counted exactly once, and ``_handle`` uncounts it on close.
+        """
+        if session.principal is not None:
+            return
+        if self._per_sub[principal.sub] >= self.config.max_connections_per_sub:
+            self.stats.refused["per_sub"] += 1
+            raise protocol.ClientError(429, "rate_limit_exceeded", "too many connections")
+        self._per_sub[principal.sub] += 1
 
     def _kick(self, session: Session, conn: _Conn) -> None:
         """Something is queued: make sure a writer runs. The writer lives only while there

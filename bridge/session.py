@@ -23,7 +23,7 @@ from bridge import protocol
 from bridge.actions import FrontActions
 from bridge.auth import AuthError, JwtVerifier, Principal
 from bridge.commands import Commands
-from bridge.device_sessions import DeviceSessions
+from bridge.device_sessions import DeviceSession, DeviceSessions
 from bridge.history import History, replay_key
 from bridge.hub import Hub
 from bridge.limits import TokenBucket
@@ -53,6 +53,9 @@ EVENT_CHANNELS = {
 MAX_BATCH = 50
 REPLAY_CHUNK = 500  # replayed frames queued before waiting for the client to read them
 REPLAY_DEDUP_S = 10.0
+# A connection refused because its subject has too many: the close code mirrors the handshake's
+# HTTP 429, as 4001 (token expired) mirrors 401.
+CLOSE_TOO_MANY_CONNECTIONS = 4029
 
 
 @dataclass
@@ -578,32 +581,38 @@ class Session:
 
     # -- handlers ------------------------------------------------------------------------------
     async def _auth(self, msg: dict[str, Any], id_: Any) -> None:
+        """First authentication of a connection, or a refresh of its token (same subject).
+
+        A refresh takes effect at once: live delivery reads ``self.principal`` per message,
+        and what the new token no longer allows (subscriptions, device sessions) ends here.
+        """
         legacy = msg["type"] == "authenticate"
         if self.verifier is None:
             raise ClientError(503, "unavailable", "authentication is not configured on this server")
         try:
             principal = self.verifier.verify(msg.get("token"), now=time.time())  # type: ignore[arg-type]
         except AuthError as exc:
-            if legacy:
-                self.error(ClientError(401, exc.error, exc.message), id_)
-            else:
-                self.reply(
-                    message(
-                        "auth_response",
-                        id_=id_,
-                        success=False,
-                        error=exc.error,
-                        message=exc.message,
-                    )
-                )
+            self._auth_failed(ClientError(401, exc.error, exc.message), id_, legacy)
             if self.principal is None:
                 self.request_close(1008, "authentication failed")
             return
-        if self.principal is not None and principal.sub != self.principal.sub:
+        previous = self.principal
+        if previous is not None and principal.sub != previous.sub:
             raise ClientError(403, "forbidden", "a refreshed token must be for the same subject")
-        self.principal = principal
         if self._on_principal is not None:
-            self._on_principal(principal)
+            try:
+                # the front's admission of a subject (per-subject connection limit); it must
+                # run before the principal is set, so a refused connection stays anonymous
+                self._on_principal(principal)
+            except ClientError as exc:
+                self._auth_failed(exc, id_, legacy)
+                if previous is None:
+                    self.request_close(CLOSE_TOO_MANY_CONNECTIONS, exc.message)
+                return
+        self.principal = principal
+        # No await from the principal's change to the end of _withdraw: nothing the new token
+        # forbids is delivered in between.
+        withdrawn = self._withdraw(principal) if previous is not None else None
         if legacy:
             self.reply(
                 message("auth_success", id_=id_, client_id=self.client_id, user=principal.sub)
@@ -618,6 +627,114 @@ class Session:
                     user=principal.sub,
                 )
             )
+        if withdrawn is not None:
+            await self._finish_refresh(principal, *withdrawn)
+
+    def _auth_failed(self, exc: ClientError, id_: Any, legacy: bool) -> None:
+        if legacy:
+            self.error(exc, id_)
+        else:
+            self.reply(
+                message(
+                    "auth_response",
+                    id_=id_,
+                    success=False,
+                    code=exc.code,
+                    error=exc.error,
+                    message=exc.message,
+                )
+            )
+
+    def _withdraw(
+        self, principal: Principal
+    ) -> tuple[list[tuple[Subscription, SubscriptionError]], tuple[DeviceSession, ...]]:
+        """Take from this connection, without awaiting, what a refreshed ``principal`` could
+        not have had: subscriptions it could not make now (scope or named device gone) and
+        device sessions it could not start. Releasing them at the broker takes awaits
+        (:meth:`_finish_refresh`); until then a withdrawn subscription's listener parks what
+        it still gets in ``held``, which nothing releases once the subscription has left the
+        session, and a revoked device session's output is dropped."""
+        ended = []
+        for sub in list(self.subscriptions.values()):
+            try:
+                authorize(sub.selector, principal)
+            except SubscriptionError as exc:
+                sub.held = []
+                del self.subscriptions[sub.id]
+                ended.append((sub, exc))
+                continue
+            # Latest values waiting for a frequency flush were accepted under the old claim.
+            if sub.pending:
+                sub.pending = {k: v for k, v in sub.pending.items() if principal.sees(k[0])}
+        self._count_intervals()
+        revoked = (
+            self.device_sessions.revoke(principal, self.reply)
+            if self.device_sessions is not None
+            else ()
+        )
+        return ended, revoked
+
+    async def _finish_refresh(
+        self,
+        principal: Principal,
+        ended: list[tuple[Subscription, SubscriptionError]],
+        revoked: tuple[DeviceSession, ...],
+    ) -> None:
+        """The rest of a refresh, after the reply: tell the client what ended, release it at
+        the broker and the devices, and fit the remaining subscriptions' broker filters to
+        the new claim."""
+        for sub, exc in ended:
+            self.reply(
+                message(
+                    "subscription_ended",
+                    subscription_id=sub.id,
+                    channel=sub.selector.channel,
+                    code=exc.code,
+                    error=exc.error,
+                    message=exc.message,
+                )
+            )
+        for ses in revoked:
+            reason = (
+                "the token lacks the scope commands:write"
+                if not principal.has("commands:write")
+                else f"the token does not allow device {ses.device_id}"
+            )
+            self.reply(
+                message(
+                    "session_ended",
+                    session_id=ses.session_id,
+                    tool_name=ses.device_id,
+                    device_id=ses.device_id,
+                    code=403,
+                    error="forbidden",
+                    message=reason,
+                )
+            )
+        for sub, _exc in ended:
+            await self._remove(sub)
+        if self.device_sessions is not None and revoked:
+            await self.device_sessions.release(revoked)
+        for sub in list(self.subscriptions.values()):
+            await self._refilter(sub, principal)
+
+    async def _refilter(self, sub: Subscription, principal: Principal) -> None:
+        """A subscription that names no device is translated into filters for the ids of an
+        exact-list claim (``Selector.mqtt_filters``): after a refresh, follow the new list,
+        so devices it adds are delivered and the broker stops sending ones it dropped
+        (delivery checks the claim per message in any case). New filters are added before
+        old ones go: a device covered by both is never missed, though a message that
+        arrives in between can match both and come twice."""
+        filters = sub.selector.mqtt_filters(self.hub.topics, principal)
+        if filters == sub.filters or sub.listener is None:
+            return
+        old, sub.filters = sub.filters, filters
+        for f in filters:
+            if f not in old:
+                await self.hub.add(f, sub.listener)
+        for f in old:
+            if f not in filters:
+                await self.hub.remove(f, sub.listener)
 
     async def _ping(self, msg: dict[str, Any], id_: Any) -> None:
         fields = {"client_timestamp": msg["timestamp"]} if "timestamp" in msg else {}
