@@ -384,8 +384,8 @@ class Front:
                     del self._per_sub[session.principal.sub]
 
     def _authenticated(self, session: Session, conn: _Conn, principal: Principal) -> None:
+        self._count_sub(session, principal)  # may refuse (429): the limits stay then
         _lift_unauthenticated_limits(conn.ws, self.config.limits)
-        self._count_sub(session, principal)
 
     def _count_sub(self, session: Session, principal: Principal) -> None:
         """Admit a connection that authenticates by message, under the same per-subject limit

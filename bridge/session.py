@@ -898,6 +898,9 @@ class Session:
     def _deliver_replayed(
         self, sub: Subscription, levels: tuple[str, ...], event: dict[str, Any], now: float
     ) -> None:
+        principal = self.principal
+        if principal is None or not sub.selector.accepts(principal, device_of(levels), event):
+            return  # read under a token since refreshed to fewer rights
         if sub.resume_point is not None:
             sub.resume_point = event.get(_RESUME_FIELD.get(levels[0], "ts")) or sub.resume_point
         self.queue.put(live_frame(sub, levels, event), now, force=True)
@@ -1002,8 +1005,8 @@ class Session:
             levels: tuple[str, ...], event: dict[str, Any], _retained: bool, frames: dict[Any, Any]
         ) -> None:
             principal = self.principal
-            if principal is None or self.closed:
-                return
+            if principal is None or self.closed or self.subscriptions.get(sub.id) is not sub:
+                return  # gone: closed, unsubscribed, or ended by a refreshed token
             device = device_of(levels)
             if not sub.selector.accepts(principal, device, event):
                 return
