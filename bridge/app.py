@@ -9,7 +9,6 @@ import logging
 import secrets
 import signal
 import ssl
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +28,7 @@ from bridge.server import Front, FrontConfig
 from bridge.session import FrontLimits
 from bridge.snapshot import make_snapshot
 from bridge.system import SystemSampler, component_name
+from ingest import names
 from ingest.mqtt import MqttEndpoint
 from ingest.service import IngestConfig, IngestService
 from ingest.stream import StreamPublisher
@@ -327,7 +327,7 @@ async def run_front(
             "BRIDGE_AUTH_REQUIRED=false for a closed development network"
         )
     topics = Topics(settings.mqtt_topic_prefix)
-    hub = Hub(MqttEndpoint.from_url(mqtt_url), topics, f"front-{uuid.uuid4().hex[:10]}")
+    hub = Hub(MqttEndpoint.from_url(mqtt_url), topics, names.bridge_client_id("front"))
     pool = await create_pool(database_url, min_size=1, max_size=8) if database_url else None
     db_state = {"ok": pool is not None}
 
@@ -344,7 +344,7 @@ async def run_front(
     snapshot = (
         make_snapshot(pool, topics, settings.replay_max_messages) if pool is not None else None
     )
-    stream = StreamPublisher(MqttEndpoint.from_url(mqtt_url), f"front-pub-{uuid.uuid4().hex[:8]}")
+    stream = StreamPublisher(MqttEndpoint.from_url(mqtt_url), names.bridge_client_id("front-pub"))
     await stream.start()
     front = Front(
         front_config(settings),
@@ -394,7 +394,7 @@ async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front:
         log.info("applied migrations: %s", ", ".join(applied))
     stream = StreamPublisher(
         MqttEndpoint.from_url(mqtt_url),
-        f"scheduler-{uuid.uuid4().hex[:10]}",
+        names.bridge_client_id("scheduler"),
         resync_topic=Topics(settings.mqtt_topic_prefix).stream_resync(),
     )
     await stream.start()
@@ -446,7 +446,7 @@ def run_scheduler(settings: Settings) -> None:
         await run_migrations(database_url)
         stream = StreamPublisher(
             MqttEndpoint.from_url(mqtt_url),
-            f"scheduler-{uuid.uuid4().hex[:10]}",
+            names.bridge_client_id("scheduler"),
             resync_topic=Topics(settings.mqtt_topic_prefix).stream_resync(),
         )
         await stream.start()

@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bridge.app import ConfigError, jwt_verifier
 from bridge.auth import AuthConfigError
 from bridge.config import Settings
+from ingest import names
 from ingest.mqtt import MqttEndpoint
 from ingest.topics import Topics
 from storage.migrate import load_migrations
@@ -138,7 +139,7 @@ async def _database(settings: Settings) -> list[Check]:
 
 def _mqtt_connect(ep: MqttEndpoint, *, anonymous: bool = False) -> tuple[paho.Client | None, str]:
     """A connected paho client, or None and the reason."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"doctor-{uuid.uuid4().hex[:8]}")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=names.bridge_client_id("doctor"))
     if ep.username and not anonymous:
         client.username_pw_set(ep.username, ep.password)
     if ep.tls:

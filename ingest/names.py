@@ -8,6 +8,7 @@ MQTT topic, a SQL statement or a log line passes through here first, so topic in
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Final
 
 # fullmatch, never match/`$`: `$` also matches before a trailing newline.
@@ -74,3 +75,21 @@ def topic_prefix(value: str) -> str:
         f"invalid topic prefix {safe_excerpt(value)!s}: levels of A-Z a-z 0-9 _ . : - "
         "separated by '/', no wildcards, no leading '$'"
     )
+
+
+# MQTT identities of the bridge itself. On the production broker (deploy/mosquitto) a device's
+# username is its client id, so a device named like one of the bridge's client ids or broker
+# users could take over that connection's session or get that user's ACL lines.
+BRIDGE_CLIENT_ID_PREFIX: Final = "telemetry-bridge-"
+BRIDGE_BROKER_USERS: Final = ("bridge-ingest", "bridge-front")
+
+
+def bridge_client_id(role: str) -> str:
+    """A fresh client id for one of the bridge's own non-persistent broker connections."""
+    return f"{BRIDGE_CLIENT_ID_PREFIX}{role}-{uuid.uuid4().hex[:10]}"
+
+
+def is_reserved_for_bridge(value: str) -> bool:
+    """Whether ``value`` must not be a device's broker username (compared ignoring case)."""
+    folded = value.casefold()
+    return folded.startswith(BRIDGE_CLIENT_ID_PREFIX.rstrip("-")) or folded in BRIDGE_BROKER_USERS

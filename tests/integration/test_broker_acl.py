@@ -5,14 +5,8 @@ devices' commands, an id with + # / matches nothing, and nothing it was denied i
 from __future__ import annotations
 
 import asyncio
-import getpass
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -22,74 +16,22 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from bridge.embedded import free_port
 from ingest.topics import Topics
 from tests.helpers import running_ingest, wait_until
+from tests.integration.secure_broker import SecureBroker
+from tests.integration.secure_broker import secure_broker as start_secure_broker
 from tests.integration.test_cli import run_cli
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-USERS = {"bridge-ingest": "ingest-pw", "bridge-front": "front-pw", "dev-1": "pw-1",
-         "dev-2": "pw-2", "a/b": "pw-slash"}  # fmt: skip
-
-
-@dataclass
-class SecureBroker:
-    port: int
-    process: subprocess.Popen[bytes]
-
-    def url(self, user: str) -> str:
-        return f"mqtt://{user}:{USERS[user]}@127.0.0.1:{self.port}"
-
-
-def render(tmp: Path, port: int) -> Path:
-    """deploy/mosquitto/mosquitto.conf with test port and paths, without the TLS listener."""
-    conf = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
-    conf = conf.split("# ---- TLS", 1)[0]
-    conf = (
-        conf.replace("listener 1883 127.0.0.1", f"listener {port} 127.0.0.1")
-        .replace("/etc/mosquitto/passwd", str(tmp / "passwd"))
-        .replace("/etc/mosquitto/acl", str(ROOT / "deploy/mosquitto/acl"))
-        .replace("/var/lib/mosquitto/", f"{tmp}/")
-    )
-    path = tmp / "mosquitto.conf"
-    path.write_text(conf + f"\nuser {getpass.getuser()}\nlog_dest stderr\n")
-    return path
+DEVICES = {"dev-1": "pw-1", "dev-2": "pw-2", "a/b": "pw-slash"}
 
 
 @pytest.fixture
 def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
-    if not shutil.which("mosquitto") or not shutil.which("mosquitto_passwd"):
-        pytest.skip("mosquitto and mosquitto_passwd are needed for the ACL tests")
-    passwd = tmp_path / "passwd"
-    passwd.touch()
-    for user, password in USERS.items():
-        if user == "dev-2":  # the way an operator adds a device
-            done = run_cli("add-device", "dev-2", "--password-file", str(passwd),
-                           "--password", password)  # fmt: skip
-            assert done.returncode == 0 and "password: pw-2" in done.stdout, done.stderr
-        else:  # a/b cannot be added with add-device: mosquitto_passwd directly
-            subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
-    port = free_port()
-    proc = subprocess.Popen(
-        ["mosquitto", "-c", str(render(tmp_path, port))],
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "mosquitto.log", "wb"),
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("mosquitto did not start: " + (tmp_path / "mosquitto.log").read_text())
-            time.sleep(0.05)
-    yield SecureBroker(port, proc)
-    proc.terminate()
-    proc.wait(10)
+    # dev-2 the way an operator adds a device; a/b cannot be added with add-device
+    with start_secure_broker(tmp_path, DEVICES, via_cli={"dev-2"}) as broker:
+        yield broker
 
 
 class Device:
@@ -100,7 +42,9 @@ class Device:
             CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}",
             protocol=paho.MQTTv5,
         )  # fmt: skip
-        self.client.username_pw_set(user, USERS.get(user, "") if password is None else password)
+        self.client.username_pw_set(
+            user, broker.users.get(user, "") if password is None else password
+        )
         self.connack: ReasonCode | None = None
         self.suback: list[ReasonCode] = []
         self.pubacks: dict[int, ReasonCode] = {}
@@ -109,7 +53,7 @@ class Device:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self.suback.extend(codes)
         self.client.on_publish = self._on_publish
-        self.client.connect("127.0.0.1", broker.port)
+        self.client.connect("127.0.0.1", broker.port_for(user))
         self.client.loop_start()
 
     def _on_connect(self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
@@ -223,7 +167,10 @@ async def test_bridge_users_have_only_what_they_need(secure_broker: SecureBroker
 
 
 def test_add_device_refuses_ids_the_acls_cannot_protect(tmp_path: Path) -> None:
-    for bad in ("a/b", "dev+", "#", "dev 1"):
+    # the last ones: the bridge's own broker users and client ids (the device listener makes
+    # the username the client id, so such a device would hold the ingest's session)
+    reserved = ("bridge-ingest", "Bridge-Front", "telemetry-bridge-ingest", "telemetry-bridge-x")
+    for bad in ("a/b", "dev+", "#", "dev 1", *reserved):
         done = run_cli("add-device", bad, "--password-file", str(tmp_path / "passwd"))
         assert done.returncode == 2 and "device id" in done.stderr, (bad, done.stderr)
     assert not (tmp_path / "passwd").exists() or (tmp_path / "passwd").read_text() == ""

@@ -87,3 +87,28 @@ def test_error_messages_do_not_echo_control_characters_or_unbounded_input() -> N
     text = str(err.value)
     assert "\x00" not in text and "\n" not in text
     assert len(text) < 200
+
+
+@pytest.mark.parametrize(
+    ("value", "reserved"),
+    [
+        ("telemetry-bridge-ingest", True),
+        ("telemetry-bridge-ingest-1", True),
+        ("Telemetry-Bridge-front-x", True),
+        ("telemetry-bridge", True),
+        ("bridge-ingest", True),
+        ("BRIDGE-FRONT", True),
+        ("bridge-front-2", False),  # not a broker user, not a client id of the bridge
+        ("bridge-sensor-7", False),
+        ("dev-0001", False),
+        ("my-telemetry-bridge-ingest", False),
+    ],
+)
+def test_names_reserved_for_the_bridges_broker_identities(value: str, reserved: bool) -> None:
+    assert names.is_reserved_for_bridge(value) is reserved
+
+
+def test_the_bridges_client_ids_are_reserved_and_distinct() -> None:
+    ids = {names.bridge_client_id(role) for role in ("front", "front-pub", "scheduler")}
+    assert len(ids) == 3
+    assert all(names.is_reserved_for_bridge(i) and names.is_device_id(i) for i in ids)
