@@ -21,6 +21,7 @@ from bridge.actions import FrontActions
 from bridge.auth import HMAC_ALGORITHMS, AuthConfigError, JwtVerifier
 from bridge.commands import Commands
 from bridge.config import Settings
+from bridge.dbprobe import DatabaseProbe
 from bridge.device_sessions import DeviceSessions
 from bridge.embedded import EmbeddedServices
 from bridge.hub import Hub
@@ -289,6 +290,9 @@ def front_config(settings: Settings) -> FrontConfig:
         reuse_port=settings.ws_reuse_port,
         trusted_proxies=settings.trusted_networks(),
         tls=tls_context(settings),
+        export_max_concurrent=settings.export_max_concurrent,
+        export_max_per_subject=settings.export_max_per_subject,
+        export_write_timeout_s=settings.export_write_timeout_s,
         limits=FrontLimits(
             messages_per_s=settings.ws_messages_per_s,
             burst=settings.ws_burst,
@@ -328,19 +332,12 @@ async def run_front(
         )
     topics = Topics(settings.mqtt_topic_prefix)
     hub = Hub(MqttEndpoint.from_url(mqtt_url), topics, names.bridge_client_id("front"))
-    pool = await create_pool(database_url, min_size=1, max_size=8) if database_url else None
-    db_state = {"ok": pool is not None}
-
-    async def db_probe() -> None:
-        while pool is not None:
-            try:
-                async with asyncio.timeout(2):
-                    await pool.fetchval("SELECT 1")
-                db_state["ok"] = True
-            except Exception:
-                db_state["ok"] = False
-            await asyncio.sleep(5)
-
+    pool = (
+        await create_pool(database_url, min_size=1, max_size=settings.db_pool_size)
+        if database_url
+        else None
+    )
+    probe = DatabaseProbe(database_url) if database_url else None
     snapshot = (
         make_snapshot(pool, topics, settings.replay_max_messages) if pool is not None else None
     )
@@ -350,7 +347,7 @@ async def run_front(
         front_config(settings),
         hub,
         verifier,
-        database_check=(lambda: db_state["ok"]) if pool is not None else None,
+        database_check=(lambda: probe.ok) if probe is not None else None,
         snapshot=snapshot,
         actions=FrontActions(pool, topics, stream) if pool is not None else None,
         commands=Commands(hub, pool),
@@ -358,7 +355,9 @@ async def run_front(
         pool=pool,
     )
     hub_task = asyncio.create_task(hub.run(), name="front-hub")
-    probe_task = asyncio.create_task(db_probe(), name="front-db-probe")
+    probe_task = asyncio.create_task(
+        probe.run() if probe is not None else asyncio.sleep(0), name="front-db-probe"
+    )
     if on_front is not None:
         on_front(front)
     try:

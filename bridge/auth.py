@@ -28,6 +28,12 @@ SCOPES = (
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 PUBLIC_KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
 MIN_HMAC_SECRET_BYTES = 32
+MAX_TOKEN_CHARS = 8192
+# RFC 7519 NumericDate claims. PyJWT accepts what int() accepts, so "exp": "1767225600" (a
+# string) passed its check and then failed a comparison with a float (HTTP 500); checking
+# them here, as JSON numbers within datetime's range, keeps every odd value a 401.
+NUMERIC_DATES = ("exp", "nbf", "iat")
+MAX_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 class AuthError(Exception):
@@ -96,6 +102,31 @@ def _parse_scopes(claims: dict[str, Any]) -> frozenset[str]:
     raise AuthError("invalid_token", "scope claim must be a space-separated string or a list")
 
 
+def check_times(claims: dict[str, Any], now: float, leeway_s: float = 0.0) -> None:
+    """``exp`` (required), ``nbf`` and ``iat``: their types, then whether the token is valid
+    at ``now``; an :class:`AuthError` naming the claim otherwise."""
+    for name in NUMERIC_DATES:
+        value = claims.get(name)
+        if value is None and name != "exp":
+            continue
+        if value is None:
+            raise AuthError("invalid_token", "token lacks the required claim 'exp'")
+        # the range check also refuses NaN and infinities (every comparison with NaN is false)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not -MAX_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE
+        ):
+            raise AuthError(
+                "invalid_token", f"{name} claim must be a number of seconds since 1970 (UTC)"
+            )
+    if claims["exp"] <= now - leeway_s:
+        raise AuthError("token_expired", "token has expired")
+    for name in ("nbf", "iat"):
+        if claims.get(name) is not None and claims[name] > now + leeway_s:
+            raise AuthError("invalid_token", f"token not valid yet ({name} in the future)")
+
+
 def _parse_devices(claims: dict[str, Any]) -> tuple[str, ...] | None:
     raw = claims.get("devices")
     if raw is None:
@@ -142,8 +173,10 @@ class JwtVerifier:
             )
 
     def verify(self, token: str, now: float | None = None) -> Principal:
-        if not isinstance(token, str) or not token or len(token) > 8192:
+        if not isinstance(token, str) or not token:
             raise AuthError("invalid_token", "token missing or malformed")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AuthError("invalid_token", f"token longer than {MAX_TOKEN_CHARS} characters")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -156,6 +189,10 @@ class JwtVerifier:
         options: Any = {
             "require": ["exp", "sub"],
             "verify_aud": self.audience is not None,
+            # the times are checked by check_times(), which also checks their types
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
         }
         try:
             claims = jwt.decode(
@@ -164,15 +201,11 @@ class JwtVerifier:
                 algorithms=[self.algorithm],
                 audience=self.audience,
                 issuer=self.issuer,
-                leeway=self.leeway_s,
                 options=options,
             )
-        except jwt.ExpiredSignatureError:
-            raise AuthError("token_expired", "token has expired") from None
         except jwt.PyJWTError as exc:
             raise AuthError("invalid_token", _reason(exc)) from None
-        if now is not None and claims["exp"] <= now - self.leeway_s:
-            raise AuthError("token_expired", "token has expired")
+        check_times(claims, time.time() if now is None else now, self.leeway_s)
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > 256:
             raise AuthError("invalid_token", "sub claim must be a non-empty string")
@@ -197,6 +230,12 @@ def _reason(exc: Exception) -> str:
         return f"token lacks the required claim {exc.claim!r}"
     if isinstance(exc, jwt.InvalidSignatureError):
         return "token signature invalid"
+    if isinstance(exc, jwt.exceptions.InvalidSubjectError):
+        return "sub claim must be a non-empty string"
+    if isinstance(exc, jwt.exceptions.InvalidJTIError):
+        return "jti claim must be a string"
+    if isinstance(exc, jwt.DecodeError):
+        return "token is not a well-formed JWT (its parts must be base64url JSON objects)"
     return "token invalid"
 
 

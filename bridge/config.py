@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -93,6 +93,22 @@ class Settings(BaseSettings):
     ws_heartbeat_s: float = Field(
         default=20.0, gt=0, description="ping interval; no pong within it closes with 1011"
     )
+    db_pool_size: int = Field(
+        default=8, ge=2, le=1000, description="database connections of each front process"
+    )
+    # A CSV export holds one pool connection for as long as its client keeps reading; these
+    # keep exports from taking the connections REST, snapshots and replays need.
+    export_max_concurrent: int = Field(
+        default=2, ge=1, description="CSV exports streaming at once per front process; then 503"
+    )
+    export_max_per_subject: int = Field(
+        default=1, ge=1, description="CSV exports streaming at once per token subject; then 429"
+    )
+    export_write_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="an export whose client takes no data for this long is aborted",
+    )
 
     ingest_client_id: str = "telemetry-bridge-ingest"
     ingest_scheduler: bool = Field(
@@ -128,6 +144,15 @@ class Settings(BaseSettings):
         ge=1,
         description="stored messages one `since` replays (or one `snapshot` sends) at most",
     )
+
+    @model_validator(mode="after")
+    def _exports_leave_connections(self) -> Settings:
+        if self.export_max_concurrent >= self.db_pool_size:
+            raise ValueError(
+                f"export_max_concurrent ({self.export_max_concurrent}) must be below "
+                f"db_pool_size ({self.db_pool_size}): exports would take every connection"
+            )
+        return self
 
     def retention(self) -> dict[str, timedelta | None]:
         days = {"raw": self.retention_raw_days, "1m": self.retention_1m_days,

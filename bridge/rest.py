@@ -6,7 +6,7 @@ Same scope and ``devices`` rules as the WebSocket: ``devices:read`` for devices,
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -15,8 +15,8 @@ import asyncpg
 from bridge.auth import AuthError, JwtVerifier, Principal
 from bridge.protocol import ClientError
 from ingest import names
-from ingest.payload import parse_timestamp
 from ingest.wire import iso_ms
+from storage.query_spec import QueryError, parse_time
 
 MAX_ROWS = 1000
 
@@ -37,7 +37,11 @@ def authenticate(verifier: JwtVerifier | None, authorization: str | None, now: f
 
 
 def _query(raw: str) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(raw, max_num_fields=20).items()}
+    try:
+        fields = parse_qs(raw, max_num_fields=20)
+    except ValueError:
+        raise ClientError(422, "validation_error", "too many query parameters") from None
+    return {k: v[0] for k, v in fields.items()}
 
 
 def query_params(raw: str) -> dict[str, Any]:
@@ -56,15 +60,14 @@ def query_params(raw: str) -> dict[str, Any]:
 
 
 def _time(params: dict[str, str], key: str) -> datetime | None:
+    """The telemetry query's time rules and bounds, so a year-1 or 5,000-digit time is a 422
+    here too."""
     if key not in params:
         return None
-    value: Any = params[key]
-    if value.lstrip("-").isdigit():
-        value = int(value)
     try:
-        return parse_timestamp(value)
-    except ValueError:
-        raise ClientError(422, "validation_error", f"{key}: epoch ms or ISO-8601") from None
+        return parse_time(params[key], key, datetime.now(UTC))
+    except QueryError as exc:
+        raise ClientError(422, "validation_error", str(exc)) from None
 
 
 async def devices(pool: asyncpg.Pool, principal: Principal, device_id: str | None) -> Any:

@@ -1,9 +1,11 @@
 """The WebSocket/HTTP front: ``websockets`` server, handshake policy, one writer per client.
 
 HTTP endpoints share the port (``process_request``). A handshake is refused with HTTP 401 for
-a bad token, 403 for a foreign Origin, 429 for too many new connections from one IP or for one
-subject, 503 past the total connection limit. Each client gets a reader loop (this module) and
-one writer task draining its bounded queue; fan-out never awaits a socket.
+a bad token, 403 for a foreign Origin (bridge.origins), 429 for too many new connections from
+one IP or for one subject, 503 past the total connection limit. CSV exports stream within their
+own budget (bridge.exports): 429 past one per subject, 503 past the process's limit. Each
+client gets a reader loop (this module) and one writer task draining its bounded queue;
+fan-out never awaits a socket.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from websockets.protocol import State
 
 from bridge import __version__, dashboard, protocol, rest
 from bridge.auth import AuthError, JwtVerifier, Principal
+from bridge.exports import ExportSlots
 from bridge.flow import bounded_connection, close_within
 from bridge.history import History, checked_query
 from bridge.http_stream import StreamedResponse, streaming_connection
 from bridge.hub import Hub
 from bridge.limits import WindowCounter
 from bridge.logs import redact_library_loggers
+from bridge.origins import origin_allowed
 from bridge.outbound import SharedBudget
 from bridge.session import FrontLimits, Session
 
@@ -76,6 +80,10 @@ class FrontConfig:
     limits: FrontLimits = field(default_factory=FrontLimits)
     # bytes queued for all clients of this process together (replies beyond it wait)
     queue_budget_bytes: int = 256 << 20
+    # CSV exports: each holds a pool connection while it streams (bridge.exports)
+    export_max_concurrent: int = 2
+    export_max_per_subject: int = 1
+    export_write_timeout_s: float = 30.0
 
 
 def client_ip(
@@ -182,6 +190,7 @@ class Front:
         self.sessions: set[Session] = set()
         self._per_sub: Counter[str] = Counter()
         self._per_ip = WindowCounter(config.new_connections_per_ip_per_min, 60.0)
+        self._exports = ExportSlots(config.export_max_concurrent, config.export_max_per_subject)
         # Keyed weakly: a handshake that never reaches the handler (cut short, timed out)
         # must not leave its entry behind (it did, keyed by id()).
         self._handshakes: weakref.WeakKeyDictionary[
@@ -247,6 +256,11 @@ class Front:
     ) -> Response | None:
         parts = urlsplit(request.path)
         path = parts.path.rstrip("/") or "/"
+        repeated = _repeated_header(request)
+        if repeated is not None:
+            return _json_response(
+                400, {"error": "bad_request", "message": f"the {repeated} header appears twice"}
+            )
         greet = True
         if path == "/" and request.headers.get("Upgrade", "").lower() == "websocket":
             # Clients that connect to the bare host (the Zhineng dialect) speak strict
@@ -256,12 +270,7 @@ class Front:
             if path.startswith("/api/v1/") and path != "/api/v1/events":
                 return await self._rest(path, parts.query, request)
             return self._http(path, request)
-        origin = request.headers.get("Origin")
-        if (
-            self.config.allowed_origins
-            and origin is not None
-            and origin not in self.config.allowed_origins
-        ):
+        if not self._origin_ok(request):
             self.stats.refused["origin"] += 1
             return _json_response(403, {"error": "forbidden", "message": "origin not allowed"})
         if self.stats.current >= self.config.max_connections:
@@ -577,13 +586,7 @@ class Front:
         if self.pool is None:
             return _json_response(503, {"error": "unavailable", "message": "no database"})
         try:
-            authorization = request.headers.get("Authorization")
-            if authorization is None and not self.config.auth_required:
-                # the same open door as the WebSocket handshake (BRIDGE_AUTH_REQUIRED=false),
-                # so the dashboard's anonymous mode can list devices and load history
-                principal = Principal("anonymous", frozenset({"admin"}))
-            else:
-                principal = rest.authenticate(self.verifier, authorization, time.time())
+            principal = self._http_principal(request)
             if path == "/api/v1/devices":
                 body = await rest.devices(self.pool, principal, None)
             elif path.startswith("/api/v1/devices/"):
@@ -604,23 +607,64 @@ class Front:
             return _json_response(500, {"error": "internal_error", "message": "internal error"})
         return _json_response(200, body)
 
-    async def _plan_stream(self, request: Request) -> StreamedResponse | None:
+    def _origin_ok(self, request: Request) -> bool:
+        return origin_allowed(
+            request.headers.get("Origin"),
+            request.headers.get("Host"),
+            self.config.allowed_origins,
+            anonymous_admin=not self.config.auth_required,
+        )
+
+    def _http_principal(self, request: Request) -> Principal:
+        """Who a REST request acts for: its Bearer token, else (BRIDGE_AUTH_REQUIRED=false)
+        the same anonymous admin as the WebSocket handshake, so the dashboard's anonymous mode
+        can list devices and load history; but only for the bridge's own pages and listed
+        origins, or any web page could read everything through the visitor's browser."""
+        authorization = request.headers.get("Authorization")
+        if authorization is None and not self.config.auth_required:
+            if not self._origin_ok(request):
+                raise protocol.ClientError(403, "forbidden", "origin not allowed")
+            return Principal("anonymous", frozenset({"admin"}))
+        return rest.authenticate(self.verifier, authorization, time.time())
+
+    async def _plan_stream(self, request: Request) -> StreamedResponse | Response | None:
         """CSV export of /api/v1/telemetry streams; anything else (including a CSV request
-        that fails validation, which then gets its JSON error) takes the normal path."""
+        that fails validation, which then gets its JSON error) takes the normal path. An
+        export over its budget (bridge.exports) is answered at once with 429/503."""
         parts = urlsplit(request.path)
         if parts.path.rstrip("/") != "/api/v1/telemetry" or self.history is None:
             return None
-        params = rest.query_params(parts.query)
-        if params.get("format") != "csv":
+        if _repeated_header(request) is not None:
             return None
         try:
-            principal = rest.authenticate(
-                self.verifier, request.headers.get("Authorization"), time.time()
-            )
+            params = rest.query_params(parts.query)
+            if params.get("format") != "csv":
+                return None
+            principal = self._http_principal(request)
             query = checked_query(principal, params)
         except protocol.ClientError:
             return None
-        return StreamedResponse("text/csv; charset=utf-8", self.history.csv(query), "telemetry.csv")
+        refusal = self._exports.acquire(principal.sub)
+        if refusal is not None:
+            self.stats.refused["export"] += 1
+            response = _json_response(
+                refusal.status,
+                {
+                    "error": refusal.error,
+                    "message": refusal.message,
+                    "retry_after": refusal.retry_after_s,
+                },
+            )
+            response.headers["Retry-After"] = str(refusal.retry_after_s)
+            return response
+        subject = principal.sub
+        return StreamedResponse(
+            "text/csv; charset=utf-8",
+            self.history.csv(query),
+            "telemetry.csv",
+            write_timeout_s=self.config.export_write_timeout_s,
+            on_close=lambda: self._exports.release(subject),
+        )
 
     def _http(self, path: str, request: Request) -> Response:
         if dashboard.is_dashboard_path(path):  # a plain GET /: the page (with Upgrade: /ws)
@@ -697,7 +741,8 @@ class Front:
                         "errors": 0,
                         "dropped": m["messages"]["dropped"],
                     },
-                    "brokerSubscriptions": self.hub.subscriptions(),
+                    # a count only: the filters name other clients' devices and sessions
+                    "brokerSubscriptionCount": len(self.hub.subscriptions()),
                 },
             )
         return _json_response(404, {"error": "not_found", "message": f"no endpoint {path}"})
@@ -769,6 +814,18 @@ def _limit_unauthenticated(ws: ServerConnection, limits: FrontLimits) -> None:
 def _lift_unauthenticated_limits(ws: ServerConnection, limits: FrontLimits) -> None:
     ws.protocol.max_message_size = limits.max_frame_bytes
     ws.recv_messages.high, ws.recv_messages.low = MAX_QUEUE, MAX_QUEUE // 4
+
+
+# Headers the front reads with Headers.get(), which raises when a header is repeated: a
+# request repeating one gets a 400 instead of a failed handshake (HTTP 500 or a drop).
+_SINGLE_HEADERS = ("Host", "Origin", "Authorization", "Upgrade", "Accept", "If-None-Match")
+
+
+def _repeated_header(request: Request) -> str | None:
+    for name in _SINGLE_HEADERS:
+        if len(request.headers.get_all(name)) > 1:
+            return name
+    return None
 
 
 def _batch_frame(frames: list[bytes]) -> bytes:

@@ -73,9 +73,11 @@ def _timestamp(value: Any) -> datetime:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except OverflowError:  # year 1 at +14:00 or year 9999 at -14:00 leaves datetime's range
+            raise ValueError("timestamp out of range") from None
         except ValueError:
             raise ValueError("not an ISO-8601 timestamp") from None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     raise ValueError("timestamp must be epoch milliseconds or an ISO-8601 string")
 
 

@@ -33,6 +33,18 @@ MAX_METRICS = 50
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 DEFAULT_RANGE = timedelta(hours=1)
+# Times a query may name. Python's datetime ends at year 9999 and starts at year 1, so a range
+# near either end overflows as soon as it is shifted (default range, bucket alignment): a
+# bounded window turns those into a 422 naming the parameter instead of an OverflowError.
+# Nothing is stored before 2000 (ingest.payload.EARLIEST) and readings may be at most hours
+# ahead, so the window excludes no real data.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+_TIME_RANGE = f"{EARLIEST_TIME:%Y-%m-%d} to {LATEST_TIME:%Y-%m-%d} UTC"
+# Epoch milliseconds of LATEST_TIME have 13 digits: more is out of range whatever the digits
+# (and Python refuses to turn a string of over 4,300 digits into an int at all).
+_EPOCH_MS_DIGITS = 13
+_WHOLE = re.compile(r"^[0-9]{1,9}$")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^(\d{1,6})(ms|s|m|h|d|w)$")
@@ -65,6 +77,8 @@ class Cursor:
         except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
             raise QueryError("cursor: not a cursor this server returned") from None
         if not names.is_device_id(device) or not names.is_metric(metric) or when.tzinfo is None:
+            raise QueryError("cursor: not a cursor this server returned")
+        if not EARLIEST_TIME <= when <= LATEST_TIME:
             raise QueryError("cursor: not a cursor this server returned")
         return cls(device, metric, when)
 
@@ -99,7 +113,18 @@ def parse_duration(text: str, what: str = "duration") -> timedelta:
 
 
 def parse_time(value: Any, what: str, now: datetime) -> datetime:
-    """Epoch milliseconds, ISO-8601, ``now``, ``now-1h`` or ``-1h`` (relative to now)."""
+    """Epoch milliseconds, ISO-8601, ``now``, ``now-1h`` or ``-1h`` (relative to now), from
+    1970 to 2200 (:data:`EARLIEST_TIME`, :data:`LATEST_TIME`)."""
+    try:
+        when = _parse_time(value, what, now)
+    except OverflowError:  # past year 1 or 9999: out of range, whatever the form
+        raise QueryError(f"{what}: out of range (times from {_TIME_RANGE})") from None
+    if not EARLIEST_TIME <= when <= LATEST_TIME:
+        raise QueryError(f"{what}: out of range (times from {_TIME_RANGE})")
+    return when
+
+
+def _parse_time(value: Any, what: str, now: datetime) -> datetime:
     if isinstance(value, str):
         text = value.strip()
         relative = _RELATIVE.match(text)
@@ -110,14 +135,24 @@ def parse_time(value: Any, what: str, now: datetime) -> datetime:
                 return now
             delta = parse_duration(amount, what)
             return now - delta if sign == "-" else now + delta
-        if text.lstrip("-").isdigit():
+        digits = text.removeprefix("-")
+        if digits.isdigit():
+            if not digits.isascii():  # "²" is a digit to str.isdigit(), not to int()
+                raise _bad_time(what)
+            if len(digits) > _EPOCH_MS_DIGITS:
+                raise OverflowError  # further out than any time in range
             value = int(text)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= 10**_EPOCH_MS_DIGITS:
+            raise OverflowError
     try:
         return parse_timestamp(value)
     except ValueError:
-        raise QueryError(
-            f"{what}: epoch milliseconds, ISO-8601, 'now' or a relative time like -1h"
-        ) from None
+        raise _bad_time(what) from None
+
+
+def _bad_time(what: str) -> QueryError:
+    return QueryError(f"{what}: epoch milliseconds, ISO-8601, 'now' or a relative time like -1h")
 
 
 def _floor(ts: datetime, step: timedelta) -> datetime:
@@ -164,7 +199,7 @@ def _choice(params: Mapping[str, Any], key: str, allowed: tuple[str, ...], defau
 def _limit(value: Any, default: int | None) -> int | None:
     if value in (None, ""):
         return default
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and _WHOLE.match(value):  # ASCII digits, short enough for int()
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
         raise QueryError(f"limit: a whole number from 1 to {MAX_LIMIT}")

@@ -79,6 +79,74 @@ def test_rejections(token: str, error: str) -> None:
     assert (SECRET not in err.value.message and token[:20] not in err.value.message) or not token
 
 
+def raw_hs(claims_json: str, key: str = SECRET) -> str:
+    """HS256 over exactly this JSON (PyJWT's encoder refuses some of the claims below)."""
+    import hashlib
+    import hmac
+
+    def b64(b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    head = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(claims_json.encode())
+    return f"{head}.{b64(hmac.new(key.encode(), head.encode(), hashlib.sha256).digest())}"
+
+
+SOON = int(NOW) + 600
+_ALICE = '"sub":"alice","scope":"admin"'
+# Correctly signed tokens whose claims have the wrong type or size: each a 401 naming the
+# claim, never an exception the front would turn into a 500.
+BAD_CLAIMS = [
+    (f'{{{_ALICE},"exp":"{SOON}"}}', "invalid_token", "exp claim must be a number"),
+    (f'{{{_ALICE},"exp":"soon"}}', "invalid_token", "exp claim must be a number"),
+    (f'{{{_ALICE},"exp":[{SOON}]}}', "invalid_token", "exp claim must be a number"),
+    (f'{{{_ALICE},"exp":true}}', "invalid_token", "exp claim must be a number"),
+    (f'{{{_ALICE},"exp":{"9" * 400}}}', "invalid_token", "exp claim must be a number"),
+    (f'{{{_ALICE},"exp":1e400}}', "invalid_token", "exp claim must be a number"),
+    (f'{{{_ALICE},"exp":NaN}}', "invalid_token", "exp claim must be a number"),
+    (f'{{{_ALICE},"exp":null}}', "invalid_token", "required claim 'exp'"),
+    (f'{{{_ALICE},"exp":{SOON},"nbf":"{SOON - 900}"}}', "invalid_token", "nbf claim"),
+    (f'{{{_ALICE},"exp":{SOON},"nbf":{"9" * 400}}}', "invalid_token", "nbf claim"),
+    (f'{{{_ALICE},"exp":{SOON},"nbf":{SOON}}}', "invalid_token", "nbf in the future"),
+    (f'{{{_ALICE},"exp":{SOON},"iat":"{SOON - 900}"}}', "invalid_token", "iat claim"),
+    (f'{{{_ALICE},"exp":{SOON},"iat":{{}}}}', "invalid_token", "iat claim"),
+    (f'{{{_ALICE},"exp":{SOON},"iat":{SOON}}}', "invalid_token", "iat in the future"),
+    (f'{{{_ALICE},"exp":{int(NOW) - 5}}}', "token_expired", "expired"),
+    (f'{{"sub":"alice","scope":5,"exp":{SOON}}}', "invalid_token", "scope claim"),
+    (f'{{"sub":"alice","scope":{{"a":1}},"exp":{SOON}}}', "invalid_token", "scope claim"),
+    (f'{{"sub":"alice","scp":[1],"exp":{SOON}}}', "invalid_token", "scope claim"),
+    (f'{{{_ALICE},"devices":5,"exp":{SOON}}}', "invalid_token", "devices claim"),
+    (f'{{{_ALICE},"devices":{{"d1":true}},"exp":{SOON}}}', "invalid_token", "devices claim"),
+    (f'{{{_ALICE},"devices":[1],"exp":{SOON}}}', "invalid_token", "devices claim"),
+    (f'{{"scope":"admin","exp":{SOON}}}', "invalid_token", "required claim 'sub'"),
+    (f'{{"sub":5,"scope":"admin","exp":{SOON}}}', "invalid_token", "sub claim"),
+    (f'{{"sub":["alice"],"scope":"admin","exp":{SOON}}}', "invalid_token", "sub claim"),
+    (f'{{"sub":"{"a" * 300}","scope":"admin","exp":{SOON}}}', "invalid_token", "sub claim"),
+    (f'{{{_ALICE},"exp":{SOON},"jti":5}}', "invalid_token", "jti claim"),
+    ("[1, 2]", "invalid_token", "well-formed"),
+    ('"alice"', "invalid_token", "well-formed"),
+    (f'{{{_ALICE},"exp":{SOON},"pad":"{"x" * 9000}"}}', "invalid_token", "longer than 8192"),
+]
+
+
+@pytest.mark.parametrize(("claims", "error", "words"), BAD_CLAIMS)
+def test_claims_of_the_wrong_type_or_size(claims: str, error: str, words: str) -> None:
+    with pytest.raises(AuthError) as err:
+        JwtVerifier("HS256", SECRET).verify(raw_hs(claims), now=NOW)
+    assert err.value.error == error and words in err.value.message
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        f'{{{_ALICE},"exp":{SOON}.5}}',  # NumericDate may be fractional
+        f'{{{_ALICE},"exp":{SOON},"nbf":{int(NOW) - 60},"iat":{int(NOW) - 60}}}',
+        f'{{{_ALICE},"exp":{SOON},"nbf":null}}',  # null is as good as absent
+    ],
+)
+def test_numeric_dates_that_are_fine(claims: str) -> None:
+    assert JwtVerifier("HS256", SECRET).verify(raw_hs(claims), now=NOW).sub == "alice"
+
+
 def test_audience_and_issuer_when_configured() -> None:
     v = JwtVerifier("HS256", SECRET, audience="bridge", issuer="https://idp.example")
     ok = hs(good(aud="bridge", iss="https://idp.example"))
