@@ -114,6 +114,7 @@ class AsyncMqtt:
         keepalive: int = 30,
         on_connection_lost: Callable[[], None] | None = None,
         retained_on_resubscribe: bool = True,
+        retain_as_published: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.generation = 0
@@ -133,6 +134,9 @@ class AsyncMqtt:
             if retained_on_resubscribe
             else SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
         )
+        # MQTT 5 "retain as published": live messages keep the retain flag their publisher set
+        # (by default the broker clears it, and only copies sent on subscribing carry it).
+        self._retain_as_published = retain_as_published
         self._stopping = False
         self._reconnect_task: asyncio.Task[None] | None = None
         self._misc_task: asyncio.Task[None] | None = None
@@ -224,7 +228,12 @@ class AsyncMqtt:
     def _subscribe(self, topic: str, qos: int) -> None:
         if self._v5:
             self.client.subscribe(
-                topic, options=SubscribeOptions(qos=qos, retainHandling=self._retain_handling)
+                topic,
+                options=SubscribeOptions(
+                    qos=qos,
+                    retainAsPublished=self._retain_as_published,
+                    retainHandling=self._retain_handling,
+                ),
             )
         else:
             self.client.subscribe(topic, qos)

@@ -42,7 +42,7 @@ from ingest.faults import Faults
 from ingest.logs import parse_log
 from ingest.mqtt import AsyncMqtt, MqttEndpoint
 from ingest.payload import MAX_PAYLOAD_BYTES, PayloadError, Reading, parse_telemetry
-from ingest.retained import RetainedSeen, retained_key
+from ingest.retained import LastRetained, payload_digest
 from ingest.rules import AlertEvent, Rule, RuleEngine, alert_from_row, rule_from_row
 from ingest.status import parse_status
 from ingest.storable import db_text
@@ -98,8 +98,8 @@ class IngestConfig:
     dead_letter_tracked_devices: int = 10_000
     # A dead letter keeps this much of its payload: enough to see what was wrong.
     dead_letter_max_payload_bytes: int = 4096
-    # Retained device messages already handled, remembered so a reconnect does not redo them.
-    retained_seen_max: int = 100_000
+    # Topics whose last retained message is remembered, so a resubscription does not redo it.
+    retained_topics_max: int = 100_000
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -172,8 +172,8 @@ class _Prepared:
     # Where each message's output ends in (rows, dead, errors, statuses, logs): a range of
     # messages can then be written on its own without parsing it again (``part``).
     ends: list[_Ends] = field(default_factory=list)
-    # Digests of the retained copies handled in this batch (remembered once it commits).
-    retained: list[bytes] = field(default_factory=list)
+    # topic -> digest of the retained messages handled in this batch (kept once it commits)
+    retained: dict[str, bytes] = field(default_factory=dict)
 
     def mark(self) -> None:
         """Close the output of the message just prepared."""
@@ -232,7 +232,7 @@ class IngestService:
         self._budget = DeadLetterBudget(
             config.dead_letter_per_device_per_min, max_devices=config.dead_letter_tracked_devices
         )
-        self._retained = RetainedSeen(config.retained_seen_max)
+        self._retained = LastRetained(config.retained_topics_max)
 
     # -- MQTT side ---------------------------------------------------------------------------
     def _on_message(self, message: paho.MQTTMessage) -> None:
@@ -284,6 +284,7 @@ class IngestService:
             manual_ack=True,
             on_connection_lost=self._on_connection_lost,
             retained_on_resubscribe=False,
+            retain_as_published=True,  # see ingest/retained.py
         )
         # Messages are freed by reference counting; the cyclic GC only rescans the thousands
         # of in-flight messages over and over. Freeze what start-up built and collect rarely.
@@ -455,11 +456,12 @@ class IngestService:
     def _prepare_one(self, prep: _Prepared, msg: Inbound) -> None:
         cfg = self.config
         if msg.retain:
-            key = retained_key(msg.topic, msg.payload)
-            if key in self._retained or key in prep.retained:
+            digest = payload_digest(msg.payload)
+            last = prep.retained.get(msg.topic) or self._retained.get(msg.topic)
+            if digest == last:
                 self.stats.retained_skipped += 1
-                return  # handled before; acknowledged with the batch
-            prep.retained.append(key)
+                return  # a copy of one handled before; acknowledged with the batch
+            prep.retained[msg.topic] = digest
         # One conversion for both the stand-in ts and received_at (below): a float
         # rounding here and a truncation there once made received_at 1 us before ts.
         base_us = int(msg.received_at * 1_000_000)
@@ -597,8 +599,8 @@ class IngestService:
             for msg in batch:
                 if msg.qos:
                     self._mqtt.ack(msg.mid, msg.qos)
-        for key in prep.retained:
-            self._retained.add(key)
+        for topic, digest in prep.retained.items():
+            self._retained.remember(topic, digest)
         self._account(done, result, committed)
         self._publish(done, result)
         if report := self._budget.report(time.monotonic()):

@@ -1,27 +1,42 @@
-"""Retained copies already handled: a bounded set of (topic, payload) digests."""
+"""Retained copies already handled: per topic, the digest of the last retained message."""
 
 from __future__ import annotations
 
-from ingest.retained import RetainedSeen, retained_key
+import pytest
+
+from ingest.retained import LastRetained, payload_digest
 
 
-def test_key_depends_on_topic_and_payload_without_ambiguity() -> None:
-    assert retained_key("a/b", b"x") == retained_key("a/b", b"x")
-    assert retained_key("a/b", b"x") != retained_key("a/b", b"y")
-    assert retained_key("a/b", b"x") != retained_key("a/c", b"x")
-    assert retained_key("ab", b"c") != retained_key("a", b"bc")
-    assert len(retained_key("t", b"p" * 1_000_000)) == 16
+def test_digest_is_fixed_size_and_tells_payloads_apart() -> None:
+    assert payload_digest(b"x") == payload_digest(b"x")
+    assert payload_digest(b"x") != payload_digest(b"y")
+    assert len(payload_digest(b"p" * 1_000_000)) == 16
 
 
-def test_seen_is_bounded_and_evicts_the_least_recently_seen() -> None:
-    seen = RetainedSeen(max_items=3)
-    keys = [retained_key("t", bytes([i])) for i in range(5)]
-    for key in keys[:3]:
-        seen.add(key)
-    assert keys[0] in seen  # refreshed: now the most recent
-    seen.add(keys[3])  # evicts keys[1]
-    assert keys[1] not in seen
-    assert keys[0] in seen and keys[2] in seen and keys[3] in seen
-    for key in keys:
-        seen.add(key)
-    assert len(seen) == 3
+def test_the_last_retained_message_per_topic_replaces_the_one_before() -> None:
+    last = LastRetained()
+    online, offline = payload_digest(b"online"), payload_digest(b"offline")
+    assert last.get("devices/d/status") is None
+    last.remember("devices/d/status", online)
+    assert last.get("devices/d/status") == online  # a resent copy is recognised
+    last.remember("devices/d/status", offline)
+    assert last.get("devices/d/status") == offline  # so "online" again is new again
+    assert last.get("devices/e/status") is None
+
+
+def test_topics_are_bounded_and_the_least_recently_used_goes_first() -> None:
+    last = LastRetained(max_topics=3)
+    for t in "abc":
+        last.remember(t, payload_digest(t.encode()))
+    last.remember("a", payload_digest(b"a2"))  # refreshed
+    last.remember("d", payload_digest(b"d"))  # evicts b
+    assert last.get("b") is None
+    assert all(last.get(t) is not None for t in "acd")
+    for i in range(1000):
+        last.remember(f"t{i}", payload_digest(b"x"))
+    assert len(last) == 3
+
+
+def test_invalid_bound() -> None:
+    with pytest.raises(ValueError):
+        LastRetained(0)
