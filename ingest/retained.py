@@ -1,19 +1,17 @@
-"""Retained messages on device topics that this process has already handled (pure).
+"""Retained messages on device topics: which copies were dead-lettered already (pure).
 
 A device may publish with the retain flag, and the broker then hands its last retained message
 on that topic to every new subscription: each time the ingest subscribes anew (MQTT 3.1.1: on
-every reconnect; MQTT 5: when the broker lost the session) it would store or dead-letter the
-same message once more, and a retained reading without ``ts`` would even be stored again under
-a new time.
+every reconnect; MQTT 5: only when the broker lost the session, as the ingest asks for retained
+messages on new subscriptions only) it would dead-letter the same garbage once more.
 
 The broker keeps one retained message per topic, so this keeps, per topic, a digest of the last
-retained message handled (for the most recently used ``max_topics`` topics). A retained
-message equal to it is a copy of one already handled and is only acknowledged. The ingest
-subscribes with MQTT 5 "retain as published", so it also sees the flag on a device's live
-retained publishes and remembers those; a device's next, different retained message replaces
-the entry (``online`` -> ``offline`` -> ``online`` is handled three times). The one cost: a
-device publishing the very same retained payload twice in a row has the second one skipped,
-which loses nothing unless it is a reading without ``ts``.
+retained message handled (for the most recently used ``max_topics`` topics). The ingest
+subscribes with MQTT 5 "retain as published", so it sees the flag on a device's live retained
+publishes too. A retained message equal to the topic's last one is not dead-lettered again.
+Valid messages are always handled: a thermostat publishing the same retained value without
+``ts`` every minute sends a reading every minute, indistinguishable on the wire from a copy;
+a retained copy of a reading with ``ts`` stores nothing twice anyway.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ unwritten messages; the broker redelivers them and the idempotent insert absorbs
 Hostile devices: validation refuses what PostgreSQL cannot store, so one device's bad message
 costs a dead letter, not the batch. Should the database still refuse a batch for its content,
 the batch is halved until the message at fault is found (ingest/bisect.py). Dead letters are
-rationed per device (ingest/dead_letters.py), and retained copies already handled are not
-handled again on a reconnect (ingest/retained.py).
+rationed per device (ingest/dead_letters.py), and a retained garbage message the broker
+resends on a new subscription is not dead-lettered again (ingest/retained.py).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class IngestConfig:
     dead_letter_tracked_devices: int = 10_000
     # A dead letter keeps this much of its payload: enough to see what was wrong.
     dead_letter_max_payload_bytes: int = 4096
-    # Topics whose last retained message is remembered, so a resubscription does not redo it.
+    # Topics whose last retained message is remembered (copies are not dead-lettered again).
     retained_topics_max: int = 100_000
 
 
@@ -124,7 +124,7 @@ class IngestStats:
     readings_duplicate: int = 0
     dead_letters: int = 0
     dead_letters_dropped: int = 0  # over the per-device budget: counted, not stored
-    retained_skipped: int = 0  # retained copies handled before, acknowledged only
+    retained_skipped: int = 0  # copies of retained garbage dead-lettered before
     batches: int = 0
     db_writes: int = 0  # write transactions attempted
     db_refused: int = 0  # of which the database refused for their content
@@ -455,35 +455,29 @@ class IngestService:
 
     def _prepare_one(self, prep: _Prepared, msg: Inbound) -> None:
         cfg = self.config
-        if msg.retain:
-            digest = payload_digest(msg.payload)
-            last = prep.retained.get(msg.topic) or self._retained.get(msg.topic)
-            if digest == last:
-                self.stats.retained_skipped += 1
-                return  # a copy of one handled before; acknowledged with the batch
-            prep.retained[msg.topic] = digest
+        repeat = self._retained_repeat(prep, msg)
         # One conversion for both the stand-in ts and received_at (below): a float
         # rounding here and a truncation there once made received_at 1 us before ts.
         base_us = int(msg.received_at * 1_000_000)
         received = _EPOCH + timedelta(microseconds=base_us)
         device = cfg.topics.parse_device_topic(msg.topic, "telemetry")
-        if device is None and (reporter := cfg.topics.parse_device_topic(msg.topic, "status")):
-            self._prepare_status(prep, msg, reporter, received)
-            return
-        if device is None and (logger := cfg.topics.parse_device_topic(msg.topic, "logs")):
-            try:
-                if not names.is_device_id(logger):
+        try:
+            if device is None and (reporter := cfg.topics.parse_device_topic(msg.topic, "status")):
+                device = reporter
+                if not names.is_device_id(device):
+                    raise PayloadError("invalid_device_id", "invalid device id in the topic")
+                status, reason = parse_status(msg.payload)
+                prep.statuses.append((device, status, reason, received))
+                return
+            if device is None and (logger := cfg.topics.parse_device_topic(msg.topic, "logs")):
+                device = logger
+                if not names.is_device_id(device):
                     raise PayloadError("invalid_device_id", "invalid device id in the topic")
                 prep.logs.append(
-                    (cfg.topics.logs(logger), parse_log(logger, msg.payload, received))
+                    (cfg.topics.logs(device), parse_log(device, msg.payload, received))
                 )
-            except PayloadError as exc:
-                self._reject(prep, msg, logger, exc, received)
-            except Exception:
-                self._unprocessable(prep, msg, logger, received)
-            return
-        device = device or ""
-        try:
+                return
+            device = device or ""
             readings = parse_telemetry(
                 device,
                 msg.payload,
@@ -493,16 +487,32 @@ class IngestService:
                 max_past=cfg.max_past,
             )
         except PayloadError as exc:
-            self._reject(prep, msg, device, exc, received)
+            self._reject(prep, msg, device or "", exc, received, repeat=repeat)
             return
         except Exception:
-            self._unprocessable(prep, msg, device, received)
+            # A parser failed in a way it should not: that costs one message a dead letter,
+            # never the writer task (an exception here would stop the ingest for everyone).
+            failed = PayloadError("unprocessable", "the bridge could not process this message")
+            if self._reject(prep, msg, device or "", failed, received, repeat=repeat):
+                log.exception(
+                    "unexpected error parsing a message on %s", names.safe_excerpt(msg.topic)
+                )
             return
         prep.readings.extend(readings)
         for r in readings:
             prep.rows.append(
                 (r.device_id, r.metric, r.ts, r.value, r.unit, self._received_at(base_us))
             )
+
+    def _retained_repeat(self, prep: _Prepared, msg: Inbound) -> bool:
+        """Whether ``msg`` is a copy of the last retained message handled on its topic
+        (ingest/retained.py); it is remembered as the topic's last retained one either way."""
+        if not msg.retain:
+            return False
+        digest = payload_digest(msg.payload)
+        last = prep.retained.get(msg.topic) or self._retained.get(msg.topic)
+        prep.retained[msg.topic] = digest
+        return digest == last
 
     def _received_at(self, at_us: int) -> datetime:
         """A received_at no other reading of this process has: strictly increasing in
@@ -512,26 +522,22 @@ class IngestService:
         self._last_received_us = us
         return _EPOCH + timedelta(microseconds=us)
 
-    def _prepare_status(
-        self, prep: _Prepared, msg: Inbound, device: str, received: datetime
-    ) -> None:
-        try:
-            if not names.is_device_id(device):
-                raise PayloadError("invalid_device_id", "invalid device id in the topic")
-            status, reason = parse_status(msg.payload)
-        except PayloadError as exc:
-            self._reject(prep, msg, device, exc, received)
-            return
-        except Exception:
-            self._unprocessable(prep, msg, device, received)
-            return
-        prep.statuses.append((device, status, reason, received))
-
     def _reject(
-        self, prep: _Prepared, msg: Inbound, device: str, exc: PayloadError, received: datetime
+        self,
+        prep: _Prepared,
+        msg: Inbound,
+        device: str,
+        exc: PayloadError,
+        received: datetime,
+        *,
+        repeat: bool = False,
     ) -> bool:
         """Dead-letter the message and tell the device why (when its id is safe to put in a
-        topic), unless the device has used up its dead-letter budget. Whether it was kept."""
+        topic), unless it is a ``repeat`` of the retained message dead-lettered before or the
+        device has used up its dead-letter budget. Whether it was kept."""
+        if repeat:
+            self.stats.retained_skipped += 1
+            return False
         valid = names.is_device_id(device)
         if not self._budget.allow(device if valid else None, time.monotonic()):
             self.stats.dead_letters_dropped += 1
@@ -556,15 +562,6 @@ class IngestService:
                 )
             )
         return True
-
-    def _unprocessable(
-        self, prep: _Prepared, msg: Inbound, device: str, received: datetime
-    ) -> None:
-        """A parser failed in a way it should not: one message is lost to a dead letter, never
-        the writer (an exception here would stop the ingest for every device)."""
-        exc = PayloadError("unprocessable", "the bridge could not process this message")
-        if self._reject(prep, msg, device, exc, received):
-            log.exception("unexpected error parsing a message on %s", names.safe_excerpt(msg.topic))
 
     def _refused_by_database(self, prep: _Prepared, msg: Inbound, cause: BaseException) -> None:
         """Dead-letter a message the database refused on its own, naming its device."""
