@@ -42,9 +42,9 @@ def is_data_error(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
         return state[:2] in _DATA_CLASSES
-    # Raised by the driver while encoding a record, before anything reaches the server:
-    # text it cannot encode (UnicodeEncodeError), a value of the wrong type or range.
-    # Checked before is_transient: asyncpg's client-side DataError is also an InterfaceError.
-    return isinstance(exc, (ValueError, TypeError, OverflowError)) and not isinstance(
-        exc, asyncpg.exceptions.ClientConfigurationError
-    )
+    # Raised by the driver while encoding the rows, before anything reaches the server: text
+    # it cannot encode, input a codec refuses. (Checked before is_transient by the caller:
+    # asyncpg's client-side DataError is also an InterfaceError.) Not TypeError: the rows'
+    # types are the bridge's own doing, and a bug must stall the stream loudly, not turn
+    # every message into a dead letter.
+    return isinstance(exc, (UnicodeEncodeError, asyncpg.exceptions._base.DataError))

@@ -59,6 +59,7 @@ def test_status_reason_with_nul_is_refused_with_a_reason() -> None:
         (asyncpg.AdminShutdownError("shutdown"), False, True),
         (ConnectionResetError(), False, True),
         (asyncpg.exceptions.ClientConfigurationError("bad dsn"), False, True),
+        (TypeError("must be real number, not str"), False, False),  # a bug, not the data
     ],
 )
 def test_which_errors_the_rows_caused(exc: BaseException, data: bool, transient: bool) -> None:
