@@ -205,3 +205,53 @@ async def test_a_message_the_database_refuses_costs_logarithmic_transactions(
         assert again.stats.messages == 1
     assert await db.fetchval("SELECT count(*) FROM dead_letters") == 1
     print(f"{len(items)} messages in {batches} batch(es): {attempted} insert attempts")
+
+
+@pytest.mark.timeout(90)
+async def test_an_error_that_is_not_the_messages_fault_loses_nothing(
+    broker: BrokerInfo, database_url: str, topic_prefix: str, db: asyncpg.Connection, peer: MqttPeer
+) -> None:
+    # A permanent-looking error unrelated to the content (here: permission denied while a flag
+    # row exists, as after a mistaken REVOKE) must not turn good readings into dead letters.
+    await db.execute(
+        """
+        CREATE TABLE test_block (x int);
+        INSERT INTO test_block VALUES (1);
+        CREATE FUNCTION test_deny() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM test_block) THEN
+                RAISE EXCEPTION 'permission denied for table readings' USING ERRCODE = '42501';
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER test_deny BEFORE INSERT ON readings
+            FOR EACH STATEMENT EXECUTE FUNCTION test_deny();
+        """
+    )
+    topics = Topics(topic_prefix)
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    items = [
+        (
+            topics.device_telemetry(f"d-{i % 3}"),
+            orjson.dumps({"ts": base + timedelta(seconds=i), "v": i}),
+        )
+        for i in range(50)
+    ]
+    async with running_ingest(broker.url, database_url, topics) as service:
+        assert peer.publish_many(items) == len(items)
+
+        async def retrying_or_given_up() -> bool:
+            dead = await db.fetchval("SELECT count(*) FROM dead_letters")
+            return service.stats.db_retries >= 3 or dead > 0
+
+        await wait_until(retrying_or_given_up, timeout=30)
+        assert await db.fetchval("SELECT count(*) FROM dead_letters") == 0
+        assert await db.fetchval("SELECT count(*) FROM readings") == 0
+        await db.execute("DELETE FROM test_block")  # the operator fixes the grant
+
+        async def stored() -> bool:
+            return int(await db.fetchval("SELECT count(*) FROM readings")) >= len(items)
+
+        await wait_until(stored, timeout=30)
+    assert await db.fetchval("SELECT count(*) FROM readings") == len(items)
+    assert await db.fetchval("SELECT count(*) FROM dead_letters") == 0
