@@ -74,14 +74,11 @@ def _timestamp(value: Any) -> datetime:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except OverflowError:  # year 1 at +14:00 or year 9999 at -14:00 leaves datetime's range
+            raise ValueError("timestamp out of range") from None
         except ValueError:
             raise ValueError("not an ISO-8601 timestamp") from None
-        try:
-            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-        except OverflowError:
-            # e.g. 0001-01-01T00:00:00+01:00: a valid ISO time with no UTC form in Python.
-            # An OverflowError is not a ValueError, so it would escape validation entirely.
-            raise ValueError("timestamp out of range") from None
     raise ValueError("timestamp must be epoch milliseconds or an ISO-8601 string")
 
 
