@@ -38,7 +38,7 @@ from ingest.wire import status_event
 from storage.devices import mark_silent_offline
 from storage.migrate import ensure_partitions, migrate
 from storage.pool import connect, create_pool
-from storage.retention import apply_retention
+from storage.retention import apply_retention, expire_dead_letters
 from storage.rollups import refresh_rollups
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ def ingest_config(settings: Settings, database_url: str, mqtt_url: str) -> Inges
         ),
         publish_stream=settings.ingest_publish_stream,
         stats_file=settings.ingest_stats_file,
+        dead_letter_per_device_per_min=settings.dead_letter_per_device_per_min,
+        dead_letter_max_payload_bytes=settings.dead_letter_max_payload_bytes,
     )
 
 
@@ -111,6 +113,7 @@ def _scheduler(
     (``database_jobs``) and this process's system status."""
     topics = Topics(settings.mqtt_topic_prefix)
     retention = settings.retention()
+    dead_letter_retention = settings.dead_letter_retention()
 
     async def offline() -> None:
         try:
@@ -159,7 +162,11 @@ def _scheduler(
         await on_connection(lambda conn: refresh_rollups(conn, horizon), "rollup refresh")
 
     async def expire() -> None:
-        await on_connection(lambda conn: apply_retention(conn, retention), "retention")
+        async def work(conn: Any) -> None:
+            await apply_retention(conn, retention)
+            await expire_dead_letters(conn, dead_letter_retention)
+
+        await on_connection(work, "retention")
 
     async def partitions() -> None:
         try:

@@ -123,6 +123,15 @@ class Settings(BaseSettings):
     ingest_max_future_s: int = Field(default=3600, ge=0)
     ingest_max_past_days: int = Field(default=30, ge=1, le=3650)
     ingest_publish_stream: bool = True
+    dead_letter_per_device_per_min: float = Field(
+        default=60.0,
+        gt=0,
+        description="dead letters stored per device id and minute (a minute's worth may come at "
+        "once); beyond it they are counted and acknowledged, not stored",
+    )
+    dead_letter_max_payload_bytes: int = Field(
+        default=4096, ge=0, le=1024 * 1024, description="payload bytes a dead letter keeps"
+    )
     ingest_stats_file: Path | None = None
     device_offline_after_s: int = Field(
         default=300, ge=1, description="silence after which a device is marked offline"
@@ -138,6 +147,9 @@ class Settings(BaseSettings):
     retention_raw_days: int = Field(default=30, ge=0, description="raw readings; 0 = forever")
     retention_1m_days: int = Field(default=365, ge=0, description="1m rollups; 0 = forever")
     retention_1h_days: int = Field(default=0, ge=0, description="1h rollups; 0 = forever")
+    retention_dead_letter_days: int = Field(
+        default=7, ge=0, description="dead letters; 0 = forever"
+    )
     retention_interval_s: float = Field(default=3600.0, gt=0)
     replay_max_messages: int = Field(
         default=10_000,
@@ -158,6 +170,10 @@ class Settings(BaseSettings):
         days = {"raw": self.retention_raw_days, "1m": self.retention_1m_days,
                 "1h": self.retention_1h_days}  # fmt: skip
         return {tier: timedelta(days=n) if n else None for tier, n in days.items()}
+
+    def dead_letter_retention(self) -> timedelta | None:
+        days = self.retention_dead_letter_days
+        return timedelta(days=days) if days else None
 
     @field_validator("database_url")
     @classmethod

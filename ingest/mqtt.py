@@ -113,6 +113,8 @@ class AsyncMqtt:
         manual_ack: bool = False,
         keepalive: int = 30,
         on_connection_lost: Callable[[], None] | None = None,
+        retained_on_resubscribe: bool = True,
+        retain_as_published: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.generation = 0
@@ -124,6 +126,17 @@ class AsyncMqtt:
         self._receive_maximum = receive_maximum
         self._keepalive = keepalive
         self._on_connection_lost = on_connection_lost
+        # MQTT 5 "retain handling": False asks the broker for retained messages only when a
+        # subscription is new, not each time a reconnect subscribes again to what the
+        # persistent session still holds. (MQTT 3.1.1 has no such option.)
+        self._retain_handling = (
+            SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE
+            if retained_on_resubscribe
+            else SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+        )
+        # MQTT 5 "retain as published": live messages keep the retain flag their publisher set
+        # (by default the broker clears it, and only copies sent on subscribing carry it).
+        self._retain_as_published = retain_as_published
         self._stopping = False
         self._reconnect_task: asyncio.Task[None] | None = None
         self._misc_task: asyncio.Task[None] | None = None
@@ -214,7 +227,14 @@ class AsyncMqtt:
 
     def _subscribe(self, topic: str, qos: int) -> None:
         if self._v5:
-            self.client.subscribe(topic, options=SubscribeOptions(qos=qos))
+            self.client.subscribe(
+                topic,
+                options=SubscribeOptions(
+                    qos=qos,
+                    retainAsPublished=self._retain_as_published,
+                    retainHandling=self._retain_handling,
+                ),
+            )
         else:
             self.client.subscribe(topic, qos)
 

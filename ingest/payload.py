@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from ingest import names
+from ingest.storable import text_problem
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_ENTRIES = 1_000
@@ -103,6 +104,8 @@ def _value(raw: Any) -> tuple[float, str | None]:
             raise ValueError(_VALUE_HELP)
         if unit is not None and not (isinstance(unit, str) and len(unit) <= MAX_UNIT_LENGTH):
             raise ValueError(f"unit must be text of at most {MAX_UNIT_LENGTH} characters")
+        if unit is not None and (problem := text_problem(unit)):
+            raise ValueError(f"unit {problem}")
         return _number(raw["value"]), unit
     return _number(raw), None
 
@@ -133,12 +136,13 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def _check_time(ts: datetime, now: datetime, max_future: timedelta, max_past: timedelta) -> None:
-    if ts > now + max_future:
+    # Differences, not now +/- window: the sum overflows for a window configured in millennia.
+    if ts - now > max_future:
         raise PayloadError(
             "timestamp_out_of_range",
             f"timestamp {ts.isoformat()} is more than {max_future} ahead of the bridge clock",
         )
-    if ts < now - max_past or ts < EARLIEST:
+    if now - ts > max_past or ts < EARLIEST:
         raise PayloadError(
             "timestamp_out_of_range",
             f"timestamp {ts.isoformat()} is older than the accepted window of {max_past}",

@@ -9,6 +9,12 @@ Nothing is acknowledged before its transaction commits. A database outage keeps 
 and retries with jittered backoff; the broker holds everything else (QoS 1, persistent
 session, receive maximum as the in-flight window). A connection loss drops the collected but
 unwritten messages; the broker redelivers them and the idempotent insert absorbs repeats.
+
+Hostile devices: validation refuses what PostgreSQL cannot store, so one device's bad message
+costs a dead letter, not the batch. Should the database still refuse a batch for its content,
+the batch is halved until the message at fault is found (ingest/bisect.py). Dead letters are
+rationed per device (ingest/dead_letters.py), and a retained garbage message the broker
+resends on a new subscription is not dead-lettered again (ingest/retained.py).
 """
 
 from __future__ import annotations
@@ -30,12 +36,16 @@ import paho.mqtt.client as paho
 
 from ingest import names
 from ingest.batcher import Batcher
+from ingest.bisect import isolate
+from ingest.dead_letters import DeadLetterBudget, keep_payload
 from ingest.faults import Faults
 from ingest.logs import parse_log
 from ingest.mqtt import AsyncMqtt, MqttEndpoint
 from ingest.payload import MAX_PAYLOAD_BYTES, PayloadError, Reading, parse_telemetry
+from ingest.retained import LastRetained, payload_digest
 from ingest.rules import AlertEvent, Rule, RuleEngine, alert_from_row, rule_from_row
 from ingest.status import parse_status
+from ingest.storable import db_text
 from ingest.stream import StreamPublisher
 from ingest.topics import Topics
 from ingest.wire import (
@@ -53,15 +63,11 @@ from storage.alerts import (
     open_alerts,
     save_alerts,
 )
-from storage.devices import StatusChange
-from storage.errors import is_transient
+from storage.errors import is_data_error, is_transient
 from storage.pool import create_pool
 from storage.readings import DeadLetterRow, ReadingRow, ReadingWriter, StatusRow, WriteResult
 
 log = logging.getLogger(__name__)
-
-# Dead letters keep at most this much of a payload: enough to debug, bounded for floods.
-DEAD_LETTER_KEEP_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,14 @@ class IngestConfig:
     # When set, the final counters and latency percentiles are written here as JSON on exit.
     stats_file: Path | None = None
     rules_reload_s: float = 10.0
+    # Dead letters stored per device id (messages without a valid id share one budget);
+    # beyond it they are counted and acknowledged, not stored.
+    dead_letter_per_device_per_min: float = 60.0
+    dead_letter_tracked_devices: int = 10_000
+    # A dead letter keeps this much of its payload: enough to see what was wrong.
+    dead_letter_max_payload_bytes: int = 4096
+    # Topics whose last retained message is remembered (copies are not dead-lettered again).
+    retained_topics_max: int = 100_000
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -98,6 +112,7 @@ class Inbound(NamedTuple):
     payload: bytes
     received_at: float
     generation: int
+    retain: bool = False
 
 
 @dataclass
@@ -108,7 +123,11 @@ class IngestStats:
     readings_stored: int = 0
     readings_duplicate: int = 0
     dead_letters: int = 0
+    dead_letters_dropped: int = 0  # over the per-device budget: counted, not stored
+    retained_skipped: int = 0  # copies of retained garbage dead-lettered before
     batches: int = 0
+    db_writes: int = 0  # write transactions attempted
+    db_refused: int = 0  # of which the database refused for their content
     db_retries: int = 0
     alerts: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -125,7 +144,11 @@ class IngestStats:
             "readings_stored": self.readings_stored,
             "readings_duplicate": self.readings_duplicate,
             "dead_letters": self.dead_letters,
+            "dead_letters_dropped": self.dead_letters_dropped,
+            "retained_skipped": self.retained_skipped,
             "batches": self.batches,
+            "db_writes": self.db_writes,
+            "db_refused": self.db_refused,
             "db_retries": self.db_retries,
             "alert_events": self.alerts,
             "uptime_s": round(time.monotonic() - self.started, 1),
@@ -134,15 +157,56 @@ class IngestStats:
         }
 
 
+_Ends = tuple[int, int, int, int, int]
+
+
 @dataclass
 class _Prepared:
     messages: list[Inbound]
-    rows: list[ReadingRow]
-    readings: list[Reading]
-    dead: list[DeadLetterRow]
-    errors: list[tuple[str, bytes]]  # (topic, payload) for devices/{id}/errors
+    rows: list[ReadingRow] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)  # parallel to rows
+    dead: list[DeadLetterRow] = field(default_factory=list)
+    errors: list[tuple[str, bytes]] = field(default_factory=list)  # for devices/{id}/errors
     statuses: list[StatusRow] = field(default_factory=list)
     logs: list[tuple[str, bytes]] = field(default_factory=list)  # (logs/{id} topic, event)
+    # Where each message's output ends in (rows, dead, errors, statuses, logs): a range of
+    # messages can then be written on its own without parsing it again (``part``).
+    ends: list[_Ends] = field(default_factory=list)
+    # topic -> digest of the retained messages handled in this batch (kept once it commits)
+    retained: dict[str, bytes] = field(default_factory=dict)
+
+    def mark(self) -> None:
+        """Close the output of the message just prepared."""
+        self.ends.append(
+            (len(self.rows), len(self.dead), len(self.errors), len(self.statuses), len(self.logs))
+        )
+
+    def part(self, lo: int, hi: int) -> _Prepared:
+        """The output of messages ``[lo, hi)`` alone."""
+        a = self.ends[lo - 1] if lo else (0, 0, 0, 0, 0)
+        b = self.ends[hi - 1]
+        return _Prepared(
+            self.messages[lo:hi],
+            self.rows[a[0] : b[0]],
+            self.readings[a[0] : b[0]],
+            self.dead[a[1] : b[1]],
+            self.errors[a[2] : b[2]],
+            self.statuses[a[3] : b[3]],
+            self.logs[a[4] : b[4]],
+        )
+
+    def extend(self, other: _Prepared) -> None:
+        """Append another part's output (not its messages)."""
+        self.rows += other.rows
+        self.readings += other.readings
+        self.dead += other.dead
+        self.errors += other.errors
+        self.statuses += other.statuses
+        self.logs += other.logs
+
+
+class _GaveUp(Exception):
+    """Shutting down with the database unavailable: nothing of the batch is acknowledged."""
 
 
 class IngestService:
@@ -165,6 +229,10 @@ class IngestService:
         self._engine = RuleEngine()
         self._pool: asyncpg.Pool | None = None
         self._unsaved: list[AlertEvent] = []  # alert events whose write failed; retried
+        self._budget = DeadLetterBudget(
+            config.dead_letter_per_device_per_min, max_devices=config.dead_letter_tracked_devices
+        )
+        self._retained = LastRetained(config.retained_topics_max)
 
     # -- MQTT side ---------------------------------------------------------------------------
     def _on_message(self, message: paho.MQTTMessage) -> None:
@@ -179,6 +247,7 @@ class IngestService:
                 bytes(message.payload),
                 time.time(),
                 self._mqtt.generation,
+                bool(message.retain),
             ),
             time.monotonic(),
         )
@@ -214,6 +283,8 @@ class IngestService:
             receive_maximum=cfg.receive_maximum,
             manual_ack=True,
             on_connection_lost=self._on_connection_lost,
+            retained_on_resubscribe=False,
+            retain_as_published=True,  # see ingest/retained.py
         )
         # Messages are freed by reference counting; the cyclic GC only rescans the thousands
         # of in-flight messages over and over. Freeze what start-up built and collect rarely.
@@ -376,46 +447,72 @@ class IngestService:
 
     # -- one batch ----------------------------------------------------------------------------
     def _prepare(self, batch: list[Inbound]) -> _Prepared:
-        cfg = self.config
-        prep = _Prepared(batch, [], [], [], [])
+        prep = _Prepared(batch)
         for msg in batch:
-            # One conversion for both the stand-in ts and received_at (below): a float
-            # rounding here and a truncation there once made received_at 1 us before ts.
-            base_us = int(msg.received_at * 1_000_000)
-            received = _EPOCH + timedelta(microseconds=base_us)
-            device = cfg.topics.parse_device_topic(msg.topic, "telemetry")
-            if device is None and (reporter := cfg.topics.parse_device_topic(msg.topic, "status")):
-                self._prepare_status(prep, msg, reporter, received)
-                continue
-            if device is None and (logger := cfg.topics.parse_device_topic(msg.topic, "logs")):
-                try:
-                    if not names.is_device_id(logger):
-                        raise PayloadError("invalid_device_id", "invalid device id in the topic")
-                    prep.logs.append(
-                        (cfg.topics.logs(logger), parse_log(logger, msg.payload, received))
-                    )
-                except PayloadError as exc:
-                    self._reject(prep, msg, logger, exc, received)
-                continue
-            device = device or ""
-            try:
-                readings = parse_telemetry(
-                    device,
-                    msg.payload,
-                    received,
-                    max_bytes=cfg.max_payload_bytes,
-                    max_future=cfg.max_future,
-                    max_past=cfg.max_past,
-                )
-            except PayloadError as exc:
-                self._reject(prep, msg, device, exc, received)
-                continue
-            prep.readings.extend(readings)
-            for r in readings:
-                prep.rows.append(
-                    (r.device_id, r.metric, r.ts, r.value, r.unit, self._received_at(base_us))
-                )
+            self._prepare_one(prep, msg)
+            prep.mark()
         return prep
+
+    def _prepare_one(self, prep: _Prepared, msg: Inbound) -> None:
+        cfg = self.config
+        repeat = self._retained_repeat(prep, msg)
+        # One conversion for both the stand-in ts and received_at (below): a float
+        # rounding here and a truncation there once made received_at 1 us before ts.
+        base_us = int(msg.received_at * 1_000_000)
+        received = _EPOCH + timedelta(microseconds=base_us)
+        device = cfg.topics.parse_device_topic(msg.topic, "telemetry")
+        try:
+            if device is None and (reporter := cfg.topics.parse_device_topic(msg.topic, "status")):
+                device = reporter
+                if not names.is_device_id(device):
+                    raise PayloadError("invalid_device_id", "invalid device id in the topic")
+                status, reason = parse_status(msg.payload)
+                prep.statuses.append((device, status, reason, received))
+                return
+            if device is None and (logger := cfg.topics.parse_device_topic(msg.topic, "logs")):
+                device = logger
+                if not names.is_device_id(device):
+                    raise PayloadError("invalid_device_id", "invalid device id in the topic")
+                prep.logs.append(
+                    (cfg.topics.logs(device), parse_log(device, msg.payload, received))
+                )
+                return
+            device = device or ""
+            readings = parse_telemetry(
+                device,
+                msg.payload,
+                received,
+                max_bytes=cfg.max_payload_bytes,
+                max_future=cfg.max_future,
+                max_past=cfg.max_past,
+            )
+        except PayloadError as exc:
+            self._reject(prep, msg, device or "", exc, received, repeat=repeat)
+            return
+        except Exception:
+            # A parser failed in a way it should not: that costs one message a dead letter,
+            # never the writer task (an exception here would stop the ingest for everyone).
+            failed = PayloadError("unprocessable", "the bridge could not process this message")
+            if self._reject(prep, msg, device or "", failed, received, repeat=repeat):
+                log.exception(
+                    "unexpected error parsing a message on %s", names.safe_excerpt(msg.topic)
+                )
+            return
+        prep.readings.extend(readings)
+        for r in readings:
+            prep.rows.append(
+                (r.device_id, r.metric, r.ts, r.value, r.unit, self._received_at(base_us))
+            )
+
+    def _retained_repeat(self, prep: _Prepared, msg: Inbound) -> bool:
+        """Whether ``msg`` is a copy of the last retained message handled on its topic
+        (ingest/retained.py); it is remembered as the topic's last retained one either way."""
+        if not msg.retain:
+            return False
+        digest = payload_digest(msg.payload)
+        last = prep.retained.get(msg.topic) or self._retained.get(msg.topic)
+        prep.retained[msg.topic] = digest
+        return digest == last
 
     def _received_at(self, at_us: int) -> datetime:
         """A received_at no other reading of this process has: strictly increasing in
@@ -425,30 +522,35 @@ class IngestService:
         self._last_received_us = us
         return _EPOCH + timedelta(microseconds=us)
 
-    def _prepare_status(
-        self, prep: _Prepared, msg: Inbound, device: str, received: datetime
-    ) -> None:
-        try:
-            if not names.is_device_id(device):
-                raise PayloadError("invalid_device_id", "invalid device id in the topic")
-            status, reason = parse_status(msg.payload)
-        except PayloadError as exc:
-            self._reject(prep, msg, device, exc, received)
-            return
-        prep.statuses.append((device, status, reason, received))
-
     def _reject(
-        self, prep: _Prepared, msg: Inbound, device: str, exc: PayloadError, received: datetime
-    ) -> None:
-        """Dead-letter the message; tell the device why, when its id is safe to put in a topic."""
+        self,
+        prep: _Prepared,
+        msg: Inbound,
+        device: str,
+        exc: PayloadError,
+        received: datetime,
+        *,
+        repeat: bool = False,
+    ) -> bool:
+        """Dead-letter the message and tell the device why (when its id is safe to put in a
+        topic), unless it is a ``repeat`` of the retained message dead-lettered before or the
+        device has used up its dead-letter budget. Whether it was kept."""
+        if repeat:
+            self.stats.retained_skipped += 1
+            return False
         valid = names.is_device_id(device)
+        if not self._budget.allow(device if valid else None, time.monotonic()):
+            self.stats.dead_letters_dropped += 1
+            return False
+        payload, note = keep_payload(msg.payload, self.config.dead_letter_max_payload_bytes)
+        # topic and detail carry untrusted text: a dead letter must never fail its transaction
         prep.dead.append(
             (
-                msg.topic,
+                db_text(msg.topic),
                 device if valid else None,
-                msg.payload[:DEAD_LETTER_KEEP_BYTES],
+                payload,
                 exc.reason,
-                exc.message,
+                db_text(exc.message + note),
                 received,
             )
         )
@@ -459,6 +561,23 @@ class IngestService:
                     device_error(exc.reason, exc.message, msg.topic, received),
                 )
             )
+        return True
+
+    def _refused_by_database(self, prep: _Prepared, msg: Inbound, cause: BaseException) -> None:
+        """Dead-letter a message the database refused on its own, naming its device."""
+        topics = self.config.topics
+        device = next(
+            (
+                d
+                for kind in ("telemetry", "status", "logs")
+                if (d := topics.parse_device_topic(msg.topic, kind)) is not None
+            ),
+            "",
+        )
+        detail = names.safe_excerpt(f"{type(cause).__name__}: {cause}", 300)
+        exc = PayloadError("storage_error", f"the database refused this message ({detail})")
+        received = _EPOCH + timedelta(microseconds=int(msg.received_at * 1_000_000))
+        self._reject(prep, msg, device, exc, received)
 
     async def _handle_batch(self, batch: list[Inbound], stop: asyncio.Event) -> None:
         assert self._mqtt is not None
@@ -467,47 +586,69 @@ class IngestService:
         if not batch:
             return
         prep = self._prepare(batch)
-        result = await self._store(prep, stop)
-        if result is None:
+        stored = await self._store(prep, stop)
+        if stored is None:
             return  # gave up at shutdown: nothing acknowledged, the broker redelivers
+        done, result = stored
         committed = time.time()
         self._faults.hit("after_commit")
         if self._mqtt.generation == generation:
             for msg in batch:
                 if msg.qos:
                     self._mqtt.ack(msg.mid, msg.qos)
-        self._account(prep, result, committed)
-        self._publish(prep, result)
+        for topic, digest in prep.retained.items():
+            self._retained.remember(topic, digest)
+        self._account(done, result, committed)
+        self._publish(done, result)
+        if report := self._budget.report(time.monotonic()):
+            log.warning("%s", report)
         if self._pool is not None:
             try:
-                await self._handle_alerts(self._feed_rules(prep, committed))
+                await self._handle_alerts(self._feed_rules(done, committed))
             except Exception as exc:  # kept in _unsaved and retried with the next batch/tick
                 log.warning("storing alerts failed (%s); will retry", exc)
 
-    async def _store(self, prep: _Prepared, stop: asyncio.Event) -> WriteResult | None:
-        """Write the batch, retrying transient failures with backoff until it commits.
+    async def _store(
+        self, prep: _Prepared, stop: asyncio.Event
+    ) -> tuple[_Prepared, WriteResult] | None:
+        """Write the batch; returns what was stored (``prep`` itself, unless the database
+        refused part of it) and the write's result.
 
         Returns None only when shutting down with the database still unavailable: nothing
         is acknowledged then, and the broker redelivers the batch to the next run.
         """
+        try:
+            result = await self._write(prep, stop)
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            return await self._store_split(prep, stop, exc)
+        return None if result is None else (prep, result)
+
+    async def _write(self, prep: _Prepared, stop: asyncio.Event) -> WriteResult | None:
+        """One transaction of ``prep``, retried with backoff until it commits.
+
+        A data error (the database refuses the content) is raised at once: retrying the same
+        rows cannot help. Any other error is retried, also a permanent-looking one (a missing
+        table, a revoked grant): it is not the messages' fault, and dead-lettering them would
+        lose good readings. Returns None when giving up at shutdown.
+        """
         delay = 0.1
         while True:
+            self.stats.db_writes += 1
             try:
-                try:
-                    return await self._writer.write(prep.rows, prep.dead, prep.statuses)
-                except Exception as exc:
-                    self._writer.reset()
-                    if is_transient(exc):
-                        raise
-                    return await self._store_split(prep, exc)
+                return await self._writer.write(prep.rows, prep.dead, prep.statuses)
             except Exception as exc:
-                if not is_transient(exc):
+                if is_data_error(exc):
+                    # the transaction rolled back; the connection is still good
+                    self.stats.db_refused += 1
                     raise
                 self._writer.reset()
                 if stop.is_set() and not self._accepting and delay > 2:
                     return None
                 self.stats.db_retries += 1
-                log.warning(
+                log.log(
+                    logging.WARNING if is_transient(exc) else logging.ERROR,
                     "database write failed (%s: %s); batch of %d messages kept, retry in %.1fs",
                     type(exc).__name__,
                     exc,
@@ -517,46 +658,62 @@ class IngestService:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 10.0)
 
-    async def _store_split(self, prep: _Prepared, exc: Exception) -> WriteResult | None:
-        """A permanent error: store message by message; dead-letter the ones that fail.
+    async def _store_split(
+        self, prep: _Prepared, stop: asyncio.Event, exc: Exception
+    ) -> tuple[_Prepared, WriteResult] | None:
+        """The database refused the batch for its content: halve it until the messages at
+        fault are found, storing the rest, and dead-letter those (ingest/bisect.py).
 
-        Without this, one message the database rejects would block the stream forever.
+        Without this one message the database rejects would block the stream forever; going
+        message by message instead costs one transaction per message of the batch.
         """
-        log.error("batch rejected by the database (%s); storing message by message", exc)
-        staged = inserted = 0
-        keys: set[tuple[str, str, datetime]] = set()
-        changes: list[StatusChange] = []
-        for msg in prep.messages:
-            one = self._prepare([msg])
+        log.warning(
+            "the database refused a batch of %d messages (%s); halving it to find the culprit",
+            len(prep.messages),
+            names.safe_excerpt(str(exc), 200),
+        )
+        parts: list[tuple[_Prepared, WriteResult]] = []
+        causes: dict[int, BaseException] = {}
+
+        async def attempt(lo: int, hi: int) -> bool:
+            part = prep.part(lo, hi)
             try:
-                res = await self._writer.write(one.rows, one.dead, one.statuses)
-            except Exception as one_exc:
-                if is_transient(one_exc):
+                result = await self._write(part, stop)
+            except Exception as part_exc:
+                if not is_data_error(part_exc):
                     raise
-                self._writer.reset()
-                received = datetime.fromtimestamp(msg.received_at, UTC)
-                await self._writer.write(
-                    [],
-                    [
-                        (
-                            msg.topic,
-                            None,
-                            msg.payload[:DEAD_LETTER_KEEP_BYTES],
-                            "storage_error",
-                            type(one_exc).__name__,
-                            received,
-                        )
-                    ],
-                )
-                continue
-            staged += res.staged
-            inserted += res.inserted
-            changes.extend(res.status_changes)
-            if res.inserted_keys is None:
-                keys.update((r[0], r[1], r[2]) for r in one.rows)
+                if hi - lo == 1:
+                    causes[lo] = part_exc
+                return False
+            if result is None:
+                raise _GaveUp
+            parts.append((part, result))
+            return True
+
+        try:
+            refused = await isolate(len(prep.messages), attempt)
+        except _GaveUp:
+            return None
+        done = _Prepared(prep.messages)
+        for part, _ in parts:
+            done.extend(part)
+        rejects = _Prepared([])
+        for i in refused:
+            self._refused_by_database(rejects, prep.messages[i], causes.get(i, exc))
+        if rejects.dead:
+            try:
+                result = await self._write(rejects, stop)
+            except Exception as dead_exc:
+                if not is_data_error(dead_exc):
+                    raise
+                # cannot happen with db_text(); if it does, say so rather than stop the ingest
+                log.error("could not store %d dead letter(s): %s", len(rejects.dead), dead_exc)
+                rejects.dead.clear()
             else:
-                keys.update(res.inserted_keys)
-        return WriteResult(staged, inserted, frozenset(keys), tuple(changes))
+                if result is None:
+                    return None
+        done.extend(rejects)
+        return done, _merged([r for _, r in parts], [p for p, _ in parts])
 
     def _account(self, prep: _Prepared, result: WriteResult, committed: float) -> None:
         stats = self.stats
@@ -616,3 +773,19 @@ class IngestService:
                 (topic, reading_event(r.device_id, r.metric, r.value, r.unit, ts_text, rx_text))
             )
         stream.publish_many(items, retain=True)
+
+
+def _merged(results: list[WriteResult], parts: list[_Prepared]) -> WriteResult:
+    """One result for the parts of a batch written in separate transactions."""
+    keys: set[tuple[str, str, datetime]] = set()
+    for result, part in zip(results, parts, strict=True):
+        if result.inserted_keys is None:  # every staged row was new
+            keys.update((r[0], r[1], r[2]) for r in part.rows)
+        else:
+            keys.update(result.inserted_keys)
+    return WriteResult(
+        staged=sum(r.staged for r in results),
+        inserted=sum(r.inserted for r in results),
+        inserted_keys=frozenset(keys),
+        status_changes=tuple(c for r in results for c in r.status_changes),
+    )

@@ -8,6 +8,7 @@ import orjson
 
 from ingest import names
 from ingest.payload import PayloadError
+from ingest.storable import text_problem
 
 MAX_REASON = 200
 
@@ -27,6 +28,8 @@ def parse_status(payload: bytes) -> tuple[str, str]:
         status, reason = doc.get("status"), doc.get("reason") or ""
         if not isinstance(reason, str):
             raise PayloadError("validation_error", "reason must be text")
+        if problem := text_problem(reason):
+            raise PayloadError("validation_error", f"reason {problem}")
     else:
         status = doc
     if status not in names.DEVICE_STATUSES:

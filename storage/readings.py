@@ -157,8 +157,11 @@ class ReadingWriter:
             await self._ensure_days(conn, rows)
         try:
             return await self._write(conn, rows, dead_letters, statuses)
-        except asyncpg.CheckViolationError:
+        except asyncpg.CheckViolationError as exc:
             # "no partition of relation found": a partition we cached was dropped by retention.
+            # Any other CHECK failure is the rows' fault: retrying would only fail again.
+            if "no partition" not in str(exc):
+                raise
             self._known_days.clear()
             await self._ensure_days(conn, rows)
             return await self._write(conn, rows, dead_letters, statuses)

@@ -3,6 +3,9 @@
 ``readings`` and ``readings_1m`` have daily partitions (``<table>_YYYYMMDD``), ``readings_1h``
 monthly ones (``<table>_YYYYMM``). A partition goes once all of its range is older than the
 tier's horizon, so up to one partition's span more than the horizon is kept.
+
+Dead letters are the exception: a small table (each device's are rationed by the ingest),
+not partitioned, so old rows are deleted, a bounded number per transaction.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ JOIN pg_class p ON p.oid = i.inhparent
 WHERE p.relname = $1 AND p.relnamespace = c.relnamespace
   AND p.relnamespace = to_regnamespace(current_schema())
 ORDER BY c.relname
+"""
+
+
+# Oldest first through the received_at index; ids, so each statement deletes a bounded number.
+_EXPIRE_DEAD_LETTERS = """
+DELETE FROM dead_letters WHERE id IN (
+    SELECT id FROM dead_letters WHERE received_at < $1 ORDER BY received_at LIMIT $2
+)
 """
 
 
@@ -87,3 +98,30 @@ async def apply_retention(
     if dropped:
         log.info("retention dropped %d partition(s): %s", len(dropped), ", ".join(dropped))
     return dropped
+
+
+async def expire_dead_letters(
+    conn: asyncpg.Connection,
+    keep: timedelta | None,
+    now: datetime | None = None,
+    *,
+    chunk: int = 10_000,
+) -> int:
+    """Delete dead letters received more than ``keep`` ago (None = keep forever).
+
+    Chunk by chunk, each its own transaction: a long backlog never holds one huge transaction
+    (and its locks and WAL) open next to the ingest's inserts.
+    """
+    if keep is None:
+        return 0
+    horizon = (now or datetime.now(UTC)) - keep
+    deleted = 0
+    while True:
+        status = await conn.execute(_EXPIRE_DEAD_LETTERS, horizon, chunk)
+        n = int(status.rsplit(" ", 1)[1])
+        deleted += n
+        if n < chunk:
+            break
+    if deleted:
+        log.info("retention deleted %d dead letter(s) older than %s", deleted, keep)
+    return deleted

@@ -128,6 +128,21 @@ INVALID = [
     pytest.param({"ts": "2026-11-22T14:00:00Z", "t": 1}, "timestamp_out_of_range", id="future"),
     pytest.param({"ts": "2026-01-01T00:00:00Z", "t": 1}, "timestamp_out_of_range", id="too-old"),
     pytest.param({"ts": 0, "t": 1}, "timestamp_out_of_range", id="epoch-zero"),
+    # values PostgreSQL cannot store are refused here, not by the database (which would fail
+    # the whole batch of every device with them)
+    pytest.param({"t": {"value": 1, "unit": "C\u0000"}}, "validation_error", id="unit-nul"),
+    pytest.param(b'{"t": {"value": 1, "unit": "\\ud800"}}', "invalid_json", id="unit-surrogate"),
+    pytest.param(b'{"t": {"value": 1, "unit": "\\udc00x"}}', "invalid_json", id="low-surrogate"),
+    pytest.param(b'{"t": -1e400}', "invalid_json", id="overflow-to-minus-infinity"),
+    pytest.param(b'{"t": 1' + b"0" * 400 + b"}", "invalid_json", id="400-digit-integer"),
+    # valid ISO times with no UTC form in Python (OverflowError escaped validation before)
+    pytest.param({"ts": "0001-01-01T00:00:00+01:00", "t": 1}, "validation_error", id="year-1"),
+    pytest.param(
+        {"ts": "9999-12-31T23:59:59-01:00", "values": {"t": 1}}, "validation_error", id="year-9999"
+    ),
+    pytest.param(
+        [{"ts": "0001-01-01T00:30:00+01:00", "values": {"t": 1}}], "validation_error", id="list-y1"
+    ),
 ]
 
 
@@ -156,6 +171,19 @@ def test_invalid_device_id_is_rejected(device: str) -> None:
 def test_windows_are_configurable() -> None:
     payload = {"ts": "2026-11-22T14:00:00Z", "t": 1}
     assert parse(payload, max_future=timedelta(hours=3))[0].value == 1.0
+
+
+def test_windows_of_millennia_do_not_overflow() -> None:
+    huge = timedelta(days=3_000_000)  # now +/- this is outside Python's datetime range
+    assert parse({"t": 1}, max_future=huge, max_past=huge)[0].value == 1.0
+    with pytest.raises(PayloadError) as err:
+        parse({"ts": "1999-12-31T23:59:59Z", "t": 1}, max_future=huge, max_past=huge)
+    assert err.value.reason == "timestamp_out_of_range"
+
+
+def test_the_unit_refusal_says_why() -> None:
+    with pytest.raises(PayloadError, match=r"values\.t: unit contains a NUL character"):
+        parse({"values": {"t": {"value": 1, "unit": "a\u0000"}}})
 
 
 def test_error_names_the_offending_metric() -> None:

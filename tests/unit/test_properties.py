@@ -15,6 +15,7 @@ from bridge.auth import Principal
 from bridge.subscriptions import MAX_FILTERS, SubscriptionError, parse_channel_subscribe
 from ingest import names
 from ingest.payload import PayloadError, parse_telemetry
+from ingest.storable import text_problem
 from ingest.topics import Topics
 from storage.query_spec import QueryError, TelemetryQuery, parse_query
 
@@ -50,8 +51,17 @@ def _dumps(value: Any) -> bytes:
         return b"{}"  # orjson refuses some inputs (e.g. huge ints); not the parser's job
 
 
+# Well-formed readings whose unit is nasty: only the unit decides whether they are refused.
+unit_payloads = st.dictionaries(
+    st.sampled_from(["t", "x.y", "_z"]),
+    st.fixed_dictionaries({"value": st.floats(allow_nan=False), "unit": nasty_text}),
+    min_size=1,
+    max_size=3,
+)
+
+
 @SETTINGS
-@given(st.one_of(st.binary(max_size=300), json_values.map(_dumps)))
+@given(st.one_of(st.binary(max_size=300), json_values.map(_dumps), unit_payloads.map(_dumps)))
 def test_payload_parser_accepts_or_explains(payload: bytes) -> None:
     try:
         readings = parse_telemetry("dev-1", payload, NOW)
@@ -60,6 +70,7 @@ def test_payload_parser_accepts_or_explains(payload: bytes) -> None:
         return
     for r in readings:
         assert names.is_metric(r.metric) and math.isfinite(r.value)
+        assert r.unit is None or text_problem(r.unit) is None  # PostgreSQL can store it
         assert NOW - timedelta(days=30) <= r.ts <= NOW + timedelta(hours=1)
 
 
