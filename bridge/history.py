@@ -77,16 +77,31 @@ def csv_chunk(rows: list[tuple[str, str, datetime, float | None]], header: bool)
     return out.getvalue().encode()
 
 
+QUERY_SLOT_WAIT_S = 5.0  # then 503: below the HTTP deadline (bridge/server.py)
+
+
 class History:
-    def __init__(self, pool: asyncpg.Pool, replays_at_once: int = 4) -> None:
+    def __init__(self, pool: asyncpg.Pool, heavy_at_once: int = 4) -> None:
         self.pool = pool
-        # After a broker reconnect every resumable subscription replays at the same moment:
-        # a few at a time, so the pool and the database are not stormed (live messages
-        # wait in each subscription's held list meanwhile).
-        self._replay_slots = asyncio.Semaphore(replays_at_once)
+        # Queries and replays read many rows and can run for seconds. However many clients
+        # ask at once, only this many hold pool connections together, so the rest of the
+        # pool stays free for the short interactive requests (device lists, alert acks, new
+        # subscriptions). After a broker reconnect every resumable subscription replays at
+        # the same moment: they queue here too (live messages wait in their held lists).
+        self._slots = asyncio.Semaphore(heavy_at_once)
 
     async def query(self, principal: Principal, params: Mapping[str, Any]) -> dict[str, Any]:
         query = checked_query(principal, params)
+        try:
+            async with asyncio.timeout(QUERY_SLOT_WAIT_S):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ClientError(
+                503,
+                "unavailable",
+                "too many queries running; try again shortly",
+                retry_after=QUERY_SLOT_WAIT_S,
+            ) from None
         try:
             async with self.pool.acquire() as conn:
                 page = await run_query(conn, query)
@@ -94,6 +109,8 @@ class History:
             raise ClientError(
                 422, "validation_error", "the query took too long; narrow the range or devices"
             ) from None
+        finally:
+            self._slots.release()
         return page_body(query, page)
 
     async def csv(self, query: TelemetryQuery) -> AsyncIterator[bytes]:
@@ -121,7 +138,7 @@ class History:
     ) -> tuple[list[Event], bool]:
         """The stored messages after ``since`` this subscription would have received, oldest
         first; at most ``limit`` (the newest ones) and whether more were missed."""
-        async with self._replay_slots:
+        async with self._slots:
             return await self._replay(selector, principal, since, limit)
 
     async def _replay(

@@ -47,6 +47,7 @@ from bridge.session import FrontLimits, Session
 
 log = logging.getLogger(__name__)
 OPEN_TIMEOUT_S = 10.0
+REST_DEADLINE_S = OPEN_TIMEOUT_S - 2
 MAX_QUEUE = 16  # received messages websockets buffers per connection before it stops reading
 TICK_S = 0.1  # interval flushes (the shortest frequency a subscription may ask for)
 CHECK_SLICES = 10  # keepalive, auth and expiry deadlines, slow consumers: once a second
@@ -184,7 +185,13 @@ class Front:
         self.commands = commands
         self.device_sessions = device_sessions
         self.pool = pool
-        self.history = History(pool) if pool is not None else None
+        # what queries and replays may hold of the pool together: the rest stays free for
+        # CSV exports (their own budget) and two interactive requests at least
+        self.history = (
+            History(pool, max(1, pool.get_max_size() - config.export_max_concurrent - 2))
+            if pool is not None
+            else None
+        )
         self.stats = FrontStats()
         self.budget = SharedBudget(config.queue_budget_bytes)
         self.sessions: set[Session] = set()
@@ -586,26 +593,37 @@ class Front:
         if self.pool is None:
             return _json_response(503, {"error": "unavailable", "message": "no database"})
         try:
-            principal = self._http_principal(request)
-            if path == "/api/v1/devices":
-                body = await rest.devices(self.pool, principal, None)
-            elif path.startswith("/api/v1/devices/"):
-                body = await rest.devices(
-                    self.pool, principal, path.removeprefix("/api/v1/devices/")
-                )
-            elif path == "/api/v1/alerts":
-                body = await rest.alerts(self.pool, principal, query)
-            elif path == "/api/v1/telemetry":
-                assert self.history is not None
-                body = await self.history.query(principal, rest.query_params(query))
-            else:
-                return _json_response(404, {"error": "not_found", "message": "no such endpoint"})
+            # plain HTTP shares the handshake's deadline: answer before it drops the request
+            async with asyncio.timeout(REST_DEADLINE_S):
+                body = await self._rest_body(path, query, request)
+        except TimeoutError:
+            message = f"no answer within {REST_DEADLINE_S:g} s; narrow the range or retry"
+            return _json_response(504, {"error": "timeout", "message": message})
         except protocol.ClientError as exc:
-            return _json_response(exc.code, {"error": exc.error, "message": exc.message})
+            response = _json_response(exc.code, {"error": exc.error, "message": exc.message})
+            if exc.retry_after is not None:
+                response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+            return response
         except Exception:
             log.exception("REST request failed")
             return _json_response(500, {"error": "internal_error", "message": "internal error"})
+        if body is None:
+            return _json_response(404, {"error": "not_found", "message": "no such endpoint"})
         return _json_response(200, body)
+
+    async def _rest_body(self, path: str, query: str, request: Request) -> Any:
+        assert self.pool is not None
+        principal = self._http_principal(request)
+        if path == "/api/v1/devices":
+            return await rest.devices(self.pool, principal, None)
+        if path.startswith("/api/v1/devices/"):
+            return await rest.devices(self.pool, principal, path.removeprefix("/api/v1/devices/"))
+        if path == "/api/v1/alerts":
+            return await rest.alerts(self.pool, principal, query)
+        if path == "/api/v1/telemetry":
+            assert self.history is not None
+            return await self.history.query(principal, rest.query_params(query))
+        return None
 
     def _origin_ok(self, request: Request) -> bool:
         return origin_allowed(

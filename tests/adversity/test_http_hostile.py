@@ -414,3 +414,44 @@ async def test_unauthenticated_endpoints_do_not_reveal_other_clients_devices(
             assert secret.encode() not in answer.body, (target, answer.body[:300])
         stats = (await http(front.port, "/api/websocket/stats")).json()
         assert stats["brokerSubscriptionCount"] >= 3
+
+
+async def test_slow_queries_leave_the_pool_to_interactive_requests(
+    front: Running, database_url: str
+) -> None:
+    """Twelve queries that cannot finish (the readings table is locked) hold at most the
+    query budget of the pool: device lists, health and new subscriptions still answer, and
+    a query that waits too long for a slot gets 503 with Retry-After instead of hanging."""
+    await seed_export_rows(database_url)
+    stack, port = front.stack, front.port
+    token = stack.token(scope="admin")
+    query = "/api/v1/telemetry?" + urlencode(
+        {"device_id": "exp-1", "metric": "temp", "from": "-3h", "limit": 10}
+    )
+    locker = await asyncpg.connect(database_url)
+    tx = locker.transaction()
+    await tx.start()
+    await locker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+    slow = [asyncio.create_task(http(port, query, bearer(token), 30)) for _ in range(12)]
+    try:
+        await asyncio.sleep(1.0)  # every query has asked for its slot by now
+        devices = await http(port, "/api/v1/devices", bearer(token), 3)
+        assert devices.status == 200 and devices.json()["devices"][0]["device_id"] == "exp-1"
+        async with await stack.client(token) as ws:
+            await recv(ws)
+            await ws.send('{"type": "subscribe", "channel": "devices", "snapshot": true}')
+            assert (await recv(ws, 3))["type"] == "subscribed"
+            await recv_type(ws, "snapshot_complete", 3)
+        # queries beyond the budget give up waiting for a slot (503, Retry-After); those
+        # holding one answer 504 at the HTTP deadline instead of a dropped connection
+        answers = [await t for t in slow]
+        statuses = sorted(a.status for a in answers)
+        assert statuses == [503] * 8 + [504] * 4, statuses
+        refused = next(a for a in answers if a.status == 503)
+        assert refused.headers.get("retry-after") == "5"
+        assert "queries" in refused.json()["message"]
+    finally:
+        await tx.rollback()
+        await locker.close()
+    after = await http(port, query, bearer(token), 5)
+    assert after.status == 200 and after.json()["count"] == 10, after
