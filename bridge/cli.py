@@ -258,11 +258,21 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(query_cli.run(args, _database_url(settings)))
         elif args.command == "add-device":
             password = device_credentials.add_device(
-                args.device_id, args.password_file, args.password
+                args.device_id,
+                admin_url=args.admin_url,
+                password=args.password,
+                topic_prefix=settings.mqtt_topic_prefix,
+                cafile=args.cafile,
             )
-            print(f"device {args.device_id} added to {args.password_file}")
+            print(f"device {args.device_id} set at the broker (in effect now)")
             print(f"password: {password}")
-            print("reload mosquitto so it reads the file: systemctl reload mosquitto")
+        elif args.command == "import-devices":
+            imported, skipped = device_credentials.import_passwd(
+                args.passwd, args.dynsec_file, topic_prefix=settings.mqtt_topic_prefix
+            )
+            print(f"imported {len(imported)} devices into {args.dynsec_file}")
+            for line in skipped:
+                print(f"left out {line}")
         elif args.command == "migrate":
             applied = asyncio.run(run_migrations(_database_url(settings)))
             print(f"applied {', '.join(applied)}" if applied else "database is up to date")

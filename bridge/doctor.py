@@ -213,8 +213,8 @@ def _broker(settings: Settings) -> list[Check]:
                 "acl",
                 "warn",
                 "the broker accepts anonymous clients: any device can publish as any other",
-                "production: deploy/mosquitto/mosquitto.conf (passwords + pattern ACLs) and "
-                "`telemetry-bridge add-device`",
+                "production: deploy/mosquitto/mosquitto.conf (passwords + ACLs; devices in "
+                "the dynamic-security plugin) and `telemetry-bridge add-device`",
             )
         )
     else:

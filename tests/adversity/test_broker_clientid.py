@@ -39,7 +39,7 @@ from bridge.embedded import free_port
 from ingest.topics import Topics
 from tests.helpers import MqttPeer, running_ingest, wait_until
 from tests.integration.frontkit import recv_type
-from tests.integration.secure_broker import SecureBroker, secure_broker
+from tests.integration.secure_broker import DYNSEC_ADMIN, SecureBroker, secure_broker
 
 pytestmark = pytest.mark.integration
 
@@ -349,7 +349,9 @@ async def test_the_bridge_processes_connect_under_the_shipped_config(
         await wait_stored(database_url, 5, acknowledged=5)
 
         ids = connected()
-        assert all(i.startswith("telemetry-bridge-") for i, u in ids.items() if u != "dev-1"), ids
+        bridge_ids = {i for i, u in ids.items() if u in ("bridge-ingest", "bridge-front")}
+        assert all(i.startswith("telemetry-bridge-") for i in bridge_ids), ids
+        assert set(ids) - bridge_ids == {"dev-1", DYNSEC_ADMIN[0]}, ids  # + the fixture's admin
         assert [line for line in broker.log().splitlines() if "already connected" in line] == []
         assert "not authorised" not in broker.log()
         assert all(p.poll() is None for p in processes.values()), "a bridge process exited"

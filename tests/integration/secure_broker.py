@@ -3,11 +3,14 @@
 The files are copied with test ports and paths: the loopback listener of the bridge's
 services keeps its options on a free port, the device listener (TLS on 8883 in production)
 runs in plain on another free loopback port without its certificate lines. Everything else,
-users per listener, ACLs, client-id binding, persistence, is the shipped text.
+users per listener, ACLs, the dynamic-security plugin, client-id binding, persistence, is the
+shipped text.
 
-Users go into the password file of the listener they belong to as the configuration names it
-(the bridge's users into the loopback listener's, devices into the device listener's; one
-file for both when the configuration has a single global one).
+Users go where the configuration puts the users of their listener: the bridge's users into
+the loopback listener's password file; devices into the device listener's dynamic-security
+plugin (its JSON file created with `mosquitto_ctrl dynsec init` and an admin, then each device
+added through the running broker as `telemetry-bridge add-device` does), or into its password
+file for a configuration that has one (one file for both when there is a single global one).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.device_credentials import ADMIN_URL_ENV, add_device, put_device
 from bridge.embedded import free_port
+from ingest import names
 from tests.integration.test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,12 +42,21 @@ TLS_OPTIONS = {"certfile", "keyfile", "cafile", "capath", "crlfile", "dhparamfil
                "tls_version", "ciphers", "ciphers_tls1.3", "require_certificate"}  # fmt: skip
 BRIDGE_LISTENER = "listener 1883 127.0.0.1"
 DEVICE_LISTENER = "listener 8883"
+DYNSEC_ADMIN = ("dynsec-admin", "admin-pw")
 
 
-def render(deploy: Path, tmp: Path, bridge_port: int, device_port: int) -> tuple[str, Path, Path]:
-    """The shipped mosquitto.conf with test ports and paths; also returns the password files
-    of the bridge's listener and of the device listener (the same file if only one)."""
-    files: dict[str, str] = {}
+@dataclass(frozen=True)
+class Auth:
+    """How a listener's users are kept: a mosquitto password file or a dynsec JSON file."""
+
+    kind: str  # "passwd" or "dynsec"
+    path: Path
+
+
+def render(deploy: Path, tmp: Path, bridge_port: int, device_port: int) -> tuple[str, Auth, Auth]:
+    """The shipped mosquitto.conf with test ports and paths; also returns where the users of
+    the bridge's listener and of the device listener go (the same file if only one)."""
+    files: dict[str, Auth] = {}
     scope = "global"
     out: list[str] = []
     for line in (deploy / "mosquitto.conf").read_text().splitlines():
@@ -61,13 +75,16 @@ def render(deploy: Path, tmp: Path, bridge_port: int, device_port: int) -> tuple
         elif stripped.startswith("listener "):
             raise AssertionError(f"unexpected listener in the shipped config: {stripped}")
         if m := re.fullmatch(r"password_file\s+(\S+)", line.strip()):
-            files[scope] = m.group(1)
+            files[scope] = Auth("passwd", Path(m.group(1)))
+        elif m := re.fullmatch(r"plugin_opt_config_file\s+(\S+)", line.strip()):
+            files[scope] = Auth("dynsec", Path(m.group(1)))
         out.append(line)
-    bridge_file = files.get("bridge", files.get("global"))
-    device_file = files.get("device", files.get("global"))
-    assert bridge_file and device_file, f"no password_file in the shipped config: {files}"
+    bridge_auth = files.get("bridge", files.get("global"))
+    device_auth = files.get("device", files.get("global"))
+    assert bridge_auth and device_auth, f"no users file in the shipped config: {files}"
+    assert bridge_auth.kind == "passwd", "the bridge's users are expected in a password file"
     conf = "\n".join(out) + f"\nuser {getpass.getuser()}\nlog_dest stderr\n"
-    return conf, Path(bridge_file), Path(device_file)
+    return conf, bridge_auth, device_auth
 
 
 @dataclass
@@ -77,6 +94,7 @@ class SecureBroker:
     bridge_port: int = field(default_factory=free_port)
     device_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    dynsec_file: Path | None = None  # the device listener's plugin state, if it has the plugin
 
     @property
     def log_path(self) -> Path:
@@ -90,6 +108,11 @@ class SecureBroker:
 
     def url(self, user: str) -> str:
         return f"mqtt://{user}:{self.users[user]}@127.0.0.1:{self.port_for(user)}"
+
+    @property
+    def admin_url(self) -> str:
+        """The dynamic-security plugin's admin on the device listener."""
+        return self.url(DYNSEC_ADMIN[0])
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
@@ -121,12 +144,20 @@ class SecureBroker:
                 self.process.wait(5)
 
 
-def _add(passwd: Path, user: str, password: str, via_cli: bool) -> None:
+def _add_passwd(passwd: Path, user: str, password: str) -> None:
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
+
+
+def _add_dynsec(broker: SecureBroker, user: str, password: str, via_cli: bool) -> None:
     if via_cli:  # the way an operator adds a device
-        done = run_cli("add-device", user, "--password-file", str(passwd), "--password", password)
+        done = run_cli(
+            "add-device", user, "--password", password, env={ADMIN_URL_ENV: broker.admin_url}
+        )
         assert done.returncode == 0 and f"password: {password}" in done.stdout, done.stderr
-    else:
-        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
+    elif names.is_device_id(user):
+        add_device(user, admin_url=broker.admin_url, password=password)
+    else:  # what add-device refuses, made by hand with the same role
+        put_device(broker.admin_url, user, password)
 
 
 @contextlib.contextmanager
@@ -138,21 +169,35 @@ def secure_broker(
     deploy: Path = DEPLOY,
 ) -> Iterator[SecureBroker]:
     """Start mosquitto with the shipped configuration, the bridge's users and ``devices``
-    (those in ``via_cli`` added with `telemetry-bridge add-device`)."""
-    if not shutil.which("mosquitto") or not shutil.which("mosquitto_passwd"):
-        pytest.skip("mosquitto and mosquitto_passwd are needed for the broker configuration tests")
+    (those in ``via_cli`` added with `telemetry-bridge add-device`; ids add-device refuses
+    are given the same kind of role by hand)."""
+    if not all(shutil.which(tool) for tool in ("mosquitto", "mosquitto_passwd", "mosquitto_ctrl")):
+        pytest.skip("mosquitto (with mosquitto_passwd, mosquitto_ctrl) is needed for these tests")
     broker = SecureBroker(tmp, {**BRIDGE_USERS, **devices})
-    conf, bridge_passwd, device_passwd = render(deploy, tmp, broker.bridge_port, broker.device_port)
+    conf, bridge_auth, device_auth = render(deploy, tmp, broker.bridge_port, broker.device_port)
     (tmp / "mosquitto.conf").write_text(conf)
-    for passwd in (bridge_passwd, device_passwd):
-        passwd.touch()
-    cli = set(via_cli)
+    bridge_auth.path.touch()
     for user, password in BRIDGE_USERS.items():
-        _add(bridge_passwd, user, password, via_cli=False)
-    for user, password in devices.items():
-        _add(device_passwd, user, password, via_cli=user in cli)
+        _add_passwd(bridge_auth.path, user, password)
+    if device_auth.kind == "passwd":
+        device_auth.path.touch()
+        for user, password in devices.items():
+            _add_passwd(device_auth.path, user, password)
+    else:
+        device_auth.path.parent.mkdir(mode=0o700, exist_ok=True)
+        subprocess.run(
+            ["mosquitto_ctrl", "dynsec", "init", str(device_auth.path), *DYNSEC_ADMIN],
+            check=True,
+            capture_output=True,
+        )
+        broker.users[DYNSEC_ADMIN[0]] = DYNSEC_ADMIN[1]
+        broker.dynsec_file = device_auth.path
     broker.start()
     try:
+        if device_auth.kind == "dynsec":
+            cli = set(via_cli)
+            for user, password in devices.items():
+                _add_dynsec(broker, user, password, via_cli=user in cli)
         yield broker
     finally:
         broker.stop()

@@ -1,21 +1,28 @@
-"""The production broker configuration (deploy/mosquitto/): per-device credentials and pattern
-ACLs. A device cannot publish as another device, cannot reach the validated stream or other
-devices' commands, an id with + # / matches nothing, and nothing it was denied is stored."""
+"""The production broker configuration (deploy/mosquitto/): per-device credentials and roles
+(the device listener's dynamic-security plugin), the bridge's users with an acl file. A device
+cannot publish as another device, cannot subscribe to (let alone read) the validated stream or
+other devices' commands, cannot administer the plugin, an id with / reaches nothing the
+ingest reads, and nothing it was denied is stored. add-device creates and replaces devices
+and touches nothing else."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import orjson
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from bridge.device_credentials import ADMIN_URL_ENV, CONTROL_TOPIC, dynsec_call
+from bridge.embedded import free_port
 from ingest.topics import Topics
 from tests.helpers import running_ingest, wait_until
 from tests.integration.secure_broker import SecureBroker
@@ -29,7 +36,8 @@ DEVICES = {"dev-1": "pw-1", "dev-2": "pw-2", "a/b": "pw-slash"}
 
 @pytest.fixture
 def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
-    # dev-2 the way an operator adds a device; a/b cannot be added with add-device
+    # dev-2 the way an operator adds a device; a/b cannot be added with add-device (the
+    # fixture gives it the same kind of role by hand)
     with start_secure_broker(tmp_path, DEVICES, via_cli={"dev-2"}) as broker:
         yield broker
 
@@ -98,20 +106,28 @@ async def test_devices_only_use_their_own_topics(
         try:
             await until(lambda: all(c.connack is not None for c in clients))
             assert all(c.connack is not None and not c.connack.is_failure for c in clients)
-            # mosquitto grants every SUBACK and enforces "read" on delivery
-            dev1.client.subscribe([("devices/dev-2/commands/+", 1), ("telemetry/#", 0)])
+            # a device may subscribe only to what it may read: refused in the SUBACK
+            dev1.client.subscribe(
+                [("devices/dev-2/commands/+", 1), ("telemetry/#", 0), ("devices/dev-1/#", 1)]
+            )
             dev2.client.subscribe("devices/dev-2/commands/+", 1)
             front.client.subscribe("telemetry/#", 0)
-            await until(lambda: len(dev1.suback) == 2 and len(dev2.suback) == 1)
+            await until(lambda: len(dev1.suback) == 3 and len(dev2.suback) == 1)
             await until(lambda: len(front.suback) == 1)
+            assert all(rc.is_failure for rc in dev1.suback), dev1.suback
+            assert not dev2.suback[0].is_failure and not front.suback[0].is_failure
 
-            own = dev1.publish("devices/dev-1/telemetry", b'{"t": 1}')
+            dev1.publish("devices/dev-1/telemetry", b'{"t": 1}')
             dev1.publish("devices/dev-2/telemetry", b'{"t": 666}')  # as another device
             dev1.publish("telemetry/dev-1/t", b'{"value": 666}')  # into the validated stream
             slash.publish("devices/a/b/telemetry", b'{"t": 666}')  # + # / in the id
+            # the plugin's admin topic: a device can create no broker user
+            evil = {"command": "createClient", "username": "evil", "password": "x"}
+            dev1.publish(CONTROL_TOPIC, orjson.dumps({"commands": [evil]}))
             front.publish("devices/dev-2/commands/c1", b'{"command": "reboot"}')
-            await until(lambda: len(dev1.pubacks) == 3 and len(slash.pubacks) == 1)
-            assert not dev1.pubacks[own].is_failure
+            await until(lambda: len(dev1.pubacks) == 4 and len(slash.pubacks) == 1)
+            refused = [dev1.pubacks[mid].is_failure for mid in sorted(dev1.pubacks)]
+            assert refused == [False, True, True, True], dev1.pubacks
 
             # the ingest stored dev-1's own reading and republished it on the stream
             await until(lambda: any(b'"value":1.0' in p for _, p in front.received), 10)
@@ -125,6 +141,10 @@ async def test_devices_only_use_their_own_topics(
                 assert [(r["device_id"], r["value"]) for r in rows] == [("dev-1", 1.0)]
             finally:
                 await db.close()
+            [evil_client] = dynsec_call(
+                secure_broker.admin_url, [{"command": "getClient", "username": "evil"}]
+            )
+            assert evil_client.get("error") == "Client not found", evil_client
         finally:
             for c in clients:
                 c.close()
@@ -168,9 +188,77 @@ async def test_bridge_users_have_only_what_they_need(secure_broker: SecureBroker
 
 def test_add_device_refuses_ids_the_acls_cannot_protect(tmp_path: Path) -> None:
     # the last ones: the bridge's own broker users and client ids (the device listener makes
-    # the username the client id, so such a device would hold the ingest's session)
+    # the username the client id, so such a device would hold the ingest's session). Refused
+    # before any connection: the admin URL points at a closed port.
     reserved = ("bridge-ingest", "Bridge-Front", "telemetry-bridge-ingest", "telemetry-bridge-x")
+    closed = f"mqtt://admin:pw@127.0.0.1:{free_port()}"
     for bad in ("a/b", "dev+", "#", "dev 1", *reserved):
-        done = run_cli("add-device", bad, "--password-file", str(tmp_path / "passwd"))
+        done = run_cli("add-device", bad, "--admin-url", closed)
         assert done.returncode == 2 and "device id" in done.stderr, (bad, done.stderr)
-    assert not (tmp_path / "passwd").exists() or (tmp_path / "passwd").read_text() == ""
+    done = run_cli("add-device", "dev-9")
+    assert done.returncode == 2 and ADMIN_URL_ENV in done.stderr, done.stderr
+
+
+async def test_add_device_replaces_a_password_and_touches_nothing_else(
+    secure_broker: SecureBroker,
+) -> None:
+    admin = {ADMIN_URL_ENV: secure_broker.admin_url}
+    done = run_cli("add-device", "dev-1", env=admin)  # dev-1 exists: a new random password
+    assert done.returncode == 0, done.stderr
+    [new] = [line.split(": ", 1)[1] for line in done.stdout.splitlines() if "password" in line]
+    old, fresh = Device(secure_broker, "dev-1"), Device(secure_broker, "dev-1", password=new)
+    await until(lambda: old.connack is not None and fresh.connack is not None)
+    assert old.connack is not None and old.connack.is_failure
+    assert fresh.connack is not None and not fresh.connack.is_failure
+    fresh.client.subscribe([("devices/dev-1/commands/+", 1), ("devices/dev-2/commands/+", 1)])
+    await until(lambda: len(fresh.suback) == 2)
+    assert [rc.is_failure for rc in fresh.suback] == [False, True]  # the same role as before
+    fresh.close()
+    old.close()
+
+    # the plugin's admin is a valid device id, but not a device: left alone
+    done = run_cli("add-device", "dynsec-admin", "--password", "taken", env=admin)
+    assert done.returncode == 2 and "not a device" in done.stderr, done.stderr
+    still = Device(secure_broker, "dynsec-admin")
+    await until(lambda: still.connack is not None)
+    assert still.connack is not None and not still.connack.is_failure
+    still.close()
+
+
+def password_file(path: Path, users: dict[str, str]) -> None:
+    path.touch()
+    for user, password in users.items():
+        subprocess.run(["mosquitto_passwd", "-b", str(path), user, password], check=True)
+
+
+async def test_import_devices_keeps_their_passwords(secure_broker: SecureBroker) -> None:
+    """The upgrade from a device listener with a password file: devices keep their passwords
+    and get the same role add-device gives."""
+    passwd = secure_broker.tmp / "old.passwd"
+    password_file(passwd, {"dev-7": "old-pw-7", "dev-1": "other", "bridge-front": "x"})
+    with passwd.open("a") as f:
+        f.write("dev-8:$6$c2FsdHNhbHQ=$aGFzaA==\n")  # mosquitto 1.x's hash: cannot be imported
+    assert secure_broker.dynsec_file is not None
+    secure_broker.stop()  # offline: the plugin reads its file only at start
+    done = run_cli("import-devices", str(passwd), "--dynsec-file", str(secure_broker.dynsec_file))
+    secure_broker.start()
+    assert done.returncode == 0, done.stderr
+    assert "imported 1 devices" in done.stdout, done.stdout
+    left_out = [line.split()[2].rstrip(":") for line in done.stdout.splitlines()[1:]]
+    assert left_out == ["dev-1", "bridge-front", "dev-8"], done.stdout
+
+    secure_broker.users["dev-7"] = "old-pw-7"
+    dev7, dev1 = Device(secure_broker, "dev-7"), Device(secure_broker, "dev-1")
+    try:
+        await until(lambda: dev7.connack is not None and dev1.connack is not None)
+        assert dev7.connack is not None and not dev7.connack.is_failure
+        assert dev1.connack is not None and not dev1.connack.is_failure  # unchanged: pw-1
+        dev7.client.subscribe([("devices/dev-7/commands/+", 1), ("devices/+/telemetry", 1)])
+        own = dev7.publish("devices/dev-7/telemetry", b'{"t": 1}')
+        other = dev7.publish("devices/dev-1/telemetry", b'{"t": 1}')
+        await until(lambda: len(dev7.suback) == 2 and len(dev7.pubacks) == 2)
+        assert [rc.is_failure for rc in dev7.suback] == [False, True]
+        assert not dev7.pubacks[own].is_failure and dev7.pubacks[other].is_failure
+    finally:
+        dev7.close()
+        dev1.close()
