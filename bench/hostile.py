@@ -1,0 +1,431 @@
+"""Hostile clients against a front process, shared by ``bench.floods`` and the attack tests
+(``tests/adversity``): the front as its own process (so its memory can be read from /proc),
+a raw WebSocket client that floods and never reads, what the kernel says about that
+client's connection, and a canary dashboard that measures its live deliveries meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bridge.auth import mint
+from bridge.embedded import free_port
+
+SECRET = "adversity-secret-" + "a" * 40
+
+
+def _get_json(url: str, timeout: float) -> Any:
+    if not url.startswith("http://127.0.0.1:"):
+        raise ValueError(url)
+    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (checked above)
+        return json.loads(r.read())
+
+
+def proc_status_mb(pid: int, field: str) -> float:
+    """A memory field of /proc/<pid>/status (VmRSS, VmHWM) in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class FrontProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    prefix: str
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def token(self, scope: str = "telemetry:read alerts:read devices:read", **kw: object) -> str:
+        return mint(
+            key=SECRET, algorithm="HS256", sub=str(kw.pop("sub", "alice")), scopes=scope, **kw
+        )  # type: ignore[arg-type]
+
+    def rss_mb(self) -> float:
+        return proc_status_mb(self.proc.pid, "VmRSS")
+
+    def peak_rss_mb(self) -> float:
+        """The kernel's high-water mark of the resident set (since the last reset_peak)."""
+        return proc_status_mb(self.proc.pid, "VmHWM")
+
+    def reset_peak(self) -> bool:
+        """Reset VmHWM to the current RSS (Linux >= 4.0); False when not permitted."""
+        try:
+            with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    def metrics(self) -> dict[str, object]:
+        return _get_json(f"http://127.0.0.1:{self.port}/metrics", 5)  # type: ignore[no-any-return]
+
+    def connections(self) -> int:
+        return int(self.metrics()["connections"]["current"])  # type: ignore[index]
+
+
+def start_front(
+    mqtt_url: str,
+    database_url: str | None,
+    tmp: Path,
+    *,
+    code_dir: Path | None = None,
+    **settings: str,
+) -> Iterator[FrontProcess]:
+    """``python -m bridge serve`` with ``BRIDGE_<SETTING>`` from ``settings``, yielded once its
+    MQTT link is up, stopped afterwards. ``code_dir``: run the ``bridge`` package of another
+    checkout (an older commit) with this interpreter."""
+    port = free_port()
+    prefix = f"adv{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(
+        BRIDGE_MQTT_URL=mqtt_url,
+        BRIDGE_MQTT_TOPIC_PREFIX=prefix,
+        BRIDGE_JWT_SECRET=SECRET,
+        BRIDGE_WS_PORT=str(port),
+        BRIDGE_WS_NEW_CONNECTIONS_PER_IP_PER_MIN="10000",
+        BRIDGE_STATE_DIR=str(tmp / "state"),
+        **{f"BRIDGE_{k.upper()}": v for k, v in settings.items()},
+    )
+    if database_url:
+        env["BRIDGE_DATABASE_URL"] = database_url
+    if code_dir is not None:
+        env["PYTHONPATH"] = str(code_dir)
+    log = tmp / f"front-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "serve"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=code_dir,
+        )
+    front = FrontProcess(proc, port, prefix, log)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                body = _get_json(f"http://127.0.0.1:{port}/health", 1)
+                if body["checks"].get("mqtt") == "ok":
+                    break
+            except (OSError, ValueError, KeyError):  # URLError is an OSError
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"front did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield front
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """A client frame, masked with a zero key (legal; the payload then goes as it is)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 65536:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
+    return head + b"\x00\x00\x00\x00" + payload
+
+
+@dataclass(frozen=True)
+class TcpSocket:
+    """One end of a TCP connection as /proc/net/tcp shows it."""
+
+    state: int  # 1 ESTABLISHED, 4 FIN_WAIT1, 8 CLOSE_WAIT, ...
+    tx_queue: int  # bytes written and not yet acknowledged by the peer
+    rx_queue: int  # bytes received and not yet read by the process
+    inode: int  # 0: no process holds the socket any more (orphaned, closing)
+
+
+def tcp_sockets(port_a: int, port_b: int) -> dict[int, TcpSocket]:
+    """Both ends of the loopback IPv4 connection between ``port_a`` and ``port_b``, keyed
+    by their local port; an end the kernel no longer lists is absent."""
+    found: dict[int, TcpSocket] = {}
+    a, b = f":{port_a:04X} ", f":{port_b:04X} "
+    with open("/proc/net/tcp") as f:
+        text = f.read()
+    for line in text.splitlines()[1:]:
+        if a not in line or b not in line:
+            continue
+        fields = line.split()
+        local, remote = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+        if {local, remote} != {port_a, port_b}:
+            continue
+        tx, rx = (int(x, 16) for x in fields[4].split(":"))
+        found[local] = TcpSocket(int(fields[3], 16), tx, rx, int(fields[9]))
+    return found
+
+
+class RawClient:
+    """A WebSocket client on a blocking socket with a tiny receive buffer that never reads
+    after the handshake: what the server sends it piles up on the server's side."""
+
+    def __init__(
+        self, port: int, token: str | None = None, path: str = "/ws", *, timeout: float = 10.0
+    ) -> None:
+        self.port = port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self.sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{auth}\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise AssertionError("handshake refused")
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self.local_port: int = self.sock.getsockname()[1]
+        self.sent = 0  # whole frames handed to the kernel by flood()
+        self.sent_bytes = 0
+        self.dropped = False  # flood() ended on a reset / broken pipe
+        # held around each send and its count, so that a watcher reading the kernel's
+        # queues together with ``sent_bytes`` sees both at the same point
+        self.lock = threading.Lock()
+
+    def flood(
+        self,
+        data: bytes,
+        seconds: float,
+        stall_s: float = 1.0,
+        *,
+        count: int | None = None,
+        persist: bool = False,
+    ) -> bool:
+        """Send ``data`` back to back for ``seconds`` (``count`` copies at most); True when
+        the server stopped taking it (a send blocked for ``stall_s``), False when it took
+        everything, and also when the server dropped the connection. ``persist``: go on
+        trying after a stall until ``seconds`` are over (a stubborn attacker)."""
+        block = data * max(1, 16384 // len(data))
+        start = self.sent_bytes
+        limit = None if count is None else count * len(data)
+        end = time.monotonic() + seconds
+        stalled = False
+        pending = memoryview(b"")
+        self.sock.setblocking(False)
+        try:
+            while (now := time.monotonic()) < end:
+                if not pending:
+                    if limit is None:
+                        pending = memoryview(block)
+                    else:
+                        left = limit - (self.sent_bytes - start)
+                        if left <= 0:
+                            break
+                        pending = memoryview(block)[:left]
+                _, writable, _ = select.select([], [self.sock], [], min(stall_s, end - now))
+                if not writable:
+                    if time.monotonic() - now >= stall_s:
+                        stalled = True
+                        if not persist:
+                            return True
+                    continue
+                with self.lock:
+                    try:
+                        n = self.sock.send(pending)
+                    except BlockingIOError:
+                        continue
+                    self.sent_bytes += n
+                    self.sent = (self.sent_bytes - start) // len(data)
+                pending = pending[n:]
+        except OSError:
+            self.dropped = True
+            return False
+        finally:
+            self.sock.setblocking(True)
+        return stalled
+
+    def kernel_view(self) -> tuple[TcpSocket | None, TcpSocket | None]:
+        """(the server's end, this end) of the connection, None once the kernel dropped it."""
+        ends = tcp_sockets(self.port, self.local_port)
+        return ends.get(self.port), ends.get(self.local_port)
+
+    def observe(self) -> tuple[int, TcpSocket] | None:
+        """(bytes of the flood the server process has read off its socket, the server's end
+        as the kernel shows it); None once the server no longer holds its socket. Read =
+        sent, minus what still waits in this end's send queue and the server's receive
+        queue."""
+        with self.lock:
+            server, mine = self.kernel_view()
+            if server is None or mine is None or server.inode == 0:
+                return None
+            return self.sent_bytes - mine.tx_queue - server.rx_queue, server
+
+    def server_read_bytes(self) -> int | None:
+        seen = self.observe()
+        return None if seen is None else seen[0]
+
+    def server_dropped(self) -> bool:
+        """Whether the server process has let go of its socket (closed or aborted it), read
+        from the kernel's table: this does not read from the connection."""
+        server, _ = self.kernel_view()
+        return server is None or server.inode == 0
+
+    def closed_by_server(self, within_s: float) -> bool:
+        """Whether the server has torn the connection down within ``within_s`` (reads what
+        is buffered until EOF or a reset)."""
+        self.sock.settimeout(0.5)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        end = time.monotonic() + within_s
+        while time.monotonic() < end:
+            try:
+                if not self.sock.recv(1 << 20):
+                    return True
+            except TimeoutError:
+                continue
+            except OSError:
+                return True
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def close_code_of(data: bytes) -> int | None:
+    """The code of the first close frame in a server's byte stream (unmasked frames)."""
+    i = 0
+    while i + 2 <= len(data):
+        opcode, n = data[i] & 0x0F, data[i + 1] & 0x7F
+        i += 2
+        if n == 126:
+            n, i = int.from_bytes(data[i : i + 2], "big"), i + 2
+        elif n == 127:
+            n, i = int.from_bytes(data[i : i + 8], "big"), i + 8
+        if opcode == 0x8:
+            return int.from_bytes(data[i : i + 2], "big") if n >= 2 else None
+        i += n
+    return None
+
+
+def stream_event(device: str, value: float, metric: str = "t") -> bytes:
+    """A validated-stream message as the ingest publishes it after commit."""
+    now = datetime.now(UTC).isoformat()
+    event = {"device_id": device, "metric": metric, "value": value, "unit": None, "ts": now}
+    event["received_at"] = now
+    return orjson.dumps(event)
+
+
+async def canary(
+    ws_url: str,
+    token: str,
+    publish: Callable[[int], object],
+    device: str,
+    interval_s: float,
+    *,
+    count: int | None = None,
+    stop: asyncio.Event | None = None,
+    started: asyncio.Event | None = None,
+    begin: asyncio.Event | None = None,
+    grace_s: float = 1.0,
+) -> list[float]:
+    """A dashboard subscribed to ``device``'s stream: publish a message every ``interval_s``
+    (``count`` of them, or until ``stop`` is set) and return each one's delivery latency
+    (seconds; infinity when it did not arrive within ``grace_s`` of the last publish).
+    ``started`` is set once the subscription is live; publishing waits for ``begin``."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    latencies: dict[int, float] = {}
+    sent: dict[int, float] = {}
+    arrived = asyncio.Event()  # set on each delivery, and when the connection ends
+    async with connect(
+        ws_url + "/ws", additional_headers={"Authorization": f"Bearer {token}"}
+    ) as ws:
+        await ws.recv()  # connected
+        await ws.send(
+            orjson.dumps({"type": "subscribe", "channel": "telemetry", "device_id": device})
+        )
+        while orjson.loads(await ws.recv())["type"] != "subscribed":
+            pass
+        if started is not None:
+            started.set()
+        if begin is not None:
+            await begin.wait()
+
+        async def reader() -> None:
+            try:
+                async for raw in ws:
+                    received = time.monotonic()
+                    msg = orjson.loads(raw)
+                    if msg.get("type") == "telemetry_update":
+                        i = int(msg["telemetry"]["t"]["value"])
+                        latencies[i] = received - sent[i]
+                        arrived.set()
+            except ConnectionClosed:
+                pass
+            finally:
+                arrived.set()
+
+        task = asyncio.create_task(reader())
+        i, tick = 0, time.monotonic()
+        while (count is None or i < count) and not (stop is not None and stop.is_set()):
+            sent[i] = time.monotonic()
+            publish(i)
+            i += 1
+            tick += interval_s
+            await asyncio.sleep(max(0.0, tick - time.monotonic()))
+        end = time.monotonic() + grace_s
+        while len(latencies) < i and not task.done() and (left := end - time.monotonic()) > 0:
+            arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), left)
+        task.cancel()
+    return [latencies.get(k, float("inf")) for k in range(i)]
+
+
+async def canary_latencies(
+    ws_url: str, token: str, publish: object, device: str, count: int, interval_s: float
+) -> list[float]:
+    """Publish ``count`` stream messages for ``device`` and return each one's delivery
+    latency to a subscribed client (seconds); a missing one is infinity."""
+    return await canary(ws_url, token, publish, device, interval_s, count=count)  # type: ignore[arg-type]
