@@ -7,9 +7,10 @@ server's write buffer without limit, and ``close()`` then waits in ``drain()`` f
 
 - reading pauses while writing is paused (the peer is not reading): no pong, no reply, no
   work is produced for a client that is not taking what it already has;
-- incoming frames of every kind (data, ping, pong) are counted against a token bucket;
-  past it, reading pauses until the bucket refills, and a client that keeps far ahead of it
-  is failed with 1008;
+- incoming frames of every kind (data, ping, pong) are counted against a budget; past it,
+  reading pauses until the budget refills, and a client far ahead of it is failed with 1008;
+- a large read is parsed a slice at a time, so one flooding client cannot hold the event
+  loop for the time it takes to parse (and answer) a quarter megabyte of tiny frames;
 - :func:`close_within` closes with a code and, when the closing handshake cannot complete
   in time (the peer does not read), aborts the transport so the socket and its buffers go.
 """
@@ -25,12 +26,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from bridge.limits import TokenBucket
-
 log = logging.getLogger(__name__)
 
 CLOSE_DEADLINE_S = 2.0  # for the closing handshake before the transport is aborted
 MAX_FRAME_DEBT_S = 5.0  # a client this far ahead of its frame budget is failed
+READ_SLICE = 8192  # bytes parsed before other connections get the event loop again
 
 
 @contextlib.contextmanager
@@ -39,21 +39,43 @@ def _quiet() -> Any:
         yield
 
 
+class FrameBudget:
+    """Frames a connection may send: ``rate`` per second, ``burst`` saved up. Unlike a
+    token bucket that refuses, it goes into debt, so the wait it reports grows with every
+    frame past the budget (a flood is seen as a flood, not as one frame too many)."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._at: float | None = None
+
+    def take(self, now: float) -> float:
+        """Spend one frame; 0.0 when within the budget, else the seconds until it is paid."""
+        if self._at is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
 def bounded_connection(
     base: type[ServerConnection], frames_per_s: float, frame_burst: float
 ) -> type[ServerConnection]:
-    """``base`` with reading tied to writing and a per-connection frame budget."""
+    """``base`` with reading tied to writing, reads fed in slices, and a frame budget."""
 
     class BoundedConnection(base):  # type: ignore[valid-type,misc]
         _read_holds: set[str]
-        _frames: TokenBucket
+        _frames: FrameBudget
         _resume_handle: asyncio.TimerHandle | None
+        _backlog: bytearray
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
             self._read_holds = set()
-            self._frames = TokenBucket(frames_per_s, frame_burst)
+            self._frames = FrameBudget(frames_per_s, frame_burst)
             self._resume_handle = None
+            self._backlog = bytearray()
             # websockets pauses reading itself when its queue of received messages is
             # full; route that through the same holds so one reason cannot lift another's.
             self.recv_messages.pause = lambda: self.hold_reading("queue")
@@ -81,6 +103,35 @@ def bounded_connection(
             super().resume_writing()
             self.release_reading("write")
 
+        # -- reads in slices --------------------------------------------------------------------
+        def data_received(self, data: bytes) -> None:
+            # One read can hold 256 KiB: 40,000 ping frames, each parsed and answered before
+            # anything else runs (seconds of stalled event loop for every other client). Feed
+            # the parser a slice at a time and let the loop run between slices; the frame
+            # budget can then fail a flood after its first slices.
+            if self._backlog:
+                self._backlog += data
+                return
+            if len(data) <= READ_SLICE:
+                super().data_received(data)
+                return
+            self._backlog += data
+            self.hold_reading("slice")
+            self._feed_slice()
+
+        def _feed_slice(self) -> None:
+            chunk = bytes(self._backlog[:READ_SLICE])
+            del self._backlog[:READ_SLICE]
+            if self.transport.is_closing():
+                self._backlog.clear()
+            else:
+                super().data_received(chunk)
+            if self._backlog and self.protocol.state in (State.CONNECTING, State.OPEN):
+                self.loop.call_soon(self._feed_slice)
+                return
+            self._backlog.clear()  # failed or closing: the rest is not read
+            self.release_reading("slice")
+
         # -- frame budget ---------------------------------------------------------------------
         def process_event(self, event: Any) -> None:
             if self.protocol.state is State.OPEN:
@@ -106,6 +157,7 @@ def bounded_connection(
         def connection_lost(self, exc: Exception | None) -> None:
             if self._resume_handle is not None:
                 self._resume_handle.cancel()
+            self._backlog.clear()
             super().connection_lost(exc)
 
     return BoundedConnection

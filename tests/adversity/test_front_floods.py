@@ -21,7 +21,7 @@ from ingest.topics import Topics
 from tests.adversity.hostile import (
     FrontProcess,
     RawClient,
-    canary_latencies,
+    canary,
     close_code_of,
     frame,
     start_front,
@@ -97,15 +97,27 @@ def _publisher(peer: MqttPeer, prefix: str, device: str) -> object:
 async def _flood_with_canary(
     front: FrontProcess, peer: MqttPeer, client: RawClient, data: bytes, seconds: float
 ) -> tuple[Attack, list[float]]:
+    """The canary is connected and subscribed before the flood starts, and publishes all
+    through it: a front that stalls its event loop shows in the canary's latencies."""
     publish = _publisher(peer, front.prefix, "canary-1")
-    with Attack(front, client, data, seconds) as attack:
-        canary = asyncio.create_task(
-            canary_latencies(front.url, front.token(), publish, "canary-1", 40, seconds / 40)
+    started = asyncio.Event()
+    task = asyncio.create_task(
+        canary(
+            front.url,
+            front.token(),
+            publish,  # type: ignore[arg-type]
+            "canary-1",
+            seconds / 40,
+            count=40,
+            started=started,
         )
-        while not canary.done():
+    )
+    await asyncio.wait_for(started.wait(), 10)
+    with Attack(front, client, data, seconds) as attack:
+        while not task.done():
             attack.watch()
             await asyncio.sleep(0.05)
-        latencies = canary.result()
+        latencies = task.result()
     return attack, latencies
 
 
