@@ -121,7 +121,7 @@ async def test_websocket_create_update_delete_apply_within_a_second(live: Stack)
             "devices": ["live-*"],
         }
         created = await send(admin, {"type": "create_rule", "id": 1, "rule": rule})
-        assert created["type"] == "rule_created" and created["rule_id"] == "hot", created
+        assert created["type"] == "rule_created" and created["rule"]["rule_id"] == "hot", created
         alert = await alert_while_publishing(live, viewer, "live-1", 60.0)
         assert alert["event"] == "created" and alert["rule_id"] == "hot"
         assert alert["metadata"]["threshold_value"] == 50.0
