@@ -14,7 +14,7 @@ import asyncpg
 from bridge.auth import Principal
 from bridge.protocol import ClientError
 from ingest import names
-from ingest.rules import RuleError, alert_from_row, rule_row
+from ingest.rules import RuleError, alert_from_row, new_rule_id, rule_row
 from ingest.stream import StreamPublisher
 from ingest.topics import Topics
 from ingest.wire import alert_event
@@ -70,22 +70,27 @@ class FrontActions:
         if not isinstance(rule, dict):
             raise ClientError(422, "validation_error", "rule must be an object")
         fields = {("rule_id" if k == "id" else k): v for k, v in rule.items()}
+        if create and fields.get("rule_id") is None:
+            fields["rule_id"] = new_rule_id()  # the reply tells the client which
         if not names.is_device_id(fields.get("rule_id")):
             raise ClientError(
                 422, "validation_error", "rule_id must be an id (A-Z a-z 0-9 _ . : -)"
             )
-        existing = {r["rule_id"]: r for r in await store.load_rules(self.pool)}
-        if create and fields["rule_id"] in existing:
-            raise ClientError(409, "conflict", "a rule with this rule_id exists; use update_rule")
         if not create:
-            if fields["rule_id"] not in existing:
+            existing = await store.get_rule(self.pool, fields["rule_id"])
+            if existing is None:
                 raise ClientError(404, "not_found", "no such rule")
-            fields = {**existing[fields["rule_id"]], **fields}
+            fields = {**existing, **fields}
         try:
             row = rule_row(fields, RULE_COLUMNS)
-            await store.upsert_rule(self.pool, row)
         except RuleError as exc:
             raise ClientError(422, "validation_error", str(exc)[:300]) from None
+        # The ingest processes hear of the change from the rules table's trigger (NOTIFY) and
+        # apply it within about a second.
+        if not create:
+            await store.upsert_rule(self.pool, row)
+        elif not await store.insert_rule(self.pool, row):  # one statement: no create race
+            raise ClientError(409, "conflict", "a rule with this rule_id exists; use update_rule")
         return _jsonable(row)
 
     async def delete_rule(self, principal: Principal, rule_id: Any) -> None:

@@ -1,6 +1,7 @@
 """`telemetry-bridge rules list|add|remove|load`: manage threshold rules in PostgreSQL.
 
-The ingest reloads rules every few seconds, so a change takes effect without a restart.
+Every change is announced by the rules table's trigger (NOTIFY ``rules_changed``): each running
+ingest reloads its rules within about a second, without a restart.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ingest.rules import Rule, RuleError, rule_row
-from storage.alerts import RULE_COLUMNS, delete_rule, load_rules, upsert_rule
+from ingest.rules import Rule, RuleError, new_rule_id, rule_row
+from storage.alerts import RULE_COLUMNS, delete_rule, insert_rule, load_rules, upsert_rule
 from storage.pool import connect
 
 
@@ -20,14 +21,18 @@ def add_parser(sub: Any) -> None:
         "rules",
         help="list, add, remove or load threshold rules",
         description="Threshold rules raise alerts (PROTOCOL.md section 5). Conditions: gt gte "
-        "lt lte outside inside no_data. Changes apply without a restart.",
+        "lt lte outside inside no_data. Changes apply to the running ingest within about a second.",
         epilog="example: telemetry-bridge rules add --id hot --metric temperature "
         "--condition gt --threshold 50 --clear 45 --for 30 --severity high --devices 'plant-*'",
     )
     actions = rules.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", help="print every rule")
     add = actions.add_parser("add", help="add or replace a rule")
-    add.add_argument("--id", required=True, dest="rule_id")
+    add.add_argument(
+        "--id",
+        dest="rule_id",
+        help="replaces the rule with this id; without it a new rule gets a generated id (printed)",
+    )
     add.add_argument("--metric", required=True)
     add.add_argument(
         "--condition",
@@ -77,8 +82,14 @@ async def run(args: argparse.Namespace, database_url: str) -> str:
         if args.action == "add":
             fields = {k: getattr(args, k) for k in RULE_COLUMNS if hasattr(args, k)}
             fields["enabled"] = not args.disabled
-            await upsert_rule(conn, _row(fields))
-            return f"rule {args.rule_id} saved"
+            if fields["rule_id"] is None:
+                fields["rule_id"] = new_rule_id()
+                row = _row(fields)
+                if not await insert_rule(conn, row):  # pragma: no cover - 64 random bits
+                    raise RuleError(f"rule {row['rule_id']} exists; try again")
+            else:
+                await upsert_rule(conn, _row(fields))
+            return f"rule {fields['rule_id']} saved"
         if args.action == "remove":
             if not await delete_rule(conn, args.rule_id):
                 raise RuleError(f"no rule {args.rule_id}")

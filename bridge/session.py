@@ -577,7 +577,7 @@ class Session:
                 self.principal, msg.get("rule"), create=kind == "create_rule"
             )
             reply = "rule_created" if kind == "create_rule" else "rule_updated"
-            self.reply(message(reply, id_=id_, rule=rule))
+            self.reply(message(reply, id_=id_, rule_id=rule["rule_id"], rule=rule))
 
     # -- handlers ------------------------------------------------------------------------------
     async def _auth(self, msg: dict[str, Any], id_: Any) -> None:

@@ -128,6 +128,8 @@ class Alert:
 class AlertEvent:
     event: str  # created | updated | acknowledged | resolved
     alert: Alert
+    # value | no_data, fixed when the event is made: the rule may be gone by the time it is stored
+    kind: str = "value"
 
 
 @dataclass
@@ -147,7 +149,11 @@ class RuleEngine:
 
     # -- configuration and restart -------------------------------------------------------------
     def set_rules(self, rules: list[Rule]) -> None:
-        self.rules = {r.rule_id: r for r in rules}
+        """Replace the rule set in one assignment. The mapping is never edited in place, so
+        whoever holds the previous one (an evaluation under way) keeps a consistent set."""
+        self.rules = new = {r.rule_id: r for r in rules}
+        if self._tracks:  # forget the timers of rules that are gone
+            self._tracks = {k: t for k, t in self._tracks.items() if k[0] in new}
 
     @property
     def metrics(self) -> frozenset[str]:
@@ -205,11 +211,11 @@ class RuleEngine:
                 alert.state = "acknowledged"
 
     def acknowledge(self, alert_id: str, by: str, now: float) -> AlertEvent | None:
-        for alert in self._open.values():
+        for key, alert in self._open.items():
             if alert.alert_id == alert_id and alert.state == "active":
                 alert.state, alert.acknowledged_at, alert.acknowledged_by = "acknowledged", now, by
                 alert.updated_at = now
-                return AlertEvent("acknowledged", replace(alert))
+                return AlertEvent("acknowledged", replace(alert), key[2])
         return None
 
     # -- core ------------------------------------------------------------------------------------
@@ -238,14 +244,18 @@ class RuleEngine:
             if SEVERITY_RANK[top.severity] > SEVERITY_RANK[alert.severity]:
                 return [self._escalate(alert, top, value, now)]
             owner = self.rules.get(alert.rule_id)
-            if top.rule_id != alert.rule_id and (owner is None or owner.cleared(value)):
-                # the higher condition cleared (past its own hysteresis), a lower one holds
+            if top.rule_id != alert.rule_id and (
+                owner is None or not owner.enabled or owner.cleared(value)
+            ):
+                # the higher condition cleared (past its own hysteresis), a lower one holds,
+                # or the alert's own rule was deleted or disabled
                 return [self._escalate(alert, top, value, now)]
             alert.actual_value = value
             return []
         if alert is not None:
             owner = self.rules.get(alert.rule_id)
-            if owner is None or owner.cleared(value):
+            # the alert's own rule may have been deleted or disabled meanwhile: the alert ends
+            if owner is None or not owner.enabled or owner.cleared(value):
                 return [self._resolve(alert, key, value, now)]
         return []
 
@@ -273,7 +283,7 @@ class RuleEngine:
             actual_value=value,
         )
         self._open[key] = alert
-        return AlertEvent("created", replace(alert))
+        return AlertEvent("created", replace(alert), key[2])
 
     def _escalate(self, alert: Alert, rule: Rule, value: float, now: float) -> AlertEvent:
         alert.rule_id, alert.severity = rule.rule_id, rule.severity
@@ -281,7 +291,7 @@ class RuleEngine:
         alert.title = _render(rule.title, rule, alert.device_id, value)
         alert.message = _render(rule.message, rule, alert.device_id, value)
         alert.state = "active"  # an escalation needs a fresh acknowledgement
-        return AlertEvent("updated", replace(alert))
+        return AlertEvent("updated", replace(alert), "value")
 
     def _resolve(
         self, alert: Alert, key: tuple[str, str, str], value: float | None, now: float
@@ -289,7 +299,7 @@ class RuleEngine:
         del self._open[key]
         alert.state, alert.resolved_at, alert.updated_at = "resolved", now, now
         alert.actual_value = value
-        return AlertEvent("resolved", replace(alert))
+        return AlertEvent("resolved", replace(alert), key[2])
 
 
 def _render(template: str, rule: Rule, device_id: str, value: float | None) -> str:
@@ -364,6 +374,15 @@ RULE_DEFAULTS: dict[str, object] = {
     "message": Rule.message,
     "enabled": True,
 }
+
+
+def new_rule_id() -> str:
+    """The id of a rule created without one (``create_rule``, ``rules add`` without ``--id``):
+    ``rule-`` and 16 random hex digits, a valid id by the same check as any given id."""
+    rule_id = f"rule-{uuid.uuid4().hex[:16]}"
+    if not names.is_device_id(rule_id):  # pragma: no cover - the format above always passes
+        raise RuleError(f"generated rule id {rule_id} is invalid")
+    return rule_id
 
 
 def rule_row(fields: dict[str, object], columns: tuple[str, ...]) -> dict[str, object]:

@@ -44,6 +44,7 @@ from ingest.mqtt import AsyncMqtt, MqttEndpoint
 from ingest.payload import MAX_PAYLOAD_BYTES, PayloadError, Reading, parse_telemetry
 from ingest.retained import LastRetained, payload_digest
 from ingest.rules import AlertEvent, Rule, RuleEngine, alert_from_row, rule_from_row
+from ingest.rules_listener import RulesListener
 from ingest.status import parse_status
 from ingest.storable import db_text
 from ingest.stream import StreamPublisher
@@ -91,7 +92,13 @@ class IngestConfig:
     shutdown_timeout_s: float = 15.0
     # When set, the final counters and latency percentiles are written here as JSON on exit.
     stats_file: Path | None = None
+    # Rule changes arrive by LISTEN/NOTIFY (ingest/rules_listener.py) and apply after this
+    # quiet period, which folds a burst of changes into one reload; every ``rules_reload_s``
+    # the rules are read regardless, in case a notification was missed.
     rules_reload_s: float = 10.0
+    rules_debounce_s: float = 0.1
+    rules_listen: bool = True
+    rules_listen_ping_s: float = 15.0
     # Dead letters stored per device id (messages without a valid id share one budget);
     # beyond it they are counted and acknowledged, not stored.
     dead_letter_per_device_per_min: float = 60.0
@@ -130,6 +137,7 @@ class IngestStats:
     db_refused: int = 0  # of which the database refused for their content
     db_retries: int = 0
     alerts: int = 0
+    rules_reloads: int = 0  # after the first load: on a notification or the periodic timer
     started: float = field(default_factory=time.monotonic)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
 
@@ -151,6 +159,7 @@ class IngestStats:
             "db_refused": self.db_refused,
             "db_retries": self.db_retries,
             "alert_events": self.alerts,
+            "rules_reloads": self.rules_reloads,
             "uptime_s": round(time.monotonic() - self.started, 1),
             "latency_p50_ms": pct(0.50),
             "latency_p99_ms": pct(0.99),
@@ -227,6 +236,11 @@ class IngestService:
         self._topic_cache: dict[tuple[str, str], str] = {}
         self._last_received_us = 0
         self._engine = RuleEngine()
+        self._rules_restored = False  # the first load (rules, open alerts) is done
+        self._rules_changed = asyncio.Event()
+        self.rules_listener = RulesListener(
+            config.database_url, self._rules_changed, ping_s=config.rules_listen_ping_s
+        )
         self._pool: asyncpg.Pool | None = None
         self._unsaved: list[AlertEvent] = []  # alert events whose write failed; retried
         self._budget = DeadLetterBudget(
@@ -293,6 +307,9 @@ class IngestService:
         writer_task = asyncio.create_task(self._write_loop(stop), name="ingest-writer")
         stats_task = asyncio.create_task(self._stats_loop(), name="ingest-stats")
         rules_task = asyncio.create_task(self._rules_loop(), name="ingest-rules")
+        tasks = [writer_task, stats_task, rules_task]
+        if cfg.rules_listen:
+            tasks.append(asyncio.create_task(self.rules_listener.run(), name="ingest-rules-listen"))
         try:
             await self._stream.start()
             await self._stream.connected.wait()
@@ -308,9 +325,9 @@ class IngestService:
             log.warning("shutdown timed out; unacknowledged messages stay with the broker")
         finally:
             self._accepting = False
-            for task in (writer_task, stats_task, rules_task):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(writer_task, stats_task, rules_task, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             if self._pool is not None:
                 await self._pool.close()
             await self._mqtt.stop()
@@ -323,13 +340,25 @@ class IngestService:
 
     # -- rules and alerts ------------------------------------------------------------------------
     async def _rules_loop(self) -> None:
-        """Keep the engine's rules current (changes apply without a restart) and tick it."""
+        """Keep the engine's rules current and tick it once a second.
+
+        A change to the rules table reaches every ingest process within about
+        ``rules_debounce_s`` plus one query: the listener (ingest/rules_listener.py) sets
+        ``_rules_changed`` on each notification, and a burst of them (``rules load``) costs one
+        reload. Every ``rules_reload_s`` the rules are read anyway, should a notification have
+        been lost (the listening connection down, LISTEN impossible behind a proxy).
+        """
+        cfg = self.config
+        changed = self._rules_changed
         last_load = 0.0
+        next_tick = 0.0
         while True:
             try:
-                if self._pool is None:
-                    self._pool = await create_pool(self.config.database_url, min_size=1, max_size=2)
-                    self._engine.set_rules(await self._fetch_rules())
+                if not self._rules_restored:
+                    changed.clear()  # what this load reads needs no second reload
+                    if self._pool is None:
+                        self._pool = await create_pool(cfg.database_url, min_size=1, max_size=2)
+                    self._set_rules(await self._fetch_rules())
                     silent_metrics = sorted(
                         {r.metric for r in self._engine.rules.values() if r.kind == "no_data"}
                     )
@@ -337,24 +366,56 @@ class IngestService:
                         [alert_from_row(r) for r in await open_alerts(self._pool)],
                         await last_readings(self._pool, silent_metrics),
                     )
+                    self._rules_restored = True
                     last_load = time.monotonic()
-                elif time.monotonic() - last_load >= self.config.rules_reload_s:
-                    self._engine.set_rules(await self._fetch_rules())
-                    acked = await acknowledged_open(self._pool)
-                    self._engine.sync_acknowledged(
-                        {
-                            a["alert_id"]: (a["acknowledged_at"].timestamp(), a["acknowledged_by"])
-                            for a in acked
-                        }
-                    )
+                elif changed.is_set() or time.monotonic() - last_load >= cfg.rules_reload_s:
+                    if changed.is_set():
+                        # notifications arriving meanwhile fold into this one reload
+                        await asyncio.sleep(cfg.rules_debounce_s)
+                    # cleared before reading: a change committed during the read sets it again
+                    changed.clear()
+                    try:
+                        await self._reload_rules()
+                    except Exception:
+                        changed.set()  # not read yet: try again after the pause below
+                        raise
                     last_load = time.monotonic()
-                await self._handle_alerts(self._engine.tick(time.time()))
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + 1.0
+                    await self._handle_alerts(self._engine.tick(time.time()))
             except Exception as exc:
                 if not is_transient(exc):
                     log.exception("rule evaluation failed")
                 else:
                     log.warning("rules/alerts storage unavailable: %s", exc)
-            await asyncio.sleep(1.0)
+                # a pause, also when a notification is pending: no busy loop while it is down
+                await asyncio.sleep(1.0)
+            wait = max(0.0, min(next_tick, last_load + cfg.rules_reload_s) - time.monotonic())
+            if not changed.is_set() and wait > 0:
+                try:
+                    await asyncio.wait_for(changed.wait(), wait)
+                except TimeoutError:
+                    pass
+
+    async def _reload_rules(self) -> None:
+        assert self._pool is not None
+        self._set_rules(await self._fetch_rules())
+        self.stats.rules_reloads += 1
+        acked = await acknowledged_open(self._pool)
+        self._engine.sync_acknowledged(
+            {a["alert_id"]: (a["acknowledged_at"].timestamp(), a["acknowledged_by"]) for a in acked}
+        )
+
+    def _set_rules(self, rules: list[Rule]) -> None:
+        """Swap the whole rule set in one step (the engine replaces its mapping, it never edits
+        it), between two batches: the writer evaluates a batch without awaiting, on this same
+        event loop, so a batch sees either the old rules or the new ones, never a mix."""
+        before = self._engine.rules
+        self._engine.set_rules(rules)
+        if set(before) != set(self._engine.rules) or any(
+            before[k] != r for k, r in self._engine.rules.items()
+        ):
+            log.info("rules loaded: %d (%d enabled)", len(rules), sum(r.enabled for r in rules))
 
     async def _fetch_rules(self) -> list[Rule]:
         assert self._pool is not None
@@ -387,7 +448,7 @@ class IngestService:
             async with self._pool.acquire() as conn:
                 await save_alerts(
                     conn,
-                    [(RuleEngine.kind_of(e.alert, self._engine.rules), e.alert) for e in events],
+                    [(e.kind, e.alert) for e in events],
                 )
         except Exception:
             self._unsaved = events[-10_000:]
@@ -602,7 +663,7 @@ class IngestService:
         self._publish(done, result)
         if report := self._budget.report(time.monotonic()):
             log.warning("%s", report)
-        if self._pool is not None:
+        if self._rules_restored:  # not before the open alerts are known: no duplicates
             try:
                 await self._handle_alerts(self._feed_rules(done, committed))
             except Exception as exc:  # kept in _unsaved and retried with the next batch/tick

@@ -29,6 +29,13 @@ async def load_rules(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, 
     return [dict(r) for r in rows]
 
 
+async def get_rule(conn: asyncpg.Connection | asyncpg.Pool, rule_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        f"SELECT {', '.join(RULE_COLUMNS)} FROM rules WHERE rule_id = $1", rule_id
+    )
+    return None if row is None else dict(row)
+
+
 async def upsert_rule(conn: asyncpg.Connection | asyncpg.Pool, rule: dict[str, Any]) -> None:
     cols = ", ".join(RULE_COLUMNS)
     params = ", ".join(f"${i + 1}" for i in range(len(RULE_COLUMNS)))
@@ -38,6 +45,17 @@ async def upsert_rule(conn: asyncpg.Connection | asyncpg.Pool, rule: dict[str, A
         f"ON CONFLICT (rule_id) DO UPDATE SET {updates}, updated_at = now()",
         *[rule[c] for c in RULE_COLUMNS],
     )
+
+
+async def insert_rule(conn: asyncpg.Connection | asyncpg.Pool, rule: dict[str, Any]) -> bool:
+    """Store a new rule; False (nothing written) when its rule_id is taken."""
+    cols = ", ".join(RULE_COLUMNS)
+    params = ", ".join(f"${i + 1}" for i in range(len(RULE_COLUMNS)))
+    status = await conn.execute(
+        f"INSERT INTO rules ({cols}) VALUES ({params}) ON CONFLICT (rule_id) DO NOTHING",
+        *[rule[c] for c in RULE_COLUMNS],
+    )
+    return bool(status == "INSERT 0 1")
 
 
 async def delete_rule(conn: asyncpg.Connection | asyncpg.Pool, rule_id: str) -> bool:

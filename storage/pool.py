@@ -32,7 +32,13 @@ async def create_pool(
     return pool
 
 
-async def connect(dsn: str, *, connect_timeout: float = 10.0) -> asyncpg.Connection:
-    conn = await asyncpg.connect(dsn, timeout=connect_timeout, server_settings=SERVER_SETTINGS)
+async def connect(
+    dsn: str, *, connect_timeout: float = 10.0, application_name: str | None = None
+) -> asyncpg.Connection:
+    """One connection outside any pool; ``application_name`` names it in pg_stat_activity."""
+    settings = SERVER_SETTINGS
+    if application_name is not None:
+        settings = {**SERVER_SETTINGS, "application_name": application_name}
+    conn = await asyncpg.connect(dsn, timeout=connect_timeout, server_settings=settings)
     await _init(conn)
     return conn

@@ -30,6 +30,7 @@ class Stack:
         self.url = f"ws://127.0.0.1:{port}"
         self.topics = topics
         self.peer = peer
+        self.ingest: IngestService | None = None
 
     def token(self, scope: str = "telemetry:read alerts:read devices:read", **kw: Any) -> str:
         return mint(key=SECRET, algorithm="HS256", sub=kw.pop("sub", "alice"), scopes=scope, **kw)
@@ -60,7 +61,7 @@ async def nothing_more(ws: ClientConnection, within: float = 0.5) -> None:
 
 
 async def stack_fixture(
-    broker: BrokerInfo, database_url: str, topic_prefix: str
+    broker: BrokerInfo, database_url: str, topic_prefix: str, *, rules_reload_s: float = 0.5
 ) -> AsyncIterator[Stack]:
     port = free_port()
     settings = Settings(
@@ -79,7 +80,7 @@ async def stack_fixture(
             client_id=f"ingest-{uuid.uuid4().hex[:8]}",
             batch_max_wait_s=0.01,
             max_past=timedelta(days=3650),
-            rules_reload_s=0.5,
+            rules_reload_s=rules_reload_s,
         )
     )
     stop = asyncio.Event()
@@ -91,6 +92,7 @@ async def stack_fixture(
     await asyncio.wait_for(asyncio.gather(ingest_ready.wait(), front_ready.wait()), 10)
     peer = MqttPeer(broker.url)
     stack = Stack(port, topics, peer)
+    stack.ingest = ingest
 
     async def healthy() -> bool:  # the front's broker connection is up: subscriptions work
         return (await http_json(stack, "/health"))["status"] == "healthy"

@@ -3,6 +3,8 @@ acknowledgement and restart. Time is passed in; nothing sleeps."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from ingest.rules import Rule, RuleEngine, RuleError
@@ -197,3 +199,51 @@ def test_rule_row_from_user_input() -> None:
     for bad in bads:
         with pytest.raises(RuleError):
             rule_row(bad, RULE_COLUMNS)
+
+
+def test_generated_rule_ids_are_valid_and_distinct() -> None:
+    from ingest import names
+    from ingest.rules import new_rule_id, rule_row
+    from storage.alerts import RULE_COLUMNS
+
+    ids = {new_rule_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(names.is_device_id(i) and i.startswith("rule-") for i in ids)
+    row = rule_row(
+        {"rule_id": ids.pop(), "metric": "t", "condition": "gt", "threshold": 1}, RULE_COLUMNS
+    )
+    assert row["rule_id"].startswith("rule-")
+
+
+def test_set_rules_swaps_the_whole_set_and_leaves_the_old_one_intact() -> None:
+    engine = RuleEngine()
+    engine.set_rules([HOT])
+    before = engine.rules
+    assert run(engine, [(0, 51)]) == ["created:warning"]
+    engine.set_rules([CRIT])
+    # an evaluation holding the previous mapping still sees a whole, unchanged rule set
+    assert before == {"hot": HOT} and engine.rules == {"crit": CRIT}
+    assert ("hot", "d1", "temperature") not in engine._tracks  # timers of deleted rules go
+
+
+@pytest.mark.parametrize("change", ["delete", "disable"])
+def test_an_alert_ends_when_its_rule_is_deleted_or_disabled(change: str) -> None:
+    engine = RuleEngine()
+    engine.set_rules([HOT])
+    assert run(engine, [(0, 60)]) == ["created:warning"]
+    engine.set_rules([] if change == "delete" else [replace(HOT, enabled=False)])
+    # still above the threshold, but no rule holds it open any more; nothing new fires
+    assert run(engine, [(1, 60), (2, 70)]) == ["resolved:warning"]
+
+
+def test_an_event_keeps_its_kind_when_the_rule_is_gone() -> None:
+    quiet = Rule("quiet", "temperature", "no_data", 10.0, severity="info")
+    engine = RuleEngine()
+    engine.set_rules([quiet])
+    engine.feed("d1", "temperature", 1.0, 0)
+    created = engine.tick(20)
+    assert [(e.event, e.kind) for e in created] == [("created", "no_data")]
+    engine.set_rules([])  # deleted before the event was stored: the kind does not depend on it
+    assert [(e.event, e.kind) for e in engine.feed("d1", "temperature", 1.0, 21)] == [
+        ("resolved", "no_data")
+    ]
