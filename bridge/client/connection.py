@@ -48,8 +48,9 @@ class Owner(Protocol):
 
 def backoff_delay(attempt: int, initial_s: float, max_s: float, jitter: float) -> float:
     """The wait before reconnection attempt ``attempt`` (from 0): doubling from ``initial_s``
-    up to ``max_s``, times ``jitter`` (drawn from [0.5, 1]: no herds)."""
-    return min(max_s, initial_s * 2**attempt) * jitter
+    up to ``max_s``, times ``jitter`` (drawn from [0.5, 1]: no herds). The exponent is capped:
+    ``2**attempt`` past 1023 does not fit a float, and an outage of a few hours reaches that."""
+    return min(max_s, initial_s * 2 ** min(attempt, 64)) * jitter
 
 
 class Link:

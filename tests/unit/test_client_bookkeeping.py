@@ -199,6 +199,13 @@ def test_backoff_doubles_up_to_the_maximum(attempt: int, jitter: float, delay: f
     assert backoff_delay(attempt, 0.2, 30.0, jitter) == pytest.approx(delay)
 
 
+@pytest.mark.parametrize("attempt", [1023, 1024, 5000, 10**6])
+def test_backoff_after_hours_of_outage_is_still_the_maximum(attempt: int) -> None:
+    # at 30 s (times jitter) per attempt, attempt 1024 comes after about six hours; it raised
+    # OverflowError, which stopped the client for good
+    assert backoff_delay(attempt, 0.2, 30.0, 0.75) == pytest.approx(22.5)
+
+
 def test_bridge_error_fields() -> None:
     exc = ConnectionLostError()
     assert (exc.code, exc.error) == (503, "connection_lost") and isinstance(exc, BridgeError)
