@@ -123,6 +123,9 @@ class Link:
             self._owner._fail_subscriptions(
                 BridgeError(500, "client_error", f"client stopped: {exc!r}")
             )
+            if self.ws is not None:
+                # nobody reads it any more, and its incoming queue has no bound (max_queue=None)
+                await self.ws.close()
 
     async def _connection_loop(self, ws: ClientConnection) -> None:
         """Read, and reconnect when the connection drops, until closed."""
@@ -164,13 +167,19 @@ class Link:
                     log.info("bridge not reachable (%s); retry %d", exc, attempt)
 
     async def _read(self, ws: ClientConnection) -> None:
+        # one malformed frame, or message in a batch, must not end the subscriptions nor cost
+        # the other messages of its batch: skip just it, loudly
         async for frame in ws:
             try:
-                for msg in decode_frame(frame):
-                    self._owner._handle(msg)
-            except (ValueError, KeyError, TypeError):
-                # one malformed frame must not end the subscriptions: skip it, loudly
+                messages = decode_frame(frame)
+            except (ValueError, TypeError):
                 log.warning("ignoring a malformed frame from the bridge", exc_info=True)
+                continue
+            for msg in messages:
+                try:
+                    self._owner._handle(msg)
+                except (ValueError, KeyError, TypeError):
+                    log.warning("ignoring a malformed message from the bridge", exc_info=True)
 
     async def _refresh_token(self, ws: ClientConnection) -> None:
         """Send a fresh token on the open connection before the current one expires."""

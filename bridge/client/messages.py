@@ -64,7 +64,7 @@ Update = TelemetryUpdate | AlertEvent | DeviceStatus | SystemStatus | Event
 def decode_frame(frame: str | bytes) -> list[dict[str, Any]]:
     """The messages in one WebSocket frame: the frame itself, or the members of a ``batch``
     (anything that is not a JSON object is left out). Raises ``ValueError`` for a frame that
-    is not JSON and ``TypeError`` for a batch whose ``messages`` is not a list."""
+    is not JSON and ``TypeError`` for a batch whose ``messages`` cannot be iterated."""
     msg = orjson.loads(frame)
     if not isinstance(msg, dict):
         return []
@@ -74,9 +74,16 @@ def decode_frame(frame: str | bytes) -> list[dict[str, Any]]:
 
 
 def parse_live(msg: dict[str, Any]) -> list[Update]:
-    """The typed messages in one live frame (a telemetry frame may carry several metrics)."""
+    """The typed messages in one live frame (a telemetry frame may carry several metrics).
+    Raises ``KeyError`` or ``ValueError`` for a message that cannot be one (the reader skips
+    it, loudly), never another exception."""
     kind = msg.get("type")
     if kind == "telemetry_update":
+        readings = msg.get("telemetry") or {}
+        if not isinstance(readings, dict) or not all(
+            isinstance(r, dict) for r in readings.values()
+        ):
+            raise ValueError("telemetry_update: `telemetry` is not an object of readings")
         return [
             TelemetryUpdate(
                 device_id=msg["device_id"],
@@ -87,7 +94,7 @@ def parse_live(msg: dict[str, Any]) -> list[Update]:
                 received_at=msg.get("received_at"),
                 raw=msg,
             )
-            for metric, reading in (msg.get("telemetry") or {}).items()
+            for metric, reading in readings.items()
         ]
     if kind == "alert":
         return [
@@ -104,13 +111,14 @@ def parse_live(msg: dict[str, Any]) -> list[Update]:
             )
         ]
     if kind == "device_status_update":
+        metadata = msg.get("metadata")
         return [
             DeviceStatus(
                 device_id=msg["device_id"],
                 old_status=msg.get("old_status"),
                 new_status=msg.get("new_status", ""),
                 reason=msg.get("reason"),
-                last_seen=(msg.get("metadata") or {}).get("last_seen"),
+                last_seen=metadata.get("last_seen") if isinstance(metadata, dict) else None,
                 received_at=msg.get("received_at"),
                 raw=msg,
             )

@@ -110,6 +110,10 @@ STATUS = {
             [DeviceStatus("d1", None, "", None, None, None, raw={})],
         ),
         (
+            {"type": "device_status_update", "device_id": "d1", "metadata": ["x"]},
+            [DeviceStatus("d1", None, "", None, None, None, raw={})],
+        ),
+        (
             {"type": "system_status_update", "component": "front", "metrics": {"clients": 3}},
             [SystemStatus("front", {"clients": 3}, raw={})],
         ),
@@ -136,6 +140,17 @@ def test_parse_live(msg: dict[str, Any], updates: list[Any]) -> None:
 def test_parse_live_refuses_a_message_without_its_keys(msg: dict[str, Any]) -> None:
     with pytest.raises(KeyError):
         parse_live(msg)
+
+
+@pytest.mark.parametrize(
+    "telemetry",
+    [[1, 2], "t=1", 5, {"t": 21.5}, {"t": None}, {"t": {"value": 1}, "h": [40]}],
+)
+def test_parse_live_refuses_telemetry_that_is_not_readings(telemetry: Any) -> None:
+    # these raised AttributeError, which the reader took for an internal error: the client
+    # stopped and every subscription ended with 500 client_error
+    with pytest.raises(ValueError):
+        parse_live({"type": "telemetry_update", "device_id": "d1", "telemetry": telemetry})
 
 
 def test_identity_tells_a_message_sent_again_after_a_resume() -> None:

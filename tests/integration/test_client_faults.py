@@ -1,0 +1,120 @@
+"""bridge.client against a scripted bridge: a real WebSocket server on localhost whose every
+reply the test decides, to send what the real front never would (malformed frames, no reply,
+a connection cut at the wrong moment). No broker or database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from bridge.client import BridgeClient, Subscription, TelemetryUpdate
+
+pytestmark = pytest.mark.timeout(30)
+Msg = dict[str, Any]
+
+
+def reading(device: str, value: int, sub_id: str = "sub-1") -> Msg:
+    return {
+        "type": "telemetry_update",
+        "subscription_id": sub_id,
+        "device_id": device,
+        "received_at": f"2026-01-01T00:00:{value:02d}Z",
+        "telemetry": {"v": {"value": value, "timestamp": f"ts{value}"}},
+    }
+
+
+def answer(msg: Msg) -> list[Msg]:
+    """What the scripted bridge replies by default: subscriptions are granted."""
+    if msg.get("type") == "subscribe":
+        return [{"type": "subscribed", "id": msg["id"], "subscription_id": "sub-1"}]
+    if msg.get("type") == "unsubscribe":
+        return [{"type": "unsubscribed", "id": msg["id"]}]
+    return []
+
+
+@dataclass
+class ScriptedBridge:
+    server: Server | None = None
+    hello: bytes | None = b'{"type": "connected", "client_id": "c_1"}'
+    script: Callable[[Msg], list[Msg]] = answer
+    received: list[Msg] = field(default_factory=list)
+    connections: list[ServerConnection] = field(default_factory=list)
+    closed: list[ServerConnection] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"ws://127.0.0.1:{port}/ws"
+
+    async def handler(self, ws: ServerConnection) -> None:
+        self.connections.append(ws)
+        try:
+            if self.hello is not None:
+                await ws.send(self.hello.decode())
+            async for frame in ws:
+                msg = orjson.loads(frame)
+                self.received.append(msg)
+                for out in self.script(msg):
+                    await ws.send(orjson.dumps(out).decode())
+        finally:
+            self.closed.append(ws)
+
+    async def push(self, *msgs: Msg | str) -> None:
+        """Frames to the newest connection (a string is sent as it is)."""
+        for msg in msgs:
+            await self.connections[-1].send(msg if isinstance(msg, str) else orjson.dumps(msg))
+
+    def sent(self, kind: str) -> list[Msg]:
+        return [m for m in self.received if m.get("type") == kind]
+
+
+@pytest.fixture
+async def bridge() -> AsyncIterator[ScriptedBridge]:
+    scripted = ScriptedBridge()
+    async with serve(scripted.handler, "127.0.0.1", 0) as server:
+        scripted.server = server
+        yield scripted
+
+
+async def values(sub: Subscription, count: int) -> list[int]:
+    out: list[int] = []
+    async with asyncio.timeout(10):
+        while len(out) < count:
+            update = await anext(sub)
+            assert isinstance(update, TelemetryUpdate)
+            out.append(update.value)
+    return out
+
+
+async def test_malformed_messages_are_skipped_one_by_one(bridge: ScriptedBridge) -> None:
+    async with (
+        BridgeClient(bridge.url, "token") as client,
+        client.subscribe("telemetry", device_id="d1") as sub,
+    ):
+        batch = {
+            "type": "batch",
+            "messages": [
+                reading("d1", 1),
+                {**reading("d1", 90), "device_id": None, "telemetry": {"v": 7}},  # not a reading
+                {"type": "telemetry_update", "subscription_id": "sub-1"},  # no device_id
+                reading("d1", 2),
+            ],
+        }
+        await bridge.push(
+            {**reading("d1", 91), "telemetry": [1, 2]},  # a list where an object belongs
+            {**reading("d1", 92), "telemetry": {"v": "hot"}},
+            "{not json",
+            batch,
+            {"type": "device_status_update", "subscription_id": "sub-1"},  # no device_id
+            {"type": "batch", "messages": 3},
+            reading("d1", 3),
+        )
+        assert await values(sub, 3) == [1, 2, 3]
+        assert client.connected and client.connections == 1
