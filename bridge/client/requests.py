@@ -43,7 +43,8 @@ class PendingRequests:
 
         ``done`` tells the final reply from intermediate ones with the same id (command
         progress); an ``error`` reply always ends the request with :class:`BridgeError`.
-        ``on_reply`` runs with the final reply before anything later is resolved."""
+        If ``done`` raises, the request ends with its exception. ``on_reply`` runs with the
+        final reply before anything later is resolved."""
         id_ = next(self._ids)
         self._pending[id_] = _Pending(waiter, done, on_reply)
         return id_
@@ -63,8 +64,18 @@ class PendingRequests:
             if not pending.waiter.done():
                 pending.waiter.set_exception(BridgeError.from_reply(msg))
             return True
-        if pending.done is not None and not pending.done(msg):
-            return True  # progress, consumed; the final reply is still to come
+        if pending.done is not None:
+            try:
+                final = pending.done(msg)
+            except Exception as exc:
+                # the caller's code (a command's on_progress): its error ends its request,
+                # not the reader that called it
+                self.discard(id_)
+                if not pending.waiter.done():
+                    pending.waiter.set_exception(exc)
+                return True
+            if not final:
+                return True  # progress, consumed; the final reply is still to come
         self.discard(id_)
         if pending.on_reply is not None:
             pending.on_reply(msg)  # in the reader, before any later frame is handled

@@ -118,3 +118,33 @@ async def test_malformed_messages_are_skipped_one_by_one(bridge: ScriptedBridge)
         )
         assert await values(sub, 3) == [1, 2, 3]
         assert client.connected and client.connections == 1
+
+
+def answer_commands(msg: Msg) -> list[Msg]:
+    if msg.get("type") == "command":
+        result = {"type": "command_result", "id": msg["id"], "command_id": "cmd-1"}
+        return [{**result, "status": "running"}, {**result, "status": "success"}]
+    if msg.get("type") == "query":
+        return [{"type": "query_result", "id": msg["id"], "series": []}]
+    return answer(msg)
+
+
+async def test_an_error_in_on_progress_ends_that_command_not_the_client(
+    bridge: ScriptedBridge,
+) -> None:
+    bridge.script = answer_commands
+
+    def on_progress(reply: Msg) -> None:
+        raise RuntimeError("dashboard bug")
+
+    async with (
+        BridgeClient(bridge.url, "token") as client,
+        client.subscribe("telemetry", device_id="d1") as sub,
+    ):
+        with pytest.raises(RuntimeError, match="dashboard bug"):
+            await client.command("d1", "reboot", on_progress=on_progress)
+        # the reader carries on: replies and live messages still arrive
+        assert (await client.query(device_id="d1"))["type"] == "query_result"
+        await bridge.push(reading("d1", 1))
+        assert await values(sub, 1) == [1]
+        assert client.connections == 1

@@ -129,6 +129,20 @@ def test_progress_replies_are_consumed_until_done_says_final() -> None:
     assert seen == [{"id": id_, "status": "success"}]  # on_reply with the final reply only
 
 
+def test_an_error_in_the_callers_done_ends_that_request_with_it() -> None:
+    pending = PendingRequests()
+    waiter: Future[dict[str, Any]] = Future()
+
+    def done(reply: dict[str, Any]) -> bool:
+        raise RuntimeError(f"progress handler broke on {reply['status']}")
+
+    id_ = pending.add(waiter, done=done)
+    assert pending.resolve({"id": id_, "status": "running"})  # does not raise in the reader
+    assert isinstance(waiter.exception(), RuntimeError)
+    assert id_ not in pending
+    assert not pending.resolve({"id": id_, "status": "success"})  # later replies: nobody's
+
+
 def test_fail_all_ends_every_waiting_request() -> None:
     pending = PendingRequests()
     waiters: list[Future[dict[str, Any]]] = [Future() for _ in range(3)]
