@@ -102,12 +102,29 @@ class Link:
                 raise AuthError(status, "unauthorized", "the bridge refused the token") from None
             raise BridgeError(status, "handshake_refused", f"HTTP {status}") from None
         if token:
-            hello = orjson.loads(await asyncio.wait_for(ws.recv(), self._owner.open_timeout_s))
-            self.client_id = hello.get("client_id")
+            try:
+                self.client_id = await self._hello(ws)
+            except BaseException:
+                # no usable hello (none in time, garbage, cancelled): close what was opened,
+                # or every attempt leaves a connection behind on both sides
+                with contextlib.suppress(Exception):
+                    await ws.close()
+                raise
         self.ws = ws
         self.connections += 1
         self.connected.set()
         return ws
+
+    async def _hello(self, ws: ClientConnection) -> str | None:
+        """The ``client_id`` from the bridge's first message on an authenticated connection."""
+        frame = await asyncio.wait_for(ws.recv(), self._owner.open_timeout_s)
+        try:
+            hello = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            hello = None
+        if not isinstance(hello, dict):
+            raise BridgeError(502, "bad_hello", "the bridge's first message is not an object")
+        return hello.get("client_id")
 
     async def _run(self, ws: ClientConnection) -> None:
         """The connection loop; whatever ends it unexpectedly ends every subscription and

@@ -13,7 +13,8 @@ import orjson
 import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from bridge.client import BridgeClient, Subscription, TelemetryUpdate
+from bridge.client import BridgeClient, BridgeError, Subscription, TelemetryUpdate
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 Msg = dict[str, Any]
@@ -148,3 +149,31 @@ async def test_an_error_in_on_progress_ends_that_command_not_the_client(
         await bridge.push(reading("d1", 1))
         assert await values(sub, 1) == [1]
         assert client.connections == 1
+
+
+async def test_a_connection_without_hello_in_time_is_closed(bridge: ScriptedBridge) -> None:
+    bridge.hello = None
+    client = BridgeClient(bridge.url, "token", open_timeout_s=0.3)
+    with pytest.raises(TimeoutError):
+        await client.connect()
+
+    async def closed() -> bool:
+        return len(bridge.closed) == 1
+
+    await wait_until(closed, timeout=5)  # it stayed open, on both sides, at every attempt
+
+
+@pytest.mark.parametrize("hello", [b"[1]", b"not json", b'"connected"'])
+async def test_a_garbled_hello_is_a_bridge_error_and_the_connection_is_closed(
+    bridge: ScriptedBridge, hello: bytes
+) -> None:
+    bridge.hello = hello
+    client = BridgeClient(bridge.url, "token")
+    with pytest.raises(BridgeError) as refused:  # was AttributeError or JSONDecodeError
+        await client.connect()
+    assert refused.value.code == 502
+
+    async def closed() -> bool:
+        return len(bridge.closed) == 1
+
+    await wait_until(closed, timeout=5)
