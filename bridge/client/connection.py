@@ -67,7 +67,7 @@ class Link:
 
     async def start(self) -> None:
         """The first connection; errors here (bad token, nothing listening) raise."""
-        ws = await self._open()
+        ws = await self._open(await self._token_now())
         self._runner = asyncio.create_task(self._run(ws), name="bridge-client")
 
     async def close(self) -> None:
@@ -85,8 +85,7 @@ class Link:
             self.token = await call_provider(self.token_provider)
         return self.token
 
-    async def _open(self) -> ClientConnection:
-        token = await self._token_now()
+    async def _open(self, token: str | None) -> ClientConnection:
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
             ws = await connect(
@@ -172,7 +171,13 @@ class Link:
                 )
                 attempt += 1
                 try:
-                    ws = await self._open()
+                    token = await self._token_now()
+                except Exception:
+                    # the caller's provider (an auth service that is down, say): try again
+                    log.warning("token provider failed; retry %d", attempt, exc_info=True)
+                    continue
+                try:
+                    ws = await self._open(token)
                     break
                 except AuthError as exc:
                     if self.token_provider is None:

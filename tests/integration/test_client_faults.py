@@ -177,3 +177,29 @@ async def test_a_garbled_hello_is_a_bridge_error_and_the_connection_is_closed(
         return len(bridge.closed) == 1
 
     await wait_until(closed, timeout=5)
+
+
+async def test_a_token_provider_failing_during_a_reconnection_is_retried(
+    bridge: ScriptedBridge,
+) -> None:
+    calls: list[int] = []
+
+    async def provider() -> str:
+        calls.append(len(calls))
+        if len(calls) in (2, 3):
+            raise RuntimeError("auth service down")
+        return "token"
+
+    async with (
+        BridgeClient(bridge.url, token_provider=provider, backoff_initial_s=0.01) as client,
+        client.subscribe("telemetry", device_id="d1") as sub,
+    ):
+        await bridge.connections[0].close(1012)  # the front restarts
+
+        async def resubscribed() -> bool:
+            return client.connections == 2 and "sub-1" in client._by_id
+
+        await wait_until(resubscribed, timeout=10)
+        await bridge.push(reading("d1", 1))
+        assert await values(sub, 1) == [1]  # was: 500 client_error, the client stopped
+        assert len(calls) == 4
