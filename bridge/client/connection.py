@@ -75,8 +75,7 @@ class Link:
         self._closed = True
         if self._runner is not None:
             self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+            await asyncio.wait([self._runner])  # unlike `await`, lets our own cancellation out
         if self.ws is not None:
             await self.ws.close()
 
@@ -148,7 +147,7 @@ class Link:
         owner = self._owner
         attempt = 0
         while True:
-            refresher = asyncio.create_task(self._refresh_token(ws))
+            refresher = asyncio.create_task(self._refresh_token(ws), name="bridge-client-token")
             try:
                 if self.connections > 1:
                     owner._resubscribe()
@@ -161,6 +160,7 @@ class Link:
                 refresher.cancel()
                 self.connected.clear()
                 owner._fail_pending(ConnectionLostError())
+                await asyncio.wait([refresher])  # it may be in the token provider
             if self._closed or not owner.reconnect:
                 owner._fail_subscriptions(ConnectionLostError("connection closed"))
                 return

@@ -84,6 +84,11 @@ class BridgeClient:
             sub.closed = True
             sub._fail(StopAsyncIteration())
         await self._link.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
         self._fail_pending(ClientClosedError())
 
     # -- API -----------------------------------------------------------------------------------
@@ -219,7 +224,7 @@ class BridgeClient:
         for sub in list(self._subs):
             if not sub.closed:
                 # not awaited inline: the reader must run to receive the replies
-                task = asyncio.create_task(self._resubscribe_one(sub))
+                task = asyncio.create_task(self._resubscribe_one(sub), name="bridge-resubscribe")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
@@ -230,6 +235,18 @@ class BridgeClient:
             pass  # the next connection tries again
         except BridgeError as exc:
             sub._fail(exc)
+        except TimeoutError:
+            if self.connected:
+                # no reply: say so rather than leave the caller waiting on a dead iterator
+                sub._fail(
+                    BridgeError(
+                        504,
+                        "timeout",
+                        f"no reply to the resubscription in {self.request_timeout_s} s; "
+                        "subscribe again with since=subscription.resume_point",
+                    )
+                )
+            # else the connection dropped again meanwhile: the next one resubscribes
 
     def _fail_pending(self, exc: BridgeError) -> None:
         self._pending.fail_all(exc)

@@ -5,7 +5,7 @@ a connection cut at the wrong moment). No broker or database."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ def reading(device: str, value: int, sub_id: str = "sub-1") -> Msg:
     }
 
 
-def answer(msg: Msg) -> list[Msg]:
+async def answer(msg: Msg) -> list[Msg]:
     """What the scripted bridge replies by default: subscriptions are granted."""
     if msg.get("type") == "subscribe":
         return [{"type": "subscribed", "id": msg["id"], "subscription_id": "sub-1"}]
@@ -43,7 +43,7 @@ def answer(msg: Msg) -> list[Msg]:
 class ScriptedBridge:
     server: Server | None = None
     hello: bytes | None = b'{"type": "connected", "client_id": "c_1"}'
-    script: Callable[[Msg], list[Msg]] = answer
+    script: Callable[[Msg], Awaitable[list[Msg]]] = answer
     received: list[Msg] = field(default_factory=list)
     connections: list[ServerConnection] = field(default_factory=list)
     closed: list[ServerConnection] = field(default_factory=list)
@@ -62,7 +62,7 @@ class ScriptedBridge:
             async for frame in ws:
                 msg = orjson.loads(frame)
                 self.received.append(msg)
-                for out in self.script(msg):
+                for out in await self.script(msg):
                     await ws.send(orjson.dumps(out).decode())
         finally:
             self.closed.append(ws)
@@ -121,13 +121,13 @@ async def test_malformed_messages_are_skipped_one_by_one(bridge: ScriptedBridge)
         assert client.connected and client.connections == 1
 
 
-def answer_commands(msg: Msg) -> list[Msg]:
+async def answer_commands(msg: Msg) -> list[Msg]:
     if msg.get("type") == "command":
         result = {"type": "command_result", "id": msg["id"], "command_id": "cmd-1"}
         return [{**result, "status": "running"}, {**result, "status": "success"}]
     if msg.get("type") == "query":
         return [{"type": "query_result", "id": msg["id"], "series": []}]
-    return answer(msg)
+    return await answer(msg)
 
 
 async def test_an_error_in_on_progress_ends_that_command_not_the_client(
@@ -203,3 +203,59 @@ async def test_a_token_provider_failing_during_a_reconnection_is_retried(
         await bridge.push(reading("d1", 1))
         assert await values(sub, 1) == [1]  # was: 500 client_error, the client stopped
         assert len(calls) == 4
+
+
+async def test_a_resubscription_without_reply_ends_the_iteration_with_504(
+    bridge: ScriptedBridge,
+) -> None:
+    async def first_subscription_only(msg: Msg) -> list[Msg]:
+        return [] if len(bridge.sent("subscribe")) > 1 else await answer(msg)
+
+    bridge.script = first_subscription_only
+    async with (
+        BridgeClient(bridge.url, "token", backoff_initial_s=0.01, request_timeout_s=0.5) as client,
+        client.subscribe("telemetry", device_id="d1") as sub,
+    ):
+        await bridge.connections[0].close(1012)
+        with pytest.raises(BridgeError) as timed_out:  # was: waiting for ever
+            await asyncio.wait_for(anext(sub), 10)
+        assert timed_out.value.code == 504
+        assert client.connections == 2 and not client._tasks
+
+
+async def test_close_ends_the_resubscriptions_under_way(bridge: ScriptedBridge) -> None:
+    release = asyncio.Event()
+
+    async def hold_resubscriptions(msg: Msg) -> list[Msg]:
+        if len(bridge.sent("subscribe")) > 1:
+            await release.wait()
+        return await answer(msg)
+
+    bridge.script = hold_resubscriptions
+    client = BridgeClient(bridge.url, "token", backoff_initial_s=0.01)
+    await client.connect()
+    sub = await client.subscribe("telemetry", device_id="d1")
+    await bridge.connections[0].close(1012)
+
+    async def resubscribing() -> bool:
+        return len(bridge.sent("subscribe")) == 2
+
+    await wait_until(resubscribing)
+    tasks = set(client._tasks)
+    assert len(tasks) == 1
+    await client.close()
+    assert all(task.done() for task in tasks) and not client._tasks  # none left behind
+    with pytest.raises(StopAsyncIteration):
+        await anext(sub)
+    release.set()  # let the server's handler end
+
+
+async def test_a_cancelled_close_is_cancelled(bridge: ScriptedBridge) -> None:
+    client = BridgeClient(bridge.url, "token")
+    await client.connect()
+    closing = asyncio.create_task(client.close())
+    await asyncio.sleep(0)  # one step: close() now waits for the reader to stop
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):  # was swallowed: close() returned normally
+        await closing
+    await client.close()
