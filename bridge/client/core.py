@@ -189,19 +189,25 @@ class BridgeClient:
     async def _send_subscribe(self, sub: Subscription) -> None:
         def bind(reply: dict[str, Any]) -> None:
             sub.id = reply.get("subscription_id")
-            if sub.id:
+            if sub.id and not sub.closed:
                 self._by_id[sub.id] = sub
 
         await self._request(sub.subscribe_message(), on_reply=bind)
+        if sub.closed and sub.id:
+            # closed while its (re)subscription was on the way: the bridge has it again
+            await self._send_unsubscribe(sub.id)
 
     async def _unsubscribe(self, sub: Subscription) -> None:
         if sub in self._subs:
             self._subs.remove(sub)
         if sub.id and self._by_id.get(sub.id) is sub:
             del self._by_id[sub.id]
-            if self.connected and not self._closed:
-                with contextlib.suppress(BridgeError, ConnectionClosed, TimeoutError):
-                    await self._request({"type": "unsubscribe", "subscription_id": sub.id})
+            await self._send_unsubscribe(sub.id)
+
+    async def _send_unsubscribe(self, subscription_id: str) -> None:
+        if self.connected and not self._closed:
+            with contextlib.suppress(BridgeError, ConnectionClosed, TimeoutError):
+                await self._request({"type": "unsubscribe", "subscription_id": subscription_id})
 
     # -- called by the link ----------------------------------------------------------------------
     def _handle(self, msg: dict[str, Any]) -> None:

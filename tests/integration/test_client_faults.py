@@ -259,3 +259,32 @@ async def test_a_cancelled_close_is_cancelled(bridge: ScriptedBridge) -> None:
     with pytest.raises(asyncio.CancelledError):  # was swallowed: close() returned normally
         await closing
     await client.close()
+
+
+async def test_a_subscription_closed_while_resubscribing_is_ended_on_the_bridge(
+    bridge: ScriptedBridge,
+) -> None:
+    release = asyncio.Event()
+
+    async def hold_resubscriptions(msg: Msg) -> list[Msg]:
+        if msg.get("type") == "subscribe" and len(bridge.sent("subscribe")) > 1:
+            await release.wait()
+        return await answer(msg)
+
+    bridge.script = hold_resubscriptions
+    async with BridgeClient(bridge.url, "token", backoff_initial_s=0.01) as client:
+        sub = await client.subscribe("telemetry", device_id="d1")
+        await bridge.connections[0].close(1012)
+
+        async def resubscribing() -> bool:
+            return len(bridge.sent("subscribe")) == 2
+
+        await wait_until(resubscribing)
+        await sub.close()  # the reply to the resubscription is still to come
+        release.set()
+
+        async def unsubscribed() -> bool:
+            return [m["subscription_id"] for m in bridge.sent("unsubscribe")] == ["sub-1"]
+
+        await wait_until(unsubscribed, timeout=5)  # was: never, and the bridge kept sending
+        assert client._by_id == {}
