@@ -84,6 +84,7 @@ class Subscription:
         self._queue: asyncio.Queue[Update | BaseException] = asyncio.Queue()
         self._max_queue = max_queue
         self._ended = False  # an error or the end is queued: nothing more is delivered
+        self._finished = False  # ...and the caller got it
         self.closed = False
         self.replays = 0  # replay_complete messages seen (resumes that read storage)
 
@@ -126,12 +127,15 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Update:
-        if self.closed and self._queue.empty():
+        if self._finished or (self.closed and self._queue.empty()):
             raise StopAsyncIteration
         item = await self._queue.get()
-        if isinstance(item, StopAsyncIteration):
-            raise StopAsyncIteration
         if isinstance(item, BaseException):
+            # the end: it stays the end, for this reader and any other one waiting
+            self._finished = True
+            self._queue.put_nowait(StopAsyncIteration())
+            if isinstance(item, StopAsyncIteration):
+                raise StopAsyncIteration
             raise item
         return item
 
