@@ -20,7 +20,9 @@ What it does for the caller:
   expires, and the new token is sent on the open connection (``auth``), so a long-lived
   client never gets closed with 4001.
 - **Errors** from the server raise :class:`BridgeError` (with ``code``, ``error``,
-  ``message``), :class:`AuthError` for 401/403.
+  ``message``), :class:`AuthError` for 401/403. A subscription ends with ``BridgeError`` 507
+  when the caller falls more than ``max_queue`` updates behind and 504 when its
+  resubscription gets no reply: subscribe again with ``since=subscription.resume_point``.
 
 The modules: ``messages`` (typed messages, frame parsing), ``errors``, ``requests`` (replies
 matched by id), ``tokens`` and the bookkeeping of ``subscription`` (resume point, repeats

@@ -54,6 +54,8 @@ def backoff_delay(attempt: int, initial_s: float, max_s: float, jitter: float) -
 
 
 class Link:
+    """The connection of one client, and the task that reads it and reconnects."""
+
     def __init__(self, owner: Owner, token: str | None, token_provider: TokenProvider | None):
         self._owner = owner
         self.token = token
