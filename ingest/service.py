@@ -34,7 +34,6 @@ from typing import NamedTuple
 import asyncpg
 import paho.mqtt.client as paho
 
-from ingest import names
 from ingest.batcher import Batcher
 from ingest.bisect import isolate
 from ingest.dead_letters import DeadLetterBudget, keep_payload
@@ -57,6 +56,7 @@ from ingest.wire import (
     reading_event,
     status_event,
 )
+from storage import names
 from storage.alerts import (
     acknowledged_open,
     last_readings,
