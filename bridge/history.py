@@ -11,19 +11,17 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from bridge.auth import Principal
 from bridge.protocol import ClientError
 from bridge.subscriptions import Selector
 from ingest.names import safe_excerpt
-from ingest.rules import alert_from_row
-from ingest.wire import alert_event, iso_ms, iso_us
+from ingest.wire import iso_ms, stored_alert, stored_reading, stored_status
 from storage.history import alerts_since, clock, readings_since, status_events_since
 from storage.query_spec import QueryError, TelemetryQuery, parse_query
 from storage.telemetry import Page, run_query, stream_rows
@@ -145,41 +143,7 @@ class History:
         self, selector: Selector, principal: Principal, since: datetime, limit: int
     ) -> tuple[list[Event], bool]:
         rows = await _stored_since(self.pool, selector, principal, since, limit + 1)
-        events: list[Event]
-        if selector.channel == "telemetry":
-            events = [
-                (
-                    ("telemetry", r["device_id"], r["metric"]),
-                    {
-                        "device_id": r["device_id"],
-                        "metric": r["metric"],
-                        "value": r["value"],
-                        "unit": r["unit"],
-                        "ts": iso_ms(r["ts"]),
-                        "received_at": iso_us(r["received_at"]),
-                    },
-                )
-                for r in rows
-            ]
-        elif selector.channel == "alerts":
-            events = [
-                (("alerts", r["severity"], r["device_id"]), _alert_event(dict(r))) for r in rows
-            ]
-        else:
-            events = [
-                (
-                    ("status", r["device_id"]),
-                    {
-                        "device_id": r["device_id"],
-                        "old_status": r["old_status"],
-                        "new_status": r["new_status"],
-                        "reason": r["reason"],
-                        "last_seen": iso_ms(r["last_seen"]) if r["last_seen"] else None,
-                        "ts": iso_us(r["ts"]),
-                    },
-                )
-                for r in rows
-            ]
+        events = replay_events(selector.channel, rows)
         truncated = len(events) > limit
         # The WHERE clause already holds everything `accepts` checks; checking again costs
         # little and keeps a replay from ever showing more than the live stream would.
@@ -227,15 +191,14 @@ async def _stored_since(
     )
 
 
-def _alert_event(row: dict[str, Any]) -> dict[str, Any]:
-    state = row["state"]
-    if state == "active":
-        kind = "created" if row["created_at"] == row["updated_at"] else "updated"
-    else:
-        kind = state
-    event: dict[str, Any] = orjson.loads(alert_event(kind, alert_from_row(row)))
-    event["updated_at"] = iso_us(row["updated_at"])  # exact: it is the resume point
-    return event
+def replay_events(channel: str, rows: Iterable[Mapping[str, Any]]) -> list[Event]:
+    """Stored rows of a resumable channel as the stream events a live subscriber got (pure;
+    the shapes are ingest.wire's, the same the ingest publishes)."""
+    if channel == "telemetry":
+        return [(("telemetry", r["device_id"], r["metric"]), stored_reading(r)) for r in rows]
+    if channel == "alerts":
+        return [(("alerts", r["severity"], r["device_id"]), stored_alert(r)) for r in rows]
+    return [(("status", r["device_id"]), stored_status(r)) for r in rows]
 
 
 def replay_key(levels: tuple[str, ...], event: Mapping[str, Any]) -> tuple[Any, ...]:
