@@ -1,13 +1,14 @@
-"""Read-only checks of the database for the front's health probe and ``doctor``."""
+"""Read-only checks of the database: the front's health probe, the ingest's rules listener
+(a ping keeps an idle connection honest) and ``doctor``."""
 
 from __future__ import annotations
 
 import asyncpg
 
 
-async def ping(conn: asyncpg.Connection) -> None:
+async def ping(conn: asyncpg.Connection, timeout_s: float | None = None) -> None:
     """A round trip that touches no table: raises when the database does not answer."""
-    await conn.fetchval("SELECT 1")
+    await conn.fetchval("SELECT 1", timeout=timeout_s)
 
 
 async def server_version(conn: asyncpg.Connection) -> str:
