@@ -36,6 +36,7 @@ from ingest.stream import StreamPublisher
 from ingest.topics import Topics
 from ingest.wire import status_event
 from storage.devices import mark_silent_offline
+from storage.jobs import try_job_lock
 from storage.migrate import ensure_partitions, migrate
 from storage.pool import connect, create_pool
 from storage.retention import apply_retention, expire_dead_letters
@@ -95,10 +96,10 @@ async def _exclusive(conn: Any, job: str) -> bool:
     """Whether this process may run ``job`` now: one PostgreSQL advisory lock per job, held
     by the job's own connection until it closes. With several ingests (or a scheduler and an
     ingest) each job still runs once at a time, not once per process."""
-    locked = await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"tb-job:{job}")
+    locked = await try_job_lock(conn, job)
     if not locked:
         log.debug("%s: another process is running it", job)
-    return bool(locked)
+    return locked
 
 
 def _scheduler(

@@ -24,6 +24,7 @@ from bridge.hub import Hub
 from bridge.protocol import ClientError, message
 from ingest import names
 from ingest.payload import PayloadError, parse_telemetry
+from storage.commands import finish_command, record_command
 
 COMMAND_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 MAX_TIMEOUT_S = 600.0
@@ -164,27 +165,12 @@ class Commands:
     ) -> None:
         if self.pool is None:
             return
-        await self.pool.execute(
-            "INSERT INTO commands (command_id, device_id, command, parameters, timeout_s, status, "
-            "requested_by) VALUES ($1, $2, $3, $4, $5, 'sent', $6)",
-            command_id,
-            device,
-            command,
-            parameters,
-            timeout_s,
-            by,
-        )
+        await record_command(self.pool, command_id, device, command, parameters, timeout_s, by)
 
     async def _finish(self, command_id: str, status: str, result: Any) -> None:
         if self.pool is None:
             return
-        await self.pool.execute(
-            "UPDATE commands SET status = $2, result = $3, updated_at = now() "
-            "WHERE command_id = $1",
-            command_id,
-            status,
-            result,
-        )
+        await finish_command(self.pool, command_id, status, result)
 
     async def telemetry(self, principal: Principal, msg: dict[str, Any]) -> tuple[str, int]:
         """Telemetry from a client: validated like a device's, then sent through the ingest."""

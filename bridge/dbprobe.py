@@ -14,6 +14,7 @@ import logging
 
 import asyncpg
 
+from storage.health import ping
 from storage.pool import connect
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class DatabaseProbe:
             async with asyncio.timeout(self.timeout_s):
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await connect(self.dsn, connect_timeout=self.timeout_s)
-                await self._conn.fetchval("SELECT 1")
+                await ping(self._conn)
             return True
         except Exception:  # any failure means "down" until a fresh connection answers
             self._drop()

@@ -28,6 +28,7 @@ from bridge.config import Settings
 from ingest import names
 from ingest.mqtt import MqttEndpoint
 from ingest.topics import Topics
+from storage.health import applied_migrations, clock_epoch, server_version
 from storage.migrate import load_migrations
 
 MAX_CLOCK_SKEW_S = 2.0
@@ -97,15 +98,10 @@ async def _database(settings: Settings) -> list[Check]:
             )
         ]
     try:
-        version = await conn.fetchval("SHOW server_version")
+        version = await server_version(conn)
         out = [Check("database", "ok", f"PostgreSQL {version}")]
         known = {m.version for m in load_migrations()}
-        has_table = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        applied = (
-            {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-            if has_table
-            else set()
-        )
+        applied = await applied_migrations(conn)
         missing = sorted(known - applied)
         if missing:
             out.append(
@@ -119,8 +115,8 @@ async def _database(settings: Settings) -> list[Check]:
         else:
             out.append(Check("migrations", "ok", f"{len(applied)} applied, none pending"))
         before = time.time()
-        db_now = (await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())")) or 0
-        skew = float(db_now) - (before + time.time()) / 2
+        db_now = await clock_epoch(conn)
+        skew = db_now - (before + time.time()) / 2
         out.append(
             Check(
                 "clock",

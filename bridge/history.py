@@ -11,20 +11,18 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from bridge.auth import Principal
 from bridge.protocol import ClientError
 from bridge.subscriptions import Selector
 from ingest.names import safe_excerpt
-from ingest.rules import alert_from_row
-from ingest.wire import alert_event, iso_ms, iso_us
-from storage.device_scope import claim_condition, claim_values
+from ingest.wire import iso_ms, stored_alert, stored_reading, stored_status
+from storage.history import alerts_since, clock, readings_since, status_events_since
 from storage.query_spec import QueryError, TelemetryQuery, parse_query
 from storage.telemetry import Page, run_query, stream_rows
 
@@ -128,7 +126,7 @@ class History:
         cannot skip a reading because this host's clock runs ahead of the ingest's. This
         host's clock when the database cannot be asked."""
         try:
-            value = await self.pool.fetchval("SELECT clock_timestamp()", timeout=2)
+            value = await clock(self.pool, timeout_s=2)
         except (OSError, TimeoutError, asyncpg.PostgresError):
             return datetime.now(UTC)
         return value if isinstance(value, datetime) else datetime.now(UTC)
@@ -144,43 +142,8 @@ class History:
     async def _replay(
         self, selector: Selector, principal: Principal, since: datetime, limit: int
     ) -> tuple[list[Event], bool]:
-        sql, args = replay_sql(selector, principal, since, limit + 1)
-        rows = await self.pool.fetch(sql, *args)
-        events: list[Event]
-        if selector.channel == "telemetry":
-            events = [
-                (
-                    ("telemetry", r["device_id"], r["metric"]),
-                    {
-                        "device_id": r["device_id"],
-                        "metric": r["metric"],
-                        "value": r["value"],
-                        "unit": r["unit"],
-                        "ts": iso_ms(r["ts"]),
-                        "received_at": iso_us(r["received_at"]),
-                    },
-                )
-                for r in rows
-            ]
-        elif selector.channel == "alerts":
-            events = [
-                (("alerts", r["severity"], r["device_id"]), _alert_event(dict(r))) for r in rows
-            ]
-        else:
-            events = [
-                (
-                    ("status", r["device_id"]),
-                    {
-                        "device_id": r["device_id"],
-                        "old_status": r["old_status"],
-                        "new_status": r["new_status"],
-                        "reason": r["reason"],
-                        "last_seen": iso_ms(r["last_seen"]) if r["last_seen"] else None,
-                        "ts": iso_us(r["ts"]),
-                    },
-                )
-                for r in rows
-            ]
+        rows = await _stored_since(self.pool, selector, principal, since, limit + 1)
+        events = replay_events(selector.channel, rows)
         truncated = len(events) > limit
         # The WHERE clause already holds everything `accepts` checks; checking again costs
         # little and keeps a replay from ever showing more than the live stream would.
@@ -192,69 +155,50 @@ class History:
         return visible, truncated
 
 
-# What a replay reads, newest first. $1 since, $2/$3 the token's devices claim
-# (storage.device_scope), $4 the subscription's devices, then the channel's own filters and
-# the LIMIT last. Every filter of the subscription and the claim is in the WHERE clause, so
-# the LIMIT counts only rows the subscriber may see: a busy device the token does not cover
-# cannot push the caller's own rows out of the cap.
-_REPLAY_COMMON = f"{claim_condition(2, 3)} AND ($4::text[] IS NULL OR device_id = ANY($4::text[]))"
-_REPLAY_SQL = {
-    "telemetry": (
-        "SELECT device_id, metric, ts, value, unit, received_at FROM readings "
-        f"WHERE received_at > $1 AND {_REPLAY_COMMON} "
-        "AND ($5::text[] IS NULL OR metric = ANY($5::text[])) "
-        "AND ($6::float8 IS NULL OR value >= $6) AND ($7::float8 IS NULL OR value <= $7) "
-        "ORDER BY received_at DESC LIMIT $8"
-    ),
-    "alerts": (
-        f"SELECT * FROM alerts WHERE updated_at > $1 AND {_REPLAY_COMMON} "
-        "AND ($5::text[] IS NULL OR severity = ANY($5::text[])) "
-        # an alert's type is its metric (stream alerts carry no other type)
-        "AND ($6::text[] IS NULL OR metric = ANY($6::text[])) "
-        "ORDER BY updated_at DESC LIMIT $7"
-    ),
-    "devices": (
-        f"SELECT * FROM device_status_events WHERE ts > $1 AND {_REPLAY_COMMON} "
-        "AND ($5::text[] IS NULL OR new_status = ANY($5::text[])) "
-        "ORDER BY ts DESC LIMIT $6"
-    ),
-}
-
-
-def _listed(values: tuple[str, ...] | None) -> list[str] | None:
-    return list(values) if values is not None else None
-
-
-def replay_sql(
-    selector: Selector, principal: Principal, since: datetime, limit: int
-) -> tuple[str, list[Any]]:
-    """The statement and its arguments for :meth:`History.replay` (pure)."""
-    sql = _REPLAY_SQL.get(selector.channel)
-    if sql is None:
-        raise ClientError(
-            422, "validation_error", "since: only telemetry, alerts and devices can resume"
-        )
-    exact, patterns = claim_values(principal.devices)
-    args: list[Any] = [since, exact, patterns, _listed(selector.devices)]
+async def _stored_since(
+    pool: asyncpg.Pool, selector: Selector, principal: Principal, since: datetime, limit: int
+) -> list[Any]:
+    """The stored rows a replay of ``selector`` reads, newest first (storage.history puts the
+    token's claim and every filter before the LIMIT)."""
+    claim, devices = principal.devices, selector.devices
     if selector.channel == "telemetry":
-        args += [_listed(selector.metrics), selector.value_min, selector.value_max]
-    elif selector.channel == "alerts":
-        args += [_listed(selector.severities), _listed(selector.alert_types)]
-    else:
-        args.append(_listed(selector.statuses))
-    args.append(limit)
-    return sql, args
+        return await readings_since(
+            pool,
+            since,
+            claim=claim,
+            devices=devices,
+            metrics=selector.metrics,
+            value_min=selector.value_min,
+            value_max=selector.value_max,
+            limit=limit,
+        )
+    if selector.channel == "alerts":
+        return await alerts_since(
+            pool,
+            since,
+            claim=claim,
+            devices=devices,
+            severities=selector.severities,
+            types=selector.alert_types,
+            limit=limit,
+        )
+    if selector.channel == "devices":
+        return await status_events_since(
+            pool, since, claim=claim, devices=devices, statuses=selector.statuses, limit=limit
+        )
+    raise ClientError(
+        422, "validation_error", "since: only telemetry, alerts and devices can resume"
+    )
 
 
-def _alert_event(row: dict[str, Any]) -> dict[str, Any]:
-    state = row["state"]
-    if state == "active":
-        kind = "created" if row["created_at"] == row["updated_at"] else "updated"
-    else:
-        kind = state
-    event: dict[str, Any] = orjson.loads(alert_event(kind, alert_from_row(row)))
-    event["updated_at"] = iso_us(row["updated_at"])  # exact: it is the resume point
-    return event
+def replay_events(channel: str, rows: Iterable[Mapping[str, Any]]) -> list[Event]:
+    """Stored rows of a resumable channel as the stream events a live subscriber got (pure;
+    the shapes are ingest.wire's, the same the ingest publishes)."""
+    if channel == "telemetry":
+        return [(("telemetry", r["device_id"], r["metric"]), stored_reading(r)) for r in rows]
+    if channel == "alerts":
+        return [(("alerts", r["severity"], r["device_id"]), stored_alert(r)) for r in rows]
+    return [(("status", r["device_id"]), stored_status(r)) for r in rows]
 
 
 def replay_key(levels: tuple[str, ...], event: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -16,6 +16,8 @@ from bridge.auth import AuthError, JwtVerifier, Principal
 from bridge.protocol import ClientError
 from ingest import names
 from ingest.wire import iso_ms
+from storage.alerts import find_alerts
+from storage.devices import device_latest, get_device, list_devices
 from storage.query_spec import QueryError, parse_time
 
 MAX_ROWS = 1000
@@ -76,25 +78,17 @@ async def devices(pool: asyncpg.Pool, principal: Principal, device_id: str | Non
     if device_id is not None:
         if not names.is_device_id(device_id) or not principal.sees(device_id):
             raise ClientError(404, "not_found", "no such device")
-        row = await pool.fetchrow("SELECT * FROM devices WHERE device_id = $1", device_id)
+        row = await get_device(pool, device_id)
         if row is None:
             raise ClientError(404, "not_found", "no such device")
-        latest = await pool.fetch(
-            "SELECT metric, value, unit, ts, received_at FROM latest_values "
-            "WHERE device_id = $1 ORDER BY metric",
-            device_id,
-        )
+        latest = await device_latest(pool, device_id)
         out = {k: _iso(v) for k, v in dict(row).items()}
         out["latest"] = {
             r["metric"]: {"value": r["value"], "unit": r["unit"], "timestamp": _iso(r["ts"])}
             for r in latest
         }
         return out
-    rows = await pool.fetch(
-        "SELECT device_id, status, status_reason, first_seen, last_seen FROM devices "
-        "ORDER BY device_id LIMIT $1",
-        MAX_ROWS * 10,
-    )
+    rows = await list_devices(pool, MAX_ROWS * 10)
     visible = [
         {k: _iso(v) for k, v in dict(r).items()} for r in rows if principal.sees(r["device_id"])
     ]
@@ -121,19 +115,14 @@ async def alerts(pool: asyncpg.Pool, principal: Principal, query: str) -> Any:
     start, end = _time(params, "from"), _time(params, "to")
     if start and end and start > end:
         raise ClientError(422, "validation_error", "from is after to")
-    rows = await pool.fetch(
-        "SELECT * FROM alerts WHERE ($1::text IS NULL OR "
-        "  (CASE WHEN $1 = 'open' THEN state <> 'resolved' ELSE state = $1 END)) "
-        "AND ($2::text IS NULL OR severity = $2) AND ($3::text IS NULL OR device_id = $3) "
-        "AND ($4::timestamptz IS NULL OR created_at >= $4) "
-        "AND ($5::timestamptz IS NULL OR created_at <= $5) "
-        "ORDER BY created_at DESC LIMIT $6",
-        state,
-        severity,
-        device,
-        start,
-        end,
-        MAX_ROWS * 10,
+    rows = await find_alerts(
+        pool,
+        state=state,
+        severity=severity,
+        device_id=device,
+        start=start,
+        end=end,
+        limit=MAX_ROWS * 10,
     )
     visible = [
         {k: _iso(v) for k, v in dict(r).items()} for r in rows if principal.sees(r["device_id"])

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ingest.rules import Rule, RuleError, new_rule_id, rule_row
-from storage.alerts import RULE_COLUMNS, delete_rule, insert_rule, load_rules, upsert_rule
+from storage.alerts import (
+    RULE_COLUMNS,
+    delete_rule,
+    insert_rule,
+    load_rules,
+    upsert_rule,
+    upsert_rules,
+)
 from storage.pool import connect
 
 
@@ -97,9 +104,7 @@ async def run(args: argparse.Namespace, database_url: str) -> str:
         doc = tomllib.loads(args.file.read_text())
         entries = doc.get("rules", [])
         rows = [_row(e) for e in entries]
-        async with conn.transaction():
-            for row in rows:
-                await upsert_rule(conn, row)
+        await upsert_rules(conn, rows)
         return f"{len(rows)} rule(s) loaded from {args.file}"
     finally:
         await conn.close()

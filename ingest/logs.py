@@ -7,8 +7,9 @@ from typing import Any
 
 import orjson
 
-from ingest.payload import PayloadError, _timestamp
+from ingest.payload import PayloadError
 from ingest.wire import iso_ms
+from storage.timestamps import parse_timestamp
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_MESSAGE = 8192
@@ -38,7 +39,7 @@ def parse_log(device_id: str, payload: bytes, received_at: datetime) -> bytes:
     if application is not None and not (isinstance(application, str) and len(application) <= 64):
         raise PayloadError("validation_error", "application must be text of at most 64 characters")
     try:
-        ts = _timestamp(doc["ts"]) if doc.get("ts") is not None else received_at
+        ts = parse_timestamp(doc["ts"]) if doc.get("ts") is not None else received_at
     except ValueError as exc:
         raise PayloadError("validation_error", f"ts: {exc}") from None
     return orjson.dumps(

@@ -31,8 +31,9 @@ from pydantic import (
     ValidationError,
 )
 
-from ingest import names
 from ingest.storable import text_problem
+from storage import names
+from storage.timestamps import parse_timestamp  # also the public name for REST and `since`
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_ENTRIES = 1_000
@@ -62,28 +63,7 @@ class PayloadError(ValueError):
         return f"{self.reason}: {self.message}"
 
 
-def _timestamp(value: Any) -> datetime:
-    """Epoch milliseconds (int) or ISO-8601; a naive ISO time is taken as UTC."""
-    if isinstance(value, bool):
-        raise ValueError("timestamp must be epoch milliseconds or an ISO-8601 string")
-    if isinstance(value, int):
-        try:
-            return datetime.fromtimestamp(value / 1000, tz=UTC)
-        except (OverflowError, OSError, ValueError):
-            raise ValueError("epoch milliseconds out of range") from None
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-        except OverflowError:  # year 1 at +14:00 or year 9999 at -14:00 leaves datetime's range
-            raise ValueError("timestamp out of range") from None
-        except ValueError:
-            raise ValueError("not an ISO-8601 timestamp") from None
-    raise ValueError("timestamp must be epoch milliseconds or an ISO-8601 string")
-
-
-parse_timestamp = _timestamp  # the public name for the other entry points (REST, queries)
-Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
+Timestamp = Annotated[datetime, BeforeValidator(parse_timestamp)]
 MetricName = Annotated[str, StringConstraints(pattern=f"^{names.METRIC_PATTERN}$")]
 _VALUE_HELP = 'a value must be a finite number, a boolean, or {"value": number, "unit": text}'
 

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from ingest import names
+from storage import names
 
 Condition = Literal["gt", "gte", "lt", "lte", "outside", "inside", "no_data"]
 CONDITIONS: tuple[str, ...] = ("gt", "gte", "lt", "lte", "outside", "inside", "no_data")

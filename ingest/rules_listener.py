@@ -25,6 +25,7 @@ import random
 import asyncpg
 
 from storage.errors import is_transient
+from storage.health import ping
 from storage.pool import connect
 
 log = logging.getLogger(__name__)
@@ -103,5 +104,5 @@ class RulesListener:
             try:
                 await asyncio.wait_for(lost.wait(), self._ping_s)
             except TimeoutError:
-                await conn.fetchval("SELECT 1", timeout=5)
+                await ping(conn, timeout_s=5)
         raise ConnectionError("the listening connection was closed")

@@ -26,6 +26,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +35,6 @@ from typing import NamedTuple
 import asyncpg
 import paho.mqtt.client as paho
 
-from ingest import names
 from ingest.batcher import Batcher
 from ingest.bisect import isolate
 from ingest.dead_letters import DeadLetterBudget, keep_payload
@@ -52,11 +52,12 @@ from ingest.topics import Topics
 from ingest.wire import (
     alert_event,
     device_error,
-    iso_ms,
-    iso_us,
+    device_time,
     reading_event,
+    resume_time,
     status_event,
 )
+from storage import names
 from storage.alerts import (
     acknowledged_open,
     last_readings,
@@ -813,27 +814,44 @@ class IngestService:
             )
         if not self.config.publish_stream:
             return
-        keys, cache, topics = result.inserted_keys, self._topic_cache, self.config.topics
-        if len(cache) > 200_000:
-            cache.clear()  # bound memory against fleets that churn through ids
-        items: list[tuple[str, bytes]] = []
-        last_ts = last_rx = None
-        ts_text = rx_text = ""
-        for r, row in zip(prep.readings, prep.rows, strict=True):
-            if keys is not None and (r.device_id, r.metric, r.ts) not in keys:
-                continue  # a redelivery: it was published when it was first stored
-            if r.ts is not last_ts:
-                last_ts, ts_text = r.ts, iso_ms(r.ts)
-            if row[5] is not last_rx:
-                last_rx, rx_text = row[5], iso_us(row[5])
-            key = (r.device_id, r.metric)
-            topic = cache.get(key)
-            if topic is None:
-                topic = cache[key] = topics.telemetry(r.device_id, r.metric)
-            items.append(
-                (topic, reading_event(r.device_id, r.metric, r.value, r.unit, ts_text, rx_text))
-            )
+        items = stream_readings(
+            prep.readings, prep.rows, result.inserted_keys, self.config.topics, self._topic_cache
+        )
         stream.publish_many(items, retain=True)
+
+
+def stream_readings(
+    readings: Sequence[Reading],
+    rows: Sequence[ReadingRow],
+    keys: frozenset[tuple[str, str, datetime]] | None,
+    topics: Topics,
+    cache: dict[tuple[str, str], str],
+) -> list[tuple[str, bytes]]:
+    """(topic, payload) of every newly stored reading on the validated stream (pure).
+
+    ``rows`` are the stored rows, parallel to ``readings``; ``keys`` those the batch inserted
+    (None: all of them); ``cache`` maps (device, metric) to its topic across batches.
+    """
+    if len(cache) > 200_000:
+        cache.clear()  # bound memory against fleets that churn through ids
+    items: list[tuple[str, bytes]] = []
+    last_ts = last_rx = None
+    ts_text = rx_text = ""
+    for r, row in zip(readings, rows, strict=True):
+        if keys is not None and (r.device_id, r.metric, r.ts) not in keys:
+            continue  # a redelivery: it was published when it was first stored
+        if r.ts is not last_ts:
+            last_ts, ts_text = r.ts, device_time(r.ts)
+        if row[5] is not last_rx:
+            last_rx, rx_text = row[5], resume_time(row[5])
+        key = (r.device_id, r.metric)
+        topic = cache.get(key)
+        if topic is None:
+            topic = cache[key] = topics.telemetry(r.device_id, r.metric)
+        items.append(
+            (topic, reading_event(r.device_id, r.metric, r.value, r.unit, ts_text, rx_text))
+        )
+    return items
 
 
 def _merged(results: list[WriteResult], parts: list[_Prepared]) -> WriteResult:

@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 
-from ingest import names
 from ingest.payload import PayloadError
 from ingest.storable import text_problem
+from storage import names
 
 MAX_REASON = 200
 

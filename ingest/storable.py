@@ -15,7 +15,7 @@ refuses that JSON and Python allow:
   range; the danger is Python itself overflowing while converting one (an ISO time in year 1
   or 9999 with an offset), which :mod:`ingest.payload` reports as out of range.
 - length: the caller bounds each text field (units, status reasons); indexed text columns only
-  ever receive names checked by :mod:`ingest.names`.
+  ever receive names checked by :mod:`storage.names`.
 """
 
 from __future__ import annotations

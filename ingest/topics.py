@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ingest import names
+from storage import names
 
 SHARED_GROUP = "ingest"
 
@@ -128,7 +128,7 @@ class Topics:
         """The raw device-id level of ``devices/{id}/{kind}``, or None if the shape differs.
 
         The id is returned unvalidated so the caller can dead-letter it with a reason;
-        use :func:`ingest.names.is_device_id` before building any topic from it.
+        use :func:`storage.names.is_device_id` before building any topic from it.
         """
         rest = self.strip_prefix(topic)
         if rest is None:

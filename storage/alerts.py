@@ -58,6 +58,13 @@ async def insert_rule(conn: asyncpg.Connection | asyncpg.Pool, rule: dict[str, A
     return bool(status == "INSERT 0 1")
 
 
+async def upsert_rules(conn: asyncpg.Connection, rules: list[dict[str, Any]]) -> None:
+    """Store every rule, or none of them (one transaction)."""
+    async with conn.transaction():
+        for rule in rules:
+            await upsert_rule(conn, rule)
+
+
 async def delete_rule(conn: asyncpg.Connection | asyncpg.Pool, rule_id: str) -> bool:
     return (await conn.execute("DELETE FROM rules WHERE rule_id = $1", rule_id)) == "DELETE 1"
 
@@ -104,6 +111,33 @@ async def save_alerts(conn: asyncpg.Connection, alerts: list[tuple[str, Any]]) -
                 a.acknowledged_by,
                 _ts(a.resolved_at),
             )
+
+
+async def find_alerts(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    state: str | None,
+    severity: str | None,
+    device_id: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+) -> list[Any]:
+    """Alerts newest first; each filter applies when given (state ``open``: not resolved)."""
+    return await conn.fetch(
+        "SELECT * FROM alerts WHERE ($1::text IS NULL OR "
+        "  (CASE WHEN $1 = 'open' THEN state <> 'resolved' ELSE state = $1 END)) "
+        "AND ($2::text IS NULL OR severity = $2) AND ($3::text IS NULL OR device_id = $3) "
+        "AND ($4::timestamptz IS NULL OR created_at >= $4) "
+        "AND ($5::timestamptz IS NULL OR created_at <= $5) "
+        "ORDER BY created_at DESC LIMIT $6",
+        state,
+        severity,
+        device_id,
+        start,
+        end,
+        limit,
+    )
 
 
 async def open_alerts(conn: asyncpg.Connection) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -107,3 +108,26 @@ async def set_reported_status(
             change = StatusChange(device_id, old["status"], status, reason, old["last_seen"], ts)
         await record(conn, [change])
     return change
+
+
+async def get_device(conn: asyncpg.Connection | asyncpg.Pool, device_id: str) -> Any:
+    """The device's row, or None."""
+    return await conn.fetchrow("SELECT * FROM devices WHERE device_id = $1", device_id)
+
+
+async def device_latest(conn: asyncpg.Connection | asyncpg.Pool, device_id: str) -> list[Any]:
+    """The latest value of each of the device's metrics, by metric."""
+    return await conn.fetch(
+        "SELECT metric, value, unit, ts, received_at FROM latest_values "
+        "WHERE device_id = $1 ORDER BY metric",
+        device_id,
+    )
+
+
+async def list_devices(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[Any]:
+    """Devices by id, at most ``limit`` of them."""
+    return await conn.fetch(
+        "SELECT device_id, status, status_reason, first_seen, last_seen FROM devices "
+        "ORDER BY device_id LIMIT $1",
+        limit,
+    )

@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from ingest import names
-from ingest.payload import parse_timestamp
+from storage import names
+from storage.timestamps import parse_timestamp
 
 AGGREGATIONS = ("avg", "min", "max", "sum", "count", "first", "last")
 FILLS = ("none", "null", "previous", "zero")

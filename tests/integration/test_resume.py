@@ -222,3 +222,49 @@ async def test_status_and_alerts_resume(stack: Stack, database_url: str) -> None
     finally:
         await ws.close()
         await db.close()
+
+
+async def test_resume_from_a_snapshot_frame_neither_misses_nor_repeats(
+    stack: Stack, database_url: str
+) -> None:
+    """A client resuming with `since` = the received_at of a snapshot frame gets exactly the
+    readings stored after that one, even the next one received in the same millisecond."""
+    first_at = datetime.now(UTC).replace(microsecond=123_456) - timedelta(minutes=1)
+    columns = ["device_id", "metric", "ts", "value", "unit", "received_at"]
+    first = ("sn-1", "m", first_at - timedelta(seconds=1), 1.0, None, first_at)
+    # received 300 us later: the same millisecond as the first one
+    second = ("sn-1", "m", first_at, 2.0, None, first_at + timedelta(microseconds=300))
+    db = await asyncpg.connect(database_url)
+    try:
+        await db.execute("SELECT ensure_readings_partitions(current_date - 1, current_date + 1)")
+        await db.copy_records_to_table("readings", records=[first], columns=columns)
+        await db.copy_records_to_table("latest_values", records=[first], columns=columns)
+        token = stack.token(scope="telemetry:read")
+        ws = await stack.client(token)
+        try:
+            await recv(ws)
+            await send(ws, {"type": "subscribe", "channel": "telemetry", "device_id": "sn-1",
+                            "snapshot": True})  # fmt: skip
+            await recv_type(ws, "subscribed")
+            frame = await recv_type(ws, "telemetry_update")
+            assert frame["telemetry"]["m"]["value"] == 1.0
+            await recv_type(ws, "snapshot_complete")
+        finally:
+            await ws.close()
+        await db.copy_records_to_table("readings", records=[second], columns=columns)
+        ws = await stack.client(token)
+        try:
+            await recv(ws)
+            await send(ws, {"type": "subscribe", "channel": "telemetry", "device_id": "sn-1",
+                            "since": frame["received_at"]})  # fmt: skip
+            await recv_type(ws, "subscribed")
+            replayed = []
+            while (msg := await recv(ws))["type"] != "replay_complete":
+                assert msg["type"] == "telemetry_update"
+                replayed.append(msg["telemetry"]["m"]["value"])
+        finally:
+            await ws.close()
+        assert replayed == [2.0], "the snapshot's reading again, or the next one missed"
+        assert parse_timestamp(frame["received_at"]) == first_at
+    finally:
+        await db.close()

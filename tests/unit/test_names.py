@@ -1,6 +1,6 @@
 import pytest
 
-from ingest import names
+from storage import names
 
 VALID_IDS = ["d1", "sensor-01", "plant.a:line_3", "A", "9" * 64, "x" + "y" * 63]
 INVALID_IDS = [
@@ -112,3 +112,14 @@ def test_the_bridges_client_ids_are_reserved_and_distinct() -> None:
     ids = {names.bridge_client_id(role) for role in ("front", "front-pub", "scheduler")}
     assert len(ids) == 3
     assert all(names.is_reserved_for_bridge(i) and names.is_device_id(i) for i in ids)
+
+
+def test_ingest_names_only_reexports_storage_names() -> None:
+    """One definition of every name, whichever of the two paths imports it."""
+    from ingest import names as ingest_names
+
+    imported_modules = {"annotations", "re", "uuid", "Final"}
+    public = {n for n in vars(names) if not n.startswith("_")} - imported_modules
+    assert set(ingest_names.__all__) == public
+    for name in public:
+        assert getattr(ingest_names, name) is getattr(names, name)
