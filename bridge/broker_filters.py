@@ -169,6 +169,31 @@ class FilterTrie:
                     stack.append((child, i + 1))
         return out
 
+    def match(self, topic: str) -> list[str]:
+        """Every filter of the set that ``topic`` matches."""
+        out: list[str] = []
+        levels = topic.split("/")
+        last = len(levels)
+        normal = not topic.startswith("$")
+        stack = [(self._root, 0)]
+        while stack:
+            node, depth = stack.pop()
+            children = node.children
+            wild = children.get("#")
+            if wild is not None and wild.filter is not None and (normal or depth > 0):
+                out.append(wild.filter)  # '#' also matches the parent level itself
+            if depth == last:
+                if node.filter is not None:
+                    out.append(node.filter)
+                continue
+            exact = children.get(levels[depth])
+            if exact is not None:
+                stack.append((exact, depth + 1))
+            plus = children.get("+")
+            if plus is not None and (normal or depth > 0):
+                stack.append((plus, depth + 1))
+        return out
+
     @staticmethod
     def _collect(node: _Node, depth: int, out: list[str]) -> None:
         """Every filter below ``node`` (a query ``#`` at level ``depth``)."""

@@ -8,8 +8,9 @@ matching subscription of the connection; mosquitto 2.0 does so over MQTT 5, the 
 fallback broker over MQTT 3.1.1. So (bridge/routes.py):
 
 - over MQTT 5 (when the broker offers subscription identifiers) each filter is its own broker
-  subscription with its own identifier, and a copy goes only to the listeners of the
-  subscription(s) it names;
+  subscription; those that overlap another carry their own identifier, and a copy goes only
+  to the listeners of the subscription(s) it names (or, without identifier, of the one
+  identifier-less filter it matches);
 - otherwise the broker holds only pairwise-disjoint filters that cover those in use
   (bridge/broker_filters.py), each message comes once, and the listeners of every matching
   filter in use are found locally.
@@ -21,7 +22,6 @@ reach the broker in order, and reconnects (jittered backoff) resubscribe everyth
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import socket
@@ -32,6 +32,7 @@ import aiomqtt
 import orjson
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.broker_filters import Cover
 from bridge.broker_filters import matches as topic_matches
@@ -59,8 +60,9 @@ class Hub:
         self.topics = topics
         self.client_id = client_id
         self._routes = Routes()
-        # None: every filter in use is its own broker subscription with its own MQTT 5
-        # subscription identifier. A Cover: the broker holds disjoint filters (MQTT 3.1.1).
+        # None: every filter in use is its own broker subscription, with its own MQTT 5
+        # subscription identifier where it overlaps another. A Cover: the broker holds
+        # disjoint filters (MQTT 3.1.1).
         self._cover: Cover | None = None if endpoint.protocol == "5" else Cover()
         self._on_broker: dict[str, int] = {}  # broker filter -> its identifier (0: none)
         self._dirty: dict[str, None] = {}  # broker filters to reconcile, in order
@@ -107,12 +109,19 @@ class Hub:
     async def add(self, filter_: str, listener: Listener) -> None:
         """Deliver messages matching ``filter_`` to ``listener``; returns once the broker
         subscription carrying them is in place (when connected)."""
-        if self._routes.add(filter_, listener) is not None:
+        route = self._routes.add(filter_, listener)
+        if route is not None:
+            if self._cover is None:
+                for other in self._routes.place(route, self.received):
+                    self._dirty[other.filter] = None  # resubscribed with its identifier first
             self._changed(filter_, added=True)
         await self._sync()
 
     async def remove(self, filter_: str, listener: Listener) -> None:
-        if self._routes.remove(filter_, listener) is not None:
+        route = self._routes.remove(filter_, listener)
+        if route is not None:
+            if self._cover is None:
+                self._routes.unplace(route)
             self._changed(filter_, added=False)
             await self._sync()
 
@@ -130,7 +139,9 @@ class Hub:
         it should not be subscribed."""
         if self._cover is None:
             route = self._routes.get(broker_filter)
-            return route.sid if route is not None else None
+            if route is None:
+                return None
+            return route.sid if route.tagged else 0
         return 0 if self._cover.members(broker_filter) else None
 
     async def _sync(self) -> None:
@@ -150,44 +161,64 @@ class Hub:
                         subscribe.append((f, want))
                     elif want is None and have is not None:
                         unsubscribe.append(f)
-                await self._apply(client, subscribe, unsubscribe)
+                done = await self._apply(client, subscribe, unsubscribe)
+                if done and self._cover is None and self._client is client:
+                    # the broker holds these as the routes in use say; copies it sent
+                    # otherwise have all arrived: the queued ones, and at most one taken off
+                    # the queue but not yet dispatched
+                    last = self.received + len(client.messages) + 1
+                    for f in batch:
+                        if f not in self._dirty:  # else changed again meanwhile
+                            self._routes.settled(f, last)
 
     async def _apply(
         self, client: aiomqtt.Client, subscribe: list[tuple[str, int]], unsubscribe: list[str]
-    ) -> None:
+    ) -> bool:
+        """Send the changes, subscriptions first; whether the broker acknowledged them all."""
         # Replacing disjoint broker filters: subscribe the new ones first (nothing in use is
         # ever uncovered), then unsubscribe; what the broker routes in between can come twice.
         replacing = self._cover is not None and bool(subscribe) and bool(unsubscribe)
         if replacing:
             self._echoes.open(unsubscribe)
+        done = True
         try:
             for i in range(0, len(subscribe), _BATCH):
-                await asyncio.gather(
+                results = await asyncio.gather(
                     *(self._subscribe(client, f, sid) for f, sid in subscribe[i : i + _BATCH])
                 )
+                done = done and all(results)
             for i in range(0, len(unsubscribe), _BATCH):
                 chunk = unsubscribe[i : i + _BATCH]
                 if self._client is not client:
-                    break
+                    return False
                 for f in chunk:
                     self._on_broker.pop(f, None)
-                with contextlib.suppress(aiomqtt.MqttError):
+                try:
                     await client.unsubscribe(chunk)
+                except aiomqtt.MqttError:
+                    done = False
         finally:
             if replacing:
                 # every copy routed before the last UNSUBACK has arrived by now: the ones
                 # queued, and at most one taken off the queue but not yet dispatched
                 self._echoes.close_after(self.received + len(client.messages) + 1)
+        return done
 
-    async def _subscribe(self, client: aiomqtt.Client, filter_: str, sid: int) -> None:
-        properties = None
+    async def _subscribe(self, client: aiomqtt.Client, filter_: str, sid: int) -> bool:
+        properties = options = None
         if sid:
             properties = Properties(PacketTypes.SUBSCRIBE)
             properties.SubscriptionIdentifier = sid
-        with contextlib.suppress(aiomqtt.MqttError):  # resubscribed on reconnect
-            await client.subscribe(filter_, qos=0, properties=properties)
-            if self._client is client:  # not a connection given up meanwhile
-                self._on_broker[filter_] = sid
+        if self.endpoint.protocol == "5":
+            # retained copies are dropped on arrival (_dispatch): do not have them sent
+            options = SubscribeOptions(qos=0, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+        try:
+            await client.subscribe(filter_, qos=0, options=options, properties=properties)
+        except aiomqtt.MqttError:
+            return False  # resubscribed on reconnect
+        if self._client is client:  # not a connection given up meanwhile
+            self._on_broker[filter_] = sid
+        return True
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """QoS 1 publish on the front's connection (commands, telemetry from clients)."""
@@ -233,6 +264,8 @@ class Hub:
                             "only disjoint filters on it instead"
                         )
                         self._cover = Cover(r.filter for r in self._routes)
+                    if self._cover is None:
+                        self._routes.plain_again()
                     # a new session holds nothing: everything in use is to subscribe, oldest
                     # first (filters added from now on queue up behind)
                     self._on_broker.clear()
@@ -294,7 +327,11 @@ class Hub:
         if not isinstance(event, dict):
             return
         if self._cover is None:
-            listeners = self._for_copy(msg, topic)
+            props = msg.properties
+            # (paho keeps properties as instance attributes: a lookup that raises nothing
+            # when absent, as getattr with a default would, at a cost, on every plain copy)
+            sids = props.__dict__.get("SubscriptionIdentifier") if props is not None else None
+            listeners = self._for_sids(sids, topic) if sids else self._routes.for_plain(topic)
         elif self._echoes.active and self._echoes.repeat(self.received, topic, msg.payload):
             return
         else:
@@ -304,14 +341,8 @@ class Hub:
         for listener in listeners:
             listener(levels, event, retained, frames)
 
-    def _for_copy(self, msg: aiomqtt.Message, topic: str) -> list[Listener]:
-        """Listeners of one copy, by the subscription identifier(s) it carries."""
-        props = msg.properties
-        sids = getattr(props, "SubscriptionIdentifier", None) if props is not None else None
-        if not sids:
-            # every subscription carries an identifier: a broker that left it out. Deliver
-            # by topic rather than lose the message (a copy per subscription may double it).
-            return self._routes.for_topic(topic)
+    def _for_sids(self, sids: list[int], topic: str) -> list[Listener]:
+        """Listeners of a copy sent for the subscription(s) with these identifiers."""
         routes: list[Route] = []
         for sid in sids:
             route = self._routes.by_sid(sid)

@@ -5,11 +5,13 @@ filter. A topic can match several of those filters (client A watches ``telemetry
 B ``telemetry/d1/+``), and the broker may then send one copy per matching subscription. Two
 ways to hand each listener each message once, chosen by bridge/hub.py:
 
-- MQTT 5: every filter is subscribed with its own subscription identifier, every copy names
-  the subscription(s) it was sent for, and :meth:`Routes.for_copy` gives a copy only to the
+- MQTT 5: a filter that overlaps another is subscribed with its own subscription identifier,
+  every copy sent through it names it, and :meth:`Routes.for_copy` gives a copy only to the
   listeners of the filters it names. The identifiers are how the copies are told apart, so it
   does not matter whether the broker sends one copy per subscription (mosquitto 2.0) or one
-  copy naming several.
+  copy naming several. A filter that overlaps nothing is subscribed without one (reading an
+  identifier has a cost per message, see :meth:`Routes.place`); a copy without identifier
+  came through the one such filter its topic matches (:meth:`Routes.for_plain`).
 - MQTT 3.1.1: the broker holds only pairwise-disjoint filters (bridge/broker_filters.py), so
   each message arrives once, and :meth:`Routes.for_topic` finds the listeners locally. While
   the broker's filters change, :class:`Echoes` drops the second copy a message can have.
@@ -27,7 +29,7 @@ import math
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
-from bridge.broker_filters import matches, overlaps
+from bridge.broker_filters import FilterTrie, matches, overlaps
 from bridge.topic_index import TopicIndex
 
 # MQTT 5 subscription identifiers are variable byte integers 1..268,435,455.
@@ -41,13 +43,15 @@ class Route:
     subscription identifier (``sid``). A filter that goes out of use and comes back is a new
     route with a new identifier, so a late copy sent for the old one reaches nobody."""
 
-    __slots__ = ("filter", "listeners", "seq", "sid")
+    __slots__ = ("filter", "listeners", "seq", "sid", "tagged")
 
     def __init__(self, filter_: str, seq: int) -> None:
         self.filter = filter_
         self.seq = seq
         self.sid = (seq - 1) % MAX_SUBSCRIPTION_ID + 1
         self.listeners: set[Listener] = set()
+        # subscribed with its identifier (True), or without one (see Routes.place)
+        self.tagged = True
 
 
 class Routes:
@@ -59,6 +63,16 @@ class Routes:
         self._of: dict[Listener, dict[str, Route]] = {}  # a listener's routes
         # listeners with two routes some topic matches: the only ones that need a check
         self._overlapping: set[Listener] = set()
+        # identifier placement (MQTT 5), see place()
+        self._held = FilterTrie()  # filters in use, or that the broker may still hold
+        self._holds: dict[str, int] = {}  # how many of those per filter (a route, a leftover)
+        self._leftovers: dict[str, int] = {}  # out of use, maybe still held: how many
+        # filters held without identifier, with the route they serve (None: out of use),
+        # until the copies they sent have all been handled
+        self._plain: dict[str, Route | None] = {}
+        self._plain_trie = FilterTrie()
+        # filters whose broker state changes: last message number before it is settled
+        self._settling: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self._routes)
@@ -110,6 +124,98 @@ class Routes:
             del self._by_sid[route.sid]
         self._index.discard(filter_)
         return route
+
+    # -- which routes need an identifier (MQTT 5) -----------------------------------------------
+    # paho parses an identifier into its per-message Properties object at about 7 us a
+    # message (measured), so only filters that overlap another carry one: the typical
+    # dashboard (one device, or a few) overlaps nothing. The rule that makes this exact, for a
+    # broker that sends a copy per subscription as for one that sends one copy naming all the
+    # identifiers that matched: a filter held without identifier ("plain") never overlaps any
+    # other filter the broker holds. A copy without identifier then came through the one
+    # plain filter its topic matches, and a copy with identifiers through exactly those.
+    def place(self, route: Route, now: int) -> list[Route]:
+        """Decide how a new route is subscribed: plain if it overlaps no filter in use or
+        still held, else with its identifier. Plain routes it overlaps take their
+        identifiers too: the returned routes, to resubscribe *before* this one (a broker
+        replaces a subscription of the same filter without losing or doubling messages).
+        ``now``: the number of the last message handled."""
+        self._prune(now)
+        overlapped = self._held.overlapping(route.filter)
+        route.tagged = bool(overlapped)
+        converted: list[Route] = []
+        for f in overlapped:
+            other = self._routes.get(f)
+            if other is not None and other is not route and not other.tagged:
+                other.tagged = True  # its plain copies still in flight are still its own
+                self._settling[f] = math.inf
+                converted.append(other)
+        converted.sort(key=lambda r: r.seq)
+        self._hold(route.filter, 1)
+        if not route.tagged:
+            self._plain[route.filter] = route
+            self._plain_trie.add(route.filter)
+        return converted
+
+    def unplace(self, route: Route) -> None:
+        """``route`` went out of use: the broker may hold its filter a while longer (its
+        place stays taken until :meth:`settled`)."""
+        f = route.filter
+        self._leftovers[f] = self._leftovers.get(f, 0) + 1  # the route's hold becomes one
+        self._settling[f] = math.inf
+        if self._plain.get(f) is route:
+            self._plain[f] = None
+
+    def settled(self, filter_: str, last: int) -> None:
+        """The broker now holds ``filter_`` as the route in use says (or not at all); copies
+        sent otherwise are all numbered ``last`` or lower."""
+        current = self._settling.get(filter_)
+        if current is not None:
+            self._settling[filter_] = last if current == math.inf else max(current, last)
+
+    def plain_again(self) -> None:
+        """A new broker session holds nothing: decide every route afresh."""
+        self._held, self._holds, self._leftovers = FilterTrie(), {}, {}
+        self._plain, self._plain_trie, self._settling = {}, FilterTrie(), {}
+        for route in self._routes.values():
+            self._hold(route.filter, 1)
+        for route in self._routes.values():
+            route.tagged = any(f != route.filter for f in self._held.overlapping(route.filter))
+            if not route.tagged:
+                self._plain[route.filter] = route
+                self._plain_trie.add(route.filter)
+
+    def for_plain(self, topic: str) -> list[Listener]:
+        """Listeners of a copy without identifier: sent through the one plain filter its
+        topic matches (:meth:`for_copy` of that route)."""
+        filters = self._plain_trie.match(topic)
+        route = self._plain.get(filters[0]) if filters else None
+        if route is None:
+            return []  # out of use
+        if not self._overlapping:
+            return list(route.listeners)
+        return self.for_copy([route], topic)
+
+    def _hold(self, filter_: str, n: int) -> None:
+        count = self._holds.get(filter_, 0) + n
+        if count > 0:
+            if filter_ not in self._holds:
+                self._held.add(filter_)
+            self._holds[filter_] = count
+        else:
+            self._holds.pop(filter_, None)
+            self._held.discard(filter_)
+
+    def _prune(self, now: int) -> None:
+        for f, last in list(self._settling.items()):
+            if last > now:
+                continue  # copies it sent may still be waiting
+            del self._settling[f]
+            self._hold(f, -self._leftovers.pop(f, 0))
+            if f in self._plain:
+                route = self._plain[f]
+                if route is None or route.tagged:
+                    del self._plain[f]
+                    self._plain_trie.discard(f)
 
     # -- delivery ------------------------------------------------------------------------------
     def for_copy(self, routes: Sequence[Route], topic: str) -> list[Listener]:
