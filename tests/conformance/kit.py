@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from tests.helpers import wait_until
-from tests.integration.frontkit import Stack, recv, recv_type
+from tests.integration.frontkit import Stack, recv
 from tests.integration.test_seed_clients import SEEDS, seed_text
 
 __all__ = ["SEEDS", "seed_text"]
@@ -95,16 +96,21 @@ async def raise_alert(
     metric: str,
     high: float,
     low: float,
-    type_: str = "alert",
+    match: Callable[[dict[str, Any]], bool] = lambda f: f["type"] == "alert",
 ) -> dict[str, Any]:
-    """Cross a rule's threshold until the alert arrives on ``ws`` (the ingest reloads rules
-    every 0.5 s in this stack)."""
+    """Cross a rule's threshold until a frame ``match``-ing the alert arrives on ``ws`` (the
+    ingest reloads rules every 0.5 s in this stack)."""
     for _ in range(40):
         stack.reading(device, **{metric: high})
-        try:
-            return await recv_type(ws, type_, timeout=0.5)
-        except TimeoutError:
-            stack.reading(device, **{metric: low})
+        deadline = time.monotonic() + 0.5
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                frame = await recv(ws, left)
+            except TimeoutError:
+                break
+            if match(frame):
+                return frame
+        stack.reading(device, **{metric: low})
     raise AssertionError("no alert raised")
 
 
