@@ -999,10 +999,12 @@ class Session:
         names_ = msg.get(dialect)
         if not isinstance(names_, list) or not 0 < len(names_) <= 20:
             raise ClientError(422, "validation_error", f"{dialect} must be a list of 1-20 names")
-        for key in ("snapshot", "since"):
+        for key in ("snapshot", "since", "channel", "topics" if dialect == "events" else "events"):
             if key in msg:
                 raise ClientError(
-                    422, "validation_error", f"{key}: only in the channel form of subscribe"
+                    422,
+                    "validation_error",
+                    f"{key}: not in the {dialect} form of subscribe (one form per message)",
                 )
         # one filters object for several topics: each filter applies to the topics that have
         # its field, and one that applies to none of them is refused

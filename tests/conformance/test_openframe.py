@@ -242,6 +242,18 @@ FILTERS: list[tuple[list[str], dict[str, Any], str | None]] = [
 ]
 
 
+@pytest.mark.parametrize(
+    "extra", [{"channel": "telemetry"}, {"events": ["device.status"]}, {"snapshot": True}]
+)
+async def test_one_form_per_subscribe(stack: Stack, extra: dict[str, Any]) -> None:
+    ws = await authed(stack, path="/v1/ws")
+    reply = await ask(ws, {"type": "subscribe", "topics": ["devices"], **extra})
+    assert (reply["type"], reply["code"]) == ("error", 422) and next(iter(extra)) in reply[
+        "message"
+    ]
+    await ws.close()
+
+
 @pytest.mark.parametrize(("topics", "filters", "refused"), FILTERS)
 async def test_filters(
     stack: Stack, topics: list[str], filters: dict[str, Any], refused: str | None
