@@ -548,6 +548,8 @@ class Session:
             raise ClientError(503, "unavailable", "sessions are not available on this front")
         kind, p = msg["type"], self.principal
         if kind == "list_sessions":
+            if msg.get("data") not in (None, {}):  # the Zhineng clients send an empty one
+                raise ClientError(422, "validation_error", "list_sessions takes no filters")
             sessions = manager.list(p)
             self.reply(message("sessions_list", id_=id_, sessions=sessions, count=len(sessions)))
         elif kind == "start_session":

@@ -208,6 +208,7 @@ async def test_409_conflict(stack: Stack) -> None:
         {"type": "start_session", "tool_name": "crush/../x"},
         {"type": "start_session", "tool_name": "crush", "args": "--help"},
         {"type": "start_session"},
+        {"type": "list_sessions", "data": {"tool_name": "crush"}},  # no filters: refused
     ],
 )
 async def test_422_validation_error(stack: Stack, msg: dict[str, Any]) -> None:
