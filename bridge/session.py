@@ -36,6 +36,7 @@ from bridge.subscriptions import (
     SubscriptionError,
     authorize,
     filters_of,
+    inapplicable,
     parse_channel_subscribe,
     parse_devices,
 )
@@ -1028,7 +1029,8 @@ class Session:
                     "validation_error",
                     f"unknown {dialect[:-1]} {safe_excerpt(name)}; one of {', '.join(allowed)}",
                 )
-            applicable = {k: v for k, v in filters.items() if channel in FILTER_CHANNELS[k]}
+            wrong = inapplicable(channel, filters)
+            applicable = {k: v for k, v in filters.items() if k not in wrong}
             used.update(applicable)
             selector = parse_channel_subscribe({"channel": channel}, filters=applicable)
             selectors.append((name, selector))

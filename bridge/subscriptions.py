@@ -259,8 +259,14 @@ def filters_of(msg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def inapplicable(channel: str, filters: Mapping[str, Any]) -> list[str]:
-    """The filters that mean nothing on ``channel``."""
-    return [k for k in filters if channel not in FILTER_CHANNELS[k]]
+    """The filters that mean nothing on ``channel``. ``frequency: real-time`` fits every
+    channel: it asks for every message, as an event channel delivers them anyway."""
+    return [
+        k
+        for k, v in filters.items()
+        if channel not in FILTER_CHANNELS[k]
+        and not (k == "frequency" and v in ("real-time", "realtime", "real_time"))
+    ]
 
 
 def parse_channel_subscribe(
