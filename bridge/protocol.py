@@ -68,7 +68,8 @@ def error_message(exc: ClientError, id_: Any = None) -> dict[str, Any]:
     if exc.details is not None:
         fields["details"] = exc.details
     if exc.retry_after is not None:
-        fields["retry_after"] = round(exc.retry_after, 3)
+        # at least a millisecond: a wait rounded to 0 would say "retry now", and be refused
+        fields["retry_after"] = max(0.001, round(exc.retry_after, 3))
         fields["retryAfter"] = fields["retry_after"]  # the o1 spelling
     return message("error", id_=id_, **fields)
 
