@@ -68,7 +68,9 @@ def error_message(exc: ClientError, id_: Any = None) -> dict[str, Any]:
     if exc.details is not None:
         fields["details"] = exc.details
     if exc.retry_after is not None:
-        fields["retry_after"] = round(exc.retry_after, 3)
+        # at least a millisecond: a wait rounded to 0 would say "retry now", and be refused
+        fields["retry_after"] = max(0.001, round(exc.retry_after, 3))
+        fields["retryAfter"] = fields["retry_after"]  # the o1 spelling
     return message("error", id_=id_, **fields)
 
 
@@ -89,6 +91,7 @@ def connected(client_id: str, heartbeat_interval: float) -> dict[str, Any]:
         server=SERVER_NAME,
         protocol=PROTOCOL_VERSION,
         heartbeat_interval=heartbeat_interval,
+        message=f"Connected to {SERVER_NAME}",  # as the Nexus server says hello
     )
 
 

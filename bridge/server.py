@@ -20,7 +20,7 @@ import ssl
 import time
 import uuid
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -141,6 +141,10 @@ class FrontStats:
     dropped: int = 0
     slow_consumer_closes: int = 0
     refused: Counter[str] = field(default_factory=Counter)
+    errors: int = 0  # error replies to closed connections (open ones count their own)
+    batches: int = 0  # writes of queued frames to a transport, each of one or more frames
+    # how long handling a client's message took (ms), the most recent ones (o1's stats)
+    handling_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 def _json_response(status: int, body: dict[str, Any]) -> Response:
@@ -364,7 +368,9 @@ class Front:
             async for frame in ws:
                 if default_channel and isinstance(frame, str | bytes):
                     frame = _with_default_channel(frame, default_channel)
+                began = time.perf_counter()
                 await session.handle_frame(frame)
+                self.stats.handling_ms.append((time.perf_counter() - began) * 1000)
                 # The next message is read only once this client has taken enough of what
                 # is queued for it: a client that sends and never reads stops being read.
                 if session.close_request or not await session.room():
@@ -386,6 +392,7 @@ class Front:
                 with contextlib.suppress(asyncio.CancelledError):
                     await conn.writer
             self.stats.received += session.received
+            self.stats.errors += session.errors
             self.stats.dropped += session.queue.dropped
             await session.close()
             # websockets closes the connection after this handler returns, and would wait
@@ -433,6 +440,7 @@ class Front:
             for frame in frames:
                 broadcast((ws,), frame, text=True)
             self.stats.sent += len(frames)
+            self.stats.batches += 1 if frames else 0
             self._notify_room(session, conn)
             if not len(session.queue) and not ws.paused:
                 return
@@ -473,6 +481,7 @@ class Front:
             return False
         broadcast((conn.ws,), frame, text=True)
         self.stats.sent += 1
+        self.stats.batches += 1
         return True
 
     async def _write(self, session: Session, conn: _Conn) -> None:
@@ -491,6 +500,7 @@ class Front:
                 self._notify_room(session, conn)
                 await ws.drain()
                 self.stats.sent += messages
+                self.stats.batches += 1
             # no await between the last (empty) pop and here: a frame queued meanwhile
             # would have found this task still running and been picked up by the loop
             if session.close_request:
@@ -741,23 +751,47 @@ class Front:
             )
         if path == "/api/websocket/stats":
             queued = sum(len(x.queue) for x in self.sessions)
+            sent, received = m["messages"]["sent"], m["messages"]["received"]
+            errors = s.errors + sum(x.errors for x in self.sessions)
+            handling = sorted(s.handling_ms)
+
+            def rank(q: float) -> float:
+                return round(handling[int(q * (len(handling) - 1))], 3) if handling else 0.0
+
             return _json_response(
                 200,
                 {
                     "totalConnections": s.current,
+                    # active: connections with a subscription; idle: those without one
                     "poolStats": {
                         "active": sum(1 for x in self.sessions if x.subscriptions),
                         "idle": sum(1 for x in self.sessions if not x.subscriptions),
                         "total": s.current,
                     },
+                    # a batch: the frames written to one client's connection at once
                     "batcherStats": {
+                        "batchesProcessed": s.batches,
+                        "messagesProcessed": sent,
+                        "averageBatchSize": round(sent / s.batches, 2) if s.batches else 0.0,
                         "queuedMessages": queued,
-                        "messagesProcessed": m["messages"]["sent"],
                     },
+                    # the messages clients sent, and how many were answered with an error
                     "processorStats": {
-                        "messagesProcessed": m["messages"]["received"],
-                        "errors": 0,
+                        "messagesProcessed": received,
+                        "errors": errors,
+                        "successRate": round(100 * max(0, received - errors) / received, 2)
+                        if received
+                        else 100.0,
                         "dropped": m["messages"]["dropped"],
+                    },
+                    # handling one client message, in milliseconds (the most recent 1,000)
+                    "performanceMetrics": {
+                        "averageResponseTime": round(sum(handling) / len(handling), 3)
+                        if handling
+                        else 0.0,
+                        "p95": rank(0.95),
+                        "p99": rank(0.99),
+                        "unit": "ms",
                     },
                     # a count only: the filters name other clients' devices and sessions
                     "brokerSubscriptionCount": len(self.hub.subscriptions()),

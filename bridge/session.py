@@ -31,11 +31,16 @@ from bridge.outbound import OutboundQueue, SharedBudget
 from bridge.protocol import ClientError, bad_request, encode, message
 from bridge.subscriptions import (
     CHANNELS,
+    FILTER_CHANNELS,
     Selector,
     SubscriptionError,
     authorize,
+    filters_of,
+    inapplicable,
     parse_channel_subscribe,
+    parse_devices,
 )
+from ingest.names import safe_excerpt
 from ingest.payload import parse_timestamp
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,10 @@ EVENT_CHANNELS = {
     "device.status": "devices",
     "system.status": "system",
     "log.entry": "logs",
+    # The Nexus document's names for the same streams: its agents are devices, and its
+    # server republishes telemetry it receives as telemetry.received.
+    "agent.status": "devices",
+    "telemetry.received": "telemetry",
 }
 MAX_BATCH = 50
 REPLAY_CHUNK = 500  # replayed frames queued before waiting for the client to read them
@@ -95,7 +104,8 @@ class Subscription:
     dialect: str  # channel | topics | events | o1-metrics | o1-logs
     label: str  # the channel, topic or event type the client named
     listener: Callable[..., None] | None = None
-    pending: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # frequency-limited subscriptions: the latest event per stream topic (levels) until the flush
+    pending: dict[tuple[str, ...], dict[str, Any]] = field(default_factory=dict)
     # While a `since` replay reads storage, live messages wait here (then deduplicated).
     held: list[tuple[tuple[str, ...], dict[str, Any]]] | None = None
     # After a replay: replayed messages whose live copy may still be on its way, dropped
@@ -107,6 +117,10 @@ class Subscription:
     # time the subscription was made: where a replay starts after the broker link was cut.
     resume_point: Any = None
     replay_again: bool = False
+    # A subscription made together with another one, whose id the client was given (o1's
+    # subscribe-metrics: the device's readings and the bridge's system status): it goes when
+    # that one is unsubscribed.
+    parent: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -157,7 +171,9 @@ def shared_frame(
     ``type``, ``channel`` and ``subscription_id`` come before any content from the device.
     Other dialects carry no subscription id: one frame serves them all.
     """
-    shape = (sub.dialect, sub.label, sub.selector.channel)
+    channel = sub.selector.channel
+    # system frames show only the fields the subscription's `metrics` asked for
+    shape = (sub.dialect, sub.label, channel, sub.selector.metrics if channel == "system" else None)
     if sub.dialect != "channel":
         frame = frames.get(shape)
         if frame is None:
@@ -184,31 +200,25 @@ def live_frame(
     channel = sub.selector.channel
     sid = sub.id if sub_id is None else sub_id
     if sub.dialect == "topics":
-        return encode(message("event", topic=sub.label, data=event))
+        kind, data = _openframe_event(sub, levels, event)
+        return encode(message("event", topic=sub.label, event=kind, data=data))
     if sub.dialect == "events":
-        return encode(message("event", eventType=sub.label, data=event))
+        return encode(message("event", eventType=sub.label, data=_nexus_data(levels, event)))
     if sub.dialect == "o1-metrics" and channel == "system":
+        fields = _system_fields(event)
+        wanted = sub.selector.metrics
+        if wanted is None:
+            shown = {_O1_NAMES.get(k, k): v for k, v in fields.items()}
+        else:  # o1's names (cpu, memory, disk) or the status's own field names
+            shown = {
+                w: fields[_O1_FIELDS.get(w, w)] for w in wanted if _O1_FIELDS.get(w, w) in fields
+            }
         return encode(
             message(
                 "metrics",
                 host=event.get("component"),
                 application=sub.label or None,
-                cpu=event.get("cpu_usage"),
-                memory=event.get("memory_usage"),
-                disk=event.get("disk_usage"),
-                **{
-                    k: v
-                    for k, v in event.items()
-                    if k
-                    not in (
-                        "component",
-                        "cpu_usage",
-                        "memory_usage",
-                        "disk_usage",
-                        "type",
-                        "timestamp",
-                    )
-                },
+                **shown,
             )
         )
     if sub.dialect == "o1-metrics":
@@ -258,7 +268,7 @@ def live_frame(
             )
         )
     if channel == "system":
-        metrics = {k: v for k, v in event.items() if k != "component"}
+        metrics = _system_fields(event, sub.selector.metrics)
         return encode(
             message(
                 "system_status_update",
@@ -272,6 +282,61 @@ def live_frame(
     return encode(
         message("log", channel=channel, subscription_id=sid, device_id=levels[1], **fields)
     )
+
+
+# o1's metric names for the fields of the bridge's system status, and back
+_O1_FIELDS = {"cpu": "cpu_usage", "memory": "memory_usage", "disk": "disk_usage"}
+_O1_NAMES = {v: k for k, v in _O1_FIELDS.items()}
+
+
+def _system_fields(event: dict[str, Any], wanted: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The measurements of a ``system/{component}`` status, only the ``wanted`` ones if named."""
+    fields = {
+        k: v for k, v in event.items() if k not in ("component", "status", "type", "timestamp")
+    }
+    if wanted is None:
+        return fields
+    return {k: fields[k] for k in wanted if k in fields}
+
+
+def _openframe_event(
+    sub: Subscription, levels: tuple[str, ...], event: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The topics form (OpenFrame): the kind of event and its ``data``, with the document's
+    field names first (``id``, ``status``, ``metrics``...) and the bridge's own after them."""
+    kind = levels[0]
+    if kind == "status":
+        data = {
+            "id": event.get("device_id"),
+            "status": event.get("new_status"),
+            "last_seen": event.get("last_seen"),
+        }
+        return "device_update", data | {k: v for k, v in event.items() if k not in data}
+    if kind == "alerts":
+        return f"alert_{event.get('event') or 'created'}", {"id": event.get("alert_id")} | event
+    if kind == "system":
+        data = {
+            "id": event.get("component"),
+            # a component that publishes its status is up; one that stops sends nothing
+            "status": event.get("status") or "healthy",
+            "metrics": _system_fields(event, sub.selector.metrics),
+        }
+        return "system_status", data | {"component": event.get("component")}
+    if kind == "telemetry":
+        return "telemetry_update", event
+    return "log", {"device_id": levels[1]} | event
+
+
+def _nexus_data(levels: tuple[str, ...], event: dict[str, Any]) -> dict[str, Any]:
+    """The events form (Nexus): the stream event, plus the document's names for its device
+    (``agentId``), a device's ``status`` and a reading's ``metrics``."""
+    device = device_of(levels)
+    extra: dict[str, Any] = {} if device is None else {"agentId": device}
+    if levels[0] == "status":
+        extra["status"] = event.get("new_status")
+    elif levels[0] == "telemetry":
+        extra["metrics"] = {str(event.get("metric")): event.get("value")}
+    return event | extra
 
 
 def _alert(event: dict[str, Any]) -> dict[str, Any]:
@@ -340,6 +405,7 @@ class Session:
         self._interval_subs = 0
         self.bucket = TokenBucket(limits.messages_per_s, limits.burst)
         self.received = 0
+        self.errors = 0  # error replies sent (o1's processorStats)
         self._wake = wake
         # Writes a live frame at once if the connection can take it (nothing queued before it,
         # transport not paused); False means queue it. None: always queue (tests, batch).
@@ -360,6 +426,8 @@ class Session:
 
     # -- output ------------------------------------------------------------------------------
     def reply(self, msg: dict[str, Any]) -> None:
+        if msg.get("type") == "error":
+            self.errors += 1
         self.queue.put(encode(msg), time.monotonic(), force=True)
         self._wake()
 
@@ -426,7 +494,7 @@ class Session:
             type_ = msg.get("type")
             if not isinstance(type_, str):
                 raise bad_request("message has no type")
-            if self.principal is None and type_ not in ("auth", "authenticate", "ping"):
+            if self.principal is None and type_ not in ("auth", "authenticate", "ping", "pong"):
                 raise ClientError(
                     401, "unauthorized", "authenticate first: send {type: auth, token}"
                 )
@@ -452,6 +520,7 @@ class Session:
             "auth": self._auth,
             "authenticate": self._auth,
             "ping": self._ping,
+            "pong": self._pong,
             "subscribe": self._subscribe,
             "subscribe-metrics": self._subscribe_o1,
             "subscribe-logs": self._subscribe_o1,
@@ -480,6 +549,8 @@ class Session:
             raise ClientError(503, "unavailable", "sessions are not available on this front")
         kind, p = msg["type"], self.principal
         if kind == "list_sessions":
+            if msg.get("data") not in (None, {}):  # the Zhineng clients send an empty one
+                raise ClientError(422, "validation_error", "list_sessions takes no filters")
             sessions = manager.list(p)
             self.reply(message("sessions_list", id_=id_, sessions=sessions, count=len(sessions)))
         elif kind == "start_session":
@@ -665,7 +736,11 @@ class Session:
                 continue
             # Latest values waiting for a frequency flush were accepted under the old claim.
             if sub.pending:
-                sub.pending = {k: v for k, v in sub.pending.items() if principal.sees(k[0])}
+                sub.pending = {
+                    k: v
+                    for k, v in sub.pending.items()
+                    if (device := device_of(k)) is None or principal.sees(device)
+                }
         self._count_intervals()
         revoked = (
             self.device_sessions.revoke(principal, self.reply)
@@ -747,6 +822,11 @@ class Session:
         else:
             self.reply(message("pong", id_=id_))
 
+    async def _pong(self, _msg: dict[str, Any], _id: Any) -> None:
+        """A client's answer to an application-level ping (the Nexus client sends one when it
+        gets a ``ping`` message): nothing to reply. The bridge's own keepalive is the
+        WebSocket ping frame."""
+
     async def _batch(self, msg: dict[str, Any], id_: Any) -> None:
         items = msg.get("messages")
         if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
@@ -768,6 +848,19 @@ class Session:
             await self.handle_message(item, in_batch=True)
 
     async def _subscribe(self, msg: dict[str, Any], id_: Any) -> None:
+        if "deploymentId" in msg:
+            # o1's deployments: nothing on a telemetry bridge is one
+            deployment = safe_excerpt(msg.get("deploymentId"), 64)
+            raise ClientError(
+                404,
+                "not_found",
+                f"no deployment {deployment}: this bridge has none; subscribe to a device's "
+                "readings with subscribe-metrics or its log lines with subscribe-logs "
+                "(host = the device id), or subscribe with a channel, topics or events",
+                details={"deploymentId": deployment},
+            )
+        if not isinstance(msg.get("batch", False), bool):
+            raise ClientError(422, "validation_error", "batch must be true or false")
         if msg.get("batch") is True:
             self.batch_mode = True
         if "topics" in msg:
@@ -775,7 +868,7 @@ class Session:
         elif "events" in msg:
             await self._subscribe_named(msg, id_, "events")
         else:
-            selector = parse_channel_subscribe(msg, msg.get("_default_channel"))
+            selector = parse_channel_subscribe(msg)
             since = self._since(msg, selector)
             existing = self.subscriptions.get(subscription_id(selector, "channel", ""))
             if existing is not None:
@@ -909,12 +1002,17 @@ class Session:
         names_ = msg.get(dialect)
         if not isinstance(names_, list) or not 0 < len(names_) <= 20:
             raise ClientError(422, "validation_error", f"{dialect} must be a list of 1-20 names")
-        filters = msg.get("filters") or {}
-        if not isinstance(filters, dict):
-            raise ClientError(422, "validation_error", "filters must be an object")
-        filters = dict(filters)
-        if "agentId" in filters:
-            filters["device_id"] = filters.pop("agentId")
+        for key in ("snapshot", "since", "channel", "topics" if dialect == "events" else "events"):
+            if key in msg:
+                raise ClientError(
+                    422,
+                    "validation_error",
+                    f"{key}: not in the {dialect} form of subscribe (one form per message)",
+                )
+        # one filters object for several topics: each filter applies to the topics that have
+        # its field, and one that applies to none of them is refused
+        filters = filters_of({k: v for k, v in msg.items() if k not in (dialect, "batch")})
+        used: set[str] = set()
         selectors = []
         for name in names_:
             channel = (
@@ -927,10 +1025,23 @@ class Session:
             if channel not in CHANNELS:
                 allowed = CHANNELS if dialect == "topics" else tuple(EVENT_CHANNELS)
                 raise ClientError(
-                    422, "validation_error", f"unknown {dialect[:-1]}; one of {', '.join(allowed)}"
+                    422,
+                    "validation_error",
+                    f"unknown {dialect[:-1]} {safe_excerpt(name)}; one of {', '.join(allowed)}",
                 )
-            selector = parse_channel_subscribe({"channel": channel, "filters": filters})
+            wrong = inapplicable(channel, filters)
+            applicable = {k: v for k, v in filters.items() if k not in wrong}
+            used.update(applicable)
+            selector = parse_channel_subscribe({"channel": channel}, filters=applicable)
             selectors.append((name, selector))
+        unused = [k for k in filters if k not in used]
+        if unused:
+            where = "; ".join(f"{k} applies to {', '.join(FILTER_CHANNELS[k])}" for k in unused)
+            raise ClientError(
+                422,
+                "validation_error",
+                f"filter {', '.join(unused)} applies to none of the {dialect} named ({where})",
+            )
         subs = [await self._add(sel, dialect, name) for name, sel in selectors]
         ids = [s.id for s in subs]
         if dialect == "topics":
@@ -942,28 +1053,47 @@ class Session:
 
     async def _subscribe_o1(self, msg: dict[str, Any], id_: Any) -> None:
         logs = msg["type"] == "subscribe-logs"
-        filters: dict[str, Any] = {"device_id": msg.get("host")} if msg.get("host") else {}
-        if not logs and msg.get("metrics") is not None:
-            filters["metrics"] = msg.get("metrics")
-        if logs and msg.get("search"):
-            filters["search"] = msg.get("search")
+        takes = (
+            ("host", "application", "search", "level")
+            if logs
+            else ("host", "application", "metrics")
+        )
+        for key in msg:
+            if key not in ("type", "id", *takes):
+                raise ClientError(
+                    422,
+                    "validation_error",
+                    f"{msg['type']} takes {', '.join(takes)}, not {safe_excerpt(key)}",
+                )
+        filters = {
+            "device_id" if k == "host" else k: msg[k]
+            for k in takes
+            if msg.get(k) is not None and (logs or k != "application")
+        }
         selector = parse_channel_subscribe(
-            {"channel": "logs" if logs else "telemetry", "filters": filters}
+            {"channel": "logs" if logs else "telemetry"}, filters=filters
         )
         application = msg.get("application")
-        label = application[:64] if isinstance(application, str) else ""
+        if application is not None and not (
+            isinstance(application, str) and 0 < len(application) <= 64
+        ):
+            raise ClientError(
+                422, "validation_error", "application must be text of 1-64 characters"
+            )
+        # On logs, `application` selects log lines; readings belong to a device, not to an
+        # application, so on metrics it only labels the messages (o1's client shows it).
+        label = application or ""
         sub = await self._add(selector, "o1-logs" if logs else "o1-metrics", label)
         ids = [sub.id]
         if not logs and self.principal is not None and self.principal.has("devices:read"):
             # o1's metrics are host CPU/memory/disk: the bridge's own system/{component}
-            # status, for the component named by `host` (or every component).
+            # status, for the component named by `host` (or every component), showing the
+            # `metrics` named (o1's cpu/memory/disk or the status's own field names).
             system = parse_channel_subscribe(
-                {
-                    "channel": "system",
-                    "filters": {k: v for k, v in filters.items() if k == "device_id"},
-                }
+                {"channel": "system"},
+                filters={k: v for k, v in filters.items() if k in ("device_id", "metrics")},
             )
-            ids.append((await self._add(system, "o1-metrics", label)).id)
+            ids.append((await self._add(system, "o1-metrics", label, parent=sub.id)).id)
         self.reply(
             message(
                 "subscribed",
@@ -975,7 +1105,12 @@ class Session:
         )
 
     async def _add(
-        self, selector: Selector, dialect: str, label: str, hold: bool = False
+        self,
+        selector: Selector,
+        dialect: str,
+        label: str,
+        hold: bool = False,
+        parent: str | None = None,
     ) -> Subscription:
         assert self.principal is not None
         authorize(selector, self.principal)
@@ -992,6 +1127,7 @@ class Session:
             sub_id, selector, selector.mqtt_filters(self.hub.topics, self.principal), dialect, label
         )
         sub.listener = self._listener(sub)
+        sub.parent = parent
         if hold:
             sub.held = []
         self.subscriptions[sub_id] = sub
@@ -1031,8 +1167,8 @@ class Session:
                 elif (key := replay_key(levels, event)) in sub.replayed:
                     sub.replayed.discard(key)
                     return
-            if sub.selector.interval_s and levels[0] == "telemetry":
-                sub.pending[(levels[1], levels[2])] = event
+            if sub.selector.interval_s and levels[0] in ("telemetry", "system"):
+                sub.pending[levels] = event  # the latest per reading or component
                 return
             if sub.resume_point is not None:
                 sub.resume_point = event.get(_RESUME_FIELD.get(levels[0], "ts")) or sub.resume_point
@@ -1063,9 +1199,9 @@ class Session:
                 continue
             sub.next_flush = now + interval
             pending, sub.pending = sub.pending, {}
-            for (device, metric), event in pending.items():
-                frame = live_frame(sub, ("telemetry", device, metric), event)
-                self.queue.put(frame, now, key=(sub.id, device, metric))
+            for levels, event in pending.items():
+                frame = live_frame(sub, levels, event)
+                self.queue.put(frame, now, key=(sub.id, *levels[1:]))
             if pending:
                 self._wake()
 
@@ -1079,12 +1215,16 @@ class Session:
         self.reply(message("snapshot_complete", subscription_id=sub.id))
 
     async def _unsubscribe(self, msg: dict[str, Any], id_: Any) -> None:
+        """By ``subscription_id`` (o1: ``subscriptionId``): that one; by ``topics`` or
+        ``events``: those named; by ``channel``: that channel's subscriptions, or with
+        ``device_id`` those naming only devices among the ones given."""
         sub_id = msg.get("subscription_id", msg.get("subscriptionId"))
         targets: list[Subscription] = []
         if sub_id is not None:
             if not isinstance(sub_id, str) or sub_id not in self.subscriptions:
                 raise ClientError(404, "not_found", "no such subscription")
             targets = [self.subscriptions[sub_id]]
+            targets += [s for s in self.subscriptions.values() if s.parent == sub_id]
         elif "topics" in msg or "events" in msg:
             dialect = "topics" if "topics" in msg else "events"
             wanted = msg.get(dialect)
@@ -1094,14 +1234,7 @@ class Session:
                 s for s in self.subscriptions.values() if s.dialect == dialect and s.label in wanted
             ]
         elif "channel" in msg:
-            sel = parse_channel_subscribe(msg)
-            targets = [
-                s
-                for s in self.subscriptions.values()
-                if s.dialect == "channel"
-                and s.selector.channel == sel.channel
-                and s.selector.devices == sel.devices
-            ]
+            targets = self._channel_targets(msg)
         else:
             raise ClientError(
                 422, "validation_error", "name a subscription_id, channel, topics or events"
@@ -1117,10 +1250,48 @@ class Session:
                     "unsubscription_confirmed", id_=id_, topics=msg["topics"], subscription_ids=ids
                 )
             )
-        else:
-            self.reply(
-                message("unsubscribed", id_=id_, subscription_ids=ids, subscription_id=ids[0])
+            return
+        fields: dict[str, Any] = {"subscription_ids": ids, "subscription_id": ids[0]}
+        if "events" in msg:  # the events that were subscribed, in the order asked
+            gone = {s.label for s in targets}
+            fields["events"] = [e for e in dict.fromkeys(msg["events"]) if e in gone]
+        elif "channel" in msg:
+            fields["channel"] = msg["channel"]
+        self.reply(message("unsubscribed", id_=id_, **fields))
+
+    def _channel_targets(self, msg: dict[str, Any]) -> list[Subscription]:
+        channel = msg.get("channel")
+        if channel not in CHANNELS:
+            raise ClientError(
+                422, "validation_error", f"channel must be one of {', '.join(CHANNELS)}"
             )
+        filters = msg.get("filters") or {}
+        if not isinstance(filters, dict):
+            raise ClientError(422, "validation_error", "filters must be an object")
+        devices = parse_devices(msg.get("device_id", filters.get("device_id")))
+        subs = [
+            s
+            for s in self.subscriptions.values()
+            if s.dialect == "channel" and s.selector.channel == channel
+        ]
+        if devices is None:
+            return subs
+        wanted = set(devices)
+        named = [s for s in subs if s.selector.devices is not None]
+        partly = [
+            s.id
+            for s in named
+            if wanted & set(s.selector.devices or ())
+            and not set(s.selector.devices or ()) <= wanted
+        ]
+        if partly:
+            raise ClientError(
+                422,
+                "validation_error",
+                f"subscription {', '.join(partly)} also covers other devices: unsubscribe it "
+                "by subscription_id, or name all its devices",
+            )
+        return [s for s in named if set(s.selector.devices or ()) <= wanted]
 
     async def _remove(self, sub: Subscription) -> None:
         self.subscriptions.pop(sub.id, None)

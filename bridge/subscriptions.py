@@ -76,6 +76,11 @@ def _names(value: Any, check: Any, what: str) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(out)) or None
 
 
+def parse_devices(value: Any) -> tuple[str, ...] | None:
+    """A ``device_id`` value (one id or a list), validated; None means every device."""
+    return _names(value, names.device_id, "device_id")
+
+
 def _severity(value: Any) -> str:
     if value not in names.SEVERITIES:
         raise names.InvalidName(f"invalid severity {names.safe_excerpt(value)}")
@@ -121,6 +126,7 @@ class Selector:
     value_max: float | None = None
     search: str | None = None
     levels: tuple[str, ...] | None = None
+    applications: tuple[str, ...] | None = None
     interval_s: float = 0.0
     snapshot: bool = False
 
@@ -178,6 +184,8 @@ class Selector:
         elif self.channel == "alerts":
             if self.severities is not None and event.get("severity") not in self.severities:
                 return False
+            if self.metrics is not None and event.get("metric") not in self.metrics:
+                return False
             if (
                 self.alert_types is not None
                 and event.get("metric") not in self.alert_types
@@ -192,27 +200,103 @@ class Selector:
                 return False
             if self.search and self.search.lower() not in str(event.get("message", "")).lower():
                 return False
+            if self.applications is not None and event.get("application") not in self.applications:
+                return False
         return True
 
 
-def parse_channel_subscribe(msg: Mapping[str, Any], default_channel: str | None = None) -> Selector:
-    """Validate a channel-form ``subscribe`` (PROTOCOL.md section 3)."""
+# Every filter a subscription may carry, and the channels it applies to. A filter is applied
+# or refused (422): never accepted and ignored. Aliases name the same filter.
+FILTER_CHANNELS: dict[str, tuple[str, ...]] = {
+    "device_id": CHANNELS,  # system: the component (system/{component})
+    "metrics": ("telemetry", "alerts", "system"),  # alerts: the alert's metric; system: fields
+    "frequency": ("telemetry", "system"),  # sampled latest values; events are never sampled
+    "severity": ("alerts",),
+    "alert_type": ("alerts",),
+    "status_types": ("devices",),
+    "min_value": ("telemetry",),
+    "max_value": ("telemetry",),
+    "search": ("logs",),
+    "level": ("logs",),
+    "application": ("logs",),
+}
+FILTER_ALIASES = {
+    "devices": "device_id",
+    "agentId": "device_id",  # the Nexus name
+    "value_min": "min_value",
+    "value_max": "max_value",
+}
+# Keys of a channel-form subscribe besides its filters (which may also stand at the top level:
+# the Valtronics JavaScript client spreads its filters into the message).
+ENVELOPE_KEYS = ("type", "id", "channel", "filters", "snapshot", "since", "batch")
+SNAPSHOT_CHANNELS = ("telemetry", "devices")
+
+
+def filters_of(msg: Mapping[str, Any]) -> dict[str, Any]:
+    """The filters of a subscribe message: its ``filters`` object and the filter names it
+    carries at the top level, aliases resolved. Unknown names, or one filter given twice
+    with different values, are refused."""
+    raw = msg.get("filters")
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise _invalid("filters must be an object")
+    out: dict[str, Any] = {}
+    known = ", ".join(FILTER_CHANNELS)
+    for where, items in (("filters", raw.items()), ("top", msg.items())):
+        for key, value in items:
+            if where == "top" and key in ENVELOPE_KEYS:
+                continue
+            name = FILTER_ALIASES.get(key, key)
+            if name not in FILTER_CHANNELS:
+                what = "filter" if where == "filters" else "field"
+                raise _invalid(f"unknown {what} {names.safe_excerpt(key)}; filters: {known}")
+            if value is None:
+                continue
+            if name in out and out[name] != value:
+                raise _invalid(f"{name} is given twice with different values")
+            out[name] = value
+    return out
+
+
+def inapplicable(channel: str, filters: Mapping[str, Any]) -> list[str]:
+    """The filters that mean nothing on ``channel``. ``frequency: real-time`` fits every
+    channel: it asks for every message, as an event channel delivers them anyway."""
+    return [
+        k
+        for k, v in filters.items()
+        if channel not in FILTER_CHANNELS[k]
+        and not (k == "frequency" and v in ("real-time", "realtime", "real_time"))
+    ]
+
+
+def parse_channel_subscribe(
+    msg: Mapping[str, Any],
+    default_channel: str | None = None,
+    filters: Mapping[str, Any] | None = None,
+) -> Selector:
+    """Validate a channel-form ``subscribe`` (PROTOCOL.md section 3). ``filters``: already
+    collected ones (the topics and events forms pass those that apply to this channel)."""
     channel = msg.get("channel") or default_channel
     if channel not in CHANNELS:
         raise _invalid(f"channel must be one of {', '.join(CHANNELS)}")
-    filters = msg.get("filters")
-    filters = {} if filters is None else filters
-    if not isinstance(filters, dict):
-        raise _invalid("filters must be an object")
-    device_value = msg.get("device_id", filters.get("device_id", filters.get("devices")))
+    if filters is None:
+        filters = filters_of(msg)
+        wrong = inapplicable(str(channel), filters)
+        if wrong:
+            raise _invalid(_not_on(str(channel), wrong))
+    device_value = filters.get("device_id")
     snapshot = msg.get("snapshot", False)
     if not isinstance(snapshot, bool):
         raise _invalid("snapshot must be true or false")
+    if snapshot and channel not in SNAPSHOT_CHANNELS:
+        raise _invalid(
+            f"snapshot: only {' and '.join(SNAPSHOT_CHANNELS)} have stored latest values"
+        )
     search = filters.get("search")
     if search is not None and (not isinstance(search, str) or len(search) > 200):
         raise _invalid("search must be text of at most 200 characters")
-    value_min = _number(filters.get("min_value", filters.get("value_min")), "min_value")
-    value_max = _number(filters.get("max_value", filters.get("value_max")), "max_value")
+    value_min = _number(filters.get("min_value"), "min_value")
+    value_max = _number(filters.get("max_value"), "max_value")
     return Selector(
         channel=str(channel),
         devices=_names(device_value, names.device_id, "device_id"),
@@ -224,9 +308,15 @@ def parse_channel_subscribe(msg: Mapping[str, Any], default_channel: str | None 
         value_max=value_max,
         search=search or None,
         levels=_names(filters.get("level"), _level, "level"),
-        interval_s=parse_frequency(filters.get("frequency", msg.get("frequency"))),
+        applications=_names(filters.get("application"), _short_text, "application"),
+        interval_s=parse_frequency(filters.get("frequency")),
         snapshot=snapshot,
     )
+
+
+def _not_on(channel: str, wrong: list[str]) -> str:
+    where = "; ".join(f"{k} applies to {', '.join(FILTER_CHANNELS[k])}" for k in wrong)
+    return f"filter {', '.join(wrong)} does not apply to the {channel} channel ({where})"
 
 
 def authorize(selector: Selector, principal: Principal) -> None:

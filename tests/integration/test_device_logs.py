@@ -38,8 +38,11 @@ async def test_logs_reach_subscribers_with_level_and_search_filters(
             "Disk 91% full",
         )
         await nothing_more(ws)
-        o1_logs = [await recv_type(o1, "log") for _ in range(3)]
-        assert [entry["host"] for entry in o1_logs] == ["gw-1"] * 3
+        # o1's application filter: only the Anvil line (it was accepted and ignored)
+        o1_log = await recv_type(o1, "log")
+        assert (o1_log["host"], o1_log["application"]) == ("gw-1", "Anvil")
+        assert o1_log["message"] == "Disk 91% full"
+        await nothing_more(o1)
     db = await asyncpg.connect(database_url)
     try:
 

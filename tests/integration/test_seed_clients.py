@@ -100,7 +100,11 @@ async def test_openframe_python_client(stack: Stack, capsys: pytest.CaptureFixtu
             b'"reason": "silence", "last_seen": null, "ts": "2026-11-22T00:00:00.000Z"}',
             qos=0,
         )
-        await out.wait_for(r"'type': 'event', 'topic': 'devices', 'data': \{'device_id': 'of-1'")
+        # with the document's field names (id, status, last_seen)
+        await out.wait_for(
+            r"'type': 'event', 'topic': 'devices', 'event': 'device_update', "
+            r"'data': \{'id': 'of-1', 'status': 'offline', 'last_seen': None"
+        )
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -71,3 +71,47 @@ def test_shared_equals_per_subscription(channel: str, dialect: str) -> None:
 )
 def test_device_of_a_stream_topic(levels: tuple[str, ...], device: str | None) -> None:
     assert device_of(levels) == device
+
+
+@pytest.mark.parametrize("dialect", ["channel", "topics", "o1-metrics"])
+def test_system_frames_show_each_subscriptions_own_metrics(dialect: str) -> None:
+    """Subscriptions that differ only in the `metrics` they show must not share a frame."""
+    levels = ("system", "bridge-1")
+    event = {"component": "bridge-1", "cpu_usage": 3.0, "memory_usage": 40.0, "disk_usage": 7.0}
+    wanted = {
+        "channel": [("cpu_usage",), ("memory_usage", "disk_usage"), None],
+        "topics": [("cpu_usage",), ("memory_usage", "disk_usage"), None],
+        "o1-metrics": [("cpu",), ("memory", "disk_usage"), None],
+    }[dialect]
+    subs = [
+        Subscription(f"sub_{i:016x}", Selector("system", metrics=m), (), dialect, "system")
+        for i, m in enumerate(wanted)
+    ]
+    frames: dict[Any, Any] = {}
+    shown = []
+    for sub in subs:
+        frame = orjson.loads(shared_frame(sub, levels, event, frames))
+        if dialect == "channel":
+            shown.append(frame["metrics"])
+        elif dialect == "topics":
+            shown.append(frame["data"]["metrics"])
+        else:
+            shown.append(
+                {
+                    k: v
+                    for k, v in frame.items()
+                    if k not in ("type", "host", "application", "timestamp")
+                }
+            )
+    if dialect == "o1-metrics":
+        assert shown == [
+            {"cpu": 3.0},
+            {"memory": 40.0, "disk_usage": 7.0},
+            {"cpu": 3.0, "memory": 40.0, "disk": 7.0},
+        ]
+    else:
+        assert shown == [
+            {"cpu_usage": 3.0},
+            {"memory_usage": 40.0, "disk_usage": 7.0},
+            {"cpu_usage": 3.0, "memory_usage": 40.0, "disk_usage": 7.0},
+        ]

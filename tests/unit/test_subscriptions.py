@@ -158,3 +158,74 @@ def test_value_filters_and_statuses_in_process() -> None:
     dev = parse_channel_subscribe({"channel": "devices", "filters": {"status_types": ["offline"]}})
     assert dev.accepts(ALL, "d1", {"new_status": "offline"})
     assert not dev.accepts(ALL, "d1", {"new_status": "online"})
+
+
+# -- every filter applied or refused (never accepted and ignored) ---------------------------------
+
+APPLIES = [
+    # (channel, filters, event that passes, event that does not)
+    ("alerts", {"metrics": ["t"]}, {"metric": "t"}, {"metric": "p"}),
+    ("alerts", {"alert_type": ["t"]}, {"metric": "t"}, {"metric": "p"}),
+    ("logs", {"application": "Anvil"}, {"application": "Anvil"}, {"application": None}),
+    ("logs", {"level": ["ERROR"]}, {"level": "ERROR"}, {"level": "INFO"}),
+    ("logs", {"search": "disk"}, {"message": "Disk full"}, {"message": "cpu"}),
+    ("devices", {"status_types": ["offline"]}, {"new_status": "offline"}, {"new_status": "x"}),
+    ("telemetry", {"min_value": 1}, {"metric": "t", "value": 2}, {"metric": "t", "value": 0}),
+]
+
+
+@pytest.mark.parametrize(("channel", "filters", "passes", "fails"), APPLIES)
+def test_filters_apply(
+    channel: str, filters: dict[str, Any], passes: dict[str, Any], fails: dict[str, Any]
+) -> None:
+    sel = parse_channel_subscribe({"channel": channel, "filters": filters})
+    assert sel.accepts(ALL, "d1", passes) and not sel.accepts(ALL, "d1", fails)
+
+
+@pytest.mark.parametrize(
+    ("msg", "named"),
+    [
+        ({"channel": "alerts", "filters": {"frequency": "5s"}}, "frequency"),
+        ({"channel": "devices", "frequency": "5s"}, "frequency"),
+        ({"channel": "logs", "filters": {"frequency": "5s"}}, "frequency"),
+        ({"channel": "devices", "filters": {"metrics": ["t"]}}, "metrics"),
+        ({"channel": "logs", "filters": {"metrics": ["t"]}}, "metrics"),
+        ({"channel": "telemetry", "filters": {"severity": ["high"]}}, "severity"),
+        ({"channel": "telemetry", "filters": {"search": "x"}}, "search"),
+        ({"channel": "alerts", "filters": {"application": "x"}}, "application"),
+        ({"channel": "system", "filters": {"min_value": 1}}, "min_value"),
+        ({"channel": "telemetry", "filters": {"nonsense": 1}}, "nonsense"),
+        ({"channel": "telemetry", "nonsense": 1}, "nonsense"),
+        ({"channel": "telemetry", "metrics": ["a"], "filters": {"metrics": ["b"]}}, "twice"),
+        ({"channel": "system", "snapshot": True}, "snapshot"),
+        ({"channel": "logs", "snapshot": True}, "snapshot"),
+    ],
+)
+def test_filters_that_cannot_apply_are_refused(msg: dict[str, Any], named: str) -> None:
+    with pytest.raises(SubscriptionError) as err:
+        parse_channel_subscribe(msg)
+    assert err.value.code == 422 and named in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("msg", "field", "value"),
+    [
+        ({"channel": "alerts", "severity": ["high"]}, "severities", ("high",)),  # spread
+        ({"channel": "telemetry", "metrics": ["t"]}, "metrics", ("t",)),
+        ({"channel": "telemetry", "frequency": "5s"}, "interval_s", 5.0),
+        ({"channel": "system", "filters": {"frequency": "30s"}}, "interval_s", 30.0),
+        ({"channel": "telemetry", "filters": {"agentId": "a1"}}, "devices", ("a1",)),
+        ({"channel": "telemetry", "filters": {"devices": ["a1"]}}, "devices", ("a1",)),
+        (
+            {"channel": "telemetry", "device_id": "a1", "filters": {"device_id": "a1"}},
+            "devices",
+            ("a1",),
+        ),
+        ({"channel": "telemetry", "filters": {"value_min": 2}}, "value_min", 2.0),
+        # real-time asks for every message: what an event channel does anyway
+        ({"channel": "alerts", "filters": {"frequency": "real-time"}}, "interval_s", 0.0),
+        ({"channel": "logs", "frequency": "real-time"}, "interval_s", 0.0),
+    ],
+)
+def test_filters_at_the_top_level_and_aliases(msg: dict[str, Any], field: str, value: Any) -> None:
+    assert getattr(parse_channel_subscribe(msg), field) == value
