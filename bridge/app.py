@@ -6,27 +6,22 @@ import asyncio
 import contextlib
 import gc
 import logging
-import secrets
 import signal
-import ssl
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
-
-import orjson
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bridge.actions import FrontActions
-from bridge.auth import HMAC_ALGORITHMS, AuthConfigError, JwtVerifier
+from bridge.auth import HMAC_ALGORITHMS, AuthConfigError
 from bridge.commands import Commands
 from bridge.config import Settings
 from bridge.dbprobe import DatabaseProbe
 from bridge.device_sessions import DeviceSessions
 from bridge.embedded import EmbeddedServices
+from bridge.front_setup import ConfigError, front_config, jwt_verifier, state_secret, tls_context
 from bridge.hub import Hub
-from bridge.server import Front, FrontConfig
-from bridge.session import FrontLimits
+from bridge.jobs import _exclusive, _scheduler
+from bridge.server import Front
 from bridge.snapshot import make_snapshot
 from bridge.system import SystemSampler, component_name
 from ingest import names
@@ -34,19 +29,24 @@ from ingest.mqtt import MqttEndpoint
 from ingest.service import IngestConfig, IngestService
 from ingest.stream import StreamPublisher
 from ingest.topics import Topics
-from ingest.wire import status_event
-from storage.devices import mark_silent_offline
-from storage.jobs import try_job_lock
 from storage.migrate import ensure_partitions, migrate
 from storage.pool import connect, create_pool
-from storage.retention import apply_retention, expire_dead_letters
-from storage.rollups import refresh_rollups
 
 log = logging.getLogger(__name__)
 
-
-class ConfigError(RuntimeError):
-    """A setting is missing or wrong; the message says which and how to fix it."""
+# Moved into their own modules; imported from here by the CLI, tests and benchmarks.
+__all__ = [
+    "ConfigError",
+    "_exclusive",
+    "_scheduler",
+    "front_config",
+    "ingest_config",
+    "jwt_verifier",
+    "run_front",
+    "run_migrations",
+    "state_secret",
+    "tls_context",
+]
 
 
 def ingest_config(settings: Settings, database_url: str, mqtt_url: str) -> IngestConfig:
@@ -90,234 +90,6 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-
-
-async def _exclusive(conn: Any, job: str) -> bool:
-    """Whether this process may run ``job`` now: one PostgreSQL advisory lock per job, held
-    by the job's own connection until it closes. With several ingests (or a scheduler and an
-    ingest) each job still runs once at a time, not once per process."""
-    locked = await try_job_lock(conn, job)
-    if not locked:
-        log.debug("%s: another process is running it", job)
-    return locked
-
-
-def _scheduler(
-    database_url: str,
-    settings: Settings,
-    stream: StreamPublisher | None = None,
-    sampler: SystemSampler | None = None,
-    *,
-    database_jobs: bool = True,
-) -> AsyncIOScheduler:
-    """Periodic work: partitions ahead of time, devices that went silent, rollups, retention
-    (``database_jobs``) and this process's system status."""
-    topics = Topics(settings.mqtt_topic_prefix)
-    retention = settings.retention()
-    dead_letter_retention = settings.dead_letter_retention()
-
-    async def offline() -> None:
-        try:
-            conn = await connect(database_url)
-            try:
-                if not await _exclusive(conn, "offline"):
-                    return
-                changes = await mark_silent_offline(conn, settings.device_offline_after_s)
-            finally:
-                await conn.close()
-        except Exception as exc:  # retried at the next run
-            log.warning("offline detection failed: %s", exc)
-            return
-        if changes and stream is not None:
-            stream.publish_many(
-                [
-                    (
-                        topics.status(c.device_id),
-                        status_event(
-                            c.device_id, c.old_status, c.new_status, c.reason, c.last_seen, c.ts
-                        ),
-                    )
-                    for c in changes
-                ],
-                retain=True,
-            )
-        if changes:
-            log.info("%d device(s) went offline", len(changes))
-
-    async def on_connection(work: Callable[[Any], Awaitable[object]], what: str) -> None:
-        """One periodic database job on its own connection; a failure is logged and the next
-        run tries again (the scheduler must never die)."""
-        try:
-            conn = await connect(database_url)
-            try:
-                if await _exclusive(conn, what):
-                    await work(conn)
-            finally:
-                await conn.close()
-        except Exception as exc:
-            log.warning("%s failed: %s", what, exc)
-
-    async def rollups() -> None:
-        # the pending batches stay on failure; the next run takes them
-        horizon = datetime.now(UTC) - (retention["raw"] or timedelta(days=365 * 1000))
-        await on_connection(lambda conn: refresh_rollups(conn, horizon), "rollup refresh")
-
-    async def expire() -> None:
-        async def work(conn: Any) -> None:
-            await apply_retention(conn, retention)
-            await expire_dead_letters(conn, dead_letter_retention)
-
-        await on_connection(work, "retention")
-
-    async def partitions() -> None:
-        try:
-            conn = await connect(database_url)
-            try:
-                created = await ensure_partitions(conn) if await _exclusive(conn, "parts") else 0
-            finally:
-                await conn.close()
-            if created:
-                log.info("created %d readings partitions ahead of time", created)
-        except Exception as exc:  # retried at the next run; never kills the scheduler
-            log.warning("partition maintenance failed: %s", exc)
-
-    scheduler = AsyncIOScheduler(timezone="UTC")
-
-    async def system_status() -> None:
-        if sampler is None or stream is None:
-            return
-        status = sampler.sample()
-        stream.publish_many([(topics.system(sampler.component), orjson.dumps(status))], retain=True)
-
-    scheduler.add_job(
-        system_status,
-        "interval",
-        seconds=settings.system_status_interval_s,
-        id="system",
-        coalesce=True,
-        max_instances=1,
-    )
-    if not database_jobs:
-        return scheduler
-    scheduler.add_job(partitions, "interval", hours=1, id="partitions", coalesce=True)
-    scheduler.add_job(
-        rollups,
-        "interval",
-        seconds=settings.rollup_interval_s,
-        id="rollups",
-        coalesce=True,
-        max_instances=1,
-        next_run_time=datetime.now(UTC),
-    )
-    scheduler.add_job(
-        expire,
-        "interval",
-        seconds=settings.retention_interval_s,
-        id="retention",
-        coalesce=True,
-        max_instances=1,
-        next_run_time=datetime.now(UTC),
-    )
-    scheduler.add_job(
-        offline,
-        "interval",
-        seconds=settings.device_check_interval_s,
-        id="offline",
-        coalesce=True,
-        max_instances=1,
-    )
-    return scheduler
-
-
-def jwt_verifier(settings: Settings) -> JwtVerifier | None:
-    """From the settings; None when no key is configured (then only anonymous access works)."""
-    alg = settings.jwt_algorithm
-    if alg in HMAC_ALGORITHMS:
-        secret = settings.jwt_secret or state_secret(settings, create=False)
-        return (
-            JwtVerifier(alg, secret, settings.jwt_audience, settings.jwt_issuer) if secret else None
-        )
-    key = settings.jwt_public_key
-    if key and "BEGIN" not in key:
-        path = Path(key).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"BRIDGE_JWT_PUBLIC_KEY: {path} is not a file (give a PEM or a path)")
-        key = path.read_text()
-    if not key:
-        raise ConfigError(f"BRIDGE_JWT_ALGORITHM={alg} needs BRIDGE_JWT_PUBLIC_KEY")
-    return JwtVerifier(alg, key, settings.jwt_audience, settings.jwt_issuer)
-
-
-def state_secret(settings: Settings, *, create: bool) -> str | None:
-    """The embedded deployment's HMAC secret, kept in the state directory (mode 0600)."""
-    path = settings.state_dir / "jwt_secret"
-    if path.is_file():
-        return path.read_text().strip()
-    if not create:
-        return None
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    path.touch(mode=0o600)
-    path.write_text(secret)
-    return secret
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """The front's TLS context when a certificate and key are configured (both or neither)."""
-    cert, key = settings.ws_tls_cert, settings.ws_tls_key
-    if cert is None and key is None:
-        return None
-    if cert is None or key is None:
-        raise ConfigError(
-            "set both BRIDGE_WS_TLS_CERT and BRIDGE_WS_TLS_KEY to serve wss:// (or neither)"
-        )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(cert, key)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"BRIDGE_WS_TLS_CERT/KEY: no such file {exc.filename}") from None
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(
-            f"BRIDGE_WS_TLS_CERT/KEY: cannot load {cert} with {key} ({exc}); both must be PEM "
-            "and the key must belong to the certificate"
-        ) from None
-    return context
-
-
-def front_config(settings: Settings) -> FrontConfig:
-    return FrontConfig(
-        host=settings.ws_host,
-        port=settings.ws_port,
-        auth_required=settings.auth_required,
-        allowed_origins=tuple(o.strip() for o in settings.allowed_origins.split(",") if o.strip()),
-        max_connections=settings.ws_max_connections,
-        max_connections_per_sub=settings.ws_max_connections_per_sub,
-        new_connections_per_ip_per_min=settings.ws_new_connections_per_ip_per_min,
-        compression=settings.ws_compression,
-        reuse_port=settings.ws_reuse_port,
-        trusted_proxies=settings.trusted_networks(),
-        tls=tls_context(settings),
-        export_max_concurrent=settings.export_max_concurrent,
-        export_max_per_subject=settings.export_max_per_subject,
-        export_write_timeout_s=settings.export_write_timeout_s,
-        limits=FrontLimits(
-            messages_per_s=settings.ws_messages_per_s,
-            burst=settings.ws_burst,
-            max_subscriptions=settings.ws_max_subscriptions,
-            queue_capacity=settings.ws_queue_size,
-            max_behind_s=settings.ws_max_behind_s,
-            max_frame_bytes=settings.ws_max_frame_bytes,
-            replay_max=settings.replay_max_messages,
-            heartbeat_s=settings.ws_heartbeat_s,
-            queue_max_bytes=settings.ws_queue_max_bytes,
-            room_bytes=settings.ws_queue_max_bytes // 4,
-            frames_per_s=settings.ws_frames_per_s,
-            frame_burst=2 * settings.ws_frames_per_s,
-            auth_timeout_s=settings.ws_auth_timeout_s,
-        ),
-        queue_budget_bytes=settings.ws_queue_budget_bytes,
-    )
 
 
 async def run_front(
