@@ -112,35 +112,40 @@ async def run_front(
         )
     topics = Topics(settings.mqtt_topic_prefix)
     hub = Hub(MqttEndpoint.from_url(mqtt_url), topics, names.bridge_client_id("front"))
-    pool = (
-        await create_pool(database_url, min_size=1, max_size=settings.db_pool_size)
-        if database_url
-        else None
-    )
-    probe = DatabaseProbe(database_url) if database_url else None
-    snapshot = (
-        make_snapshot(pool, topics, settings.replay_max_messages) if pool is not None else None
-    )
-    stream = StreamPublisher(MqttEndpoint.from_url(mqtt_url), names.bridge_client_id("front-pub"))
-    await stream.start()
-    front = Front(
-        front_config(settings),
-        hub,
-        verifier,
-        database_check=(lambda: probe.ok) if probe is not None else None,
-        snapshot=snapshot,
-        actions=FrontActions(pool, topics, stream) if pool is not None else None,
-        commands=Commands(hub, pool),
-        device_sessions=DeviceSessions(hub),
-        pool=pool,
-    )
-    hub_task = asyncio.create_task(hub.run(), name="front-hub")
-    probe_task = asyncio.create_task(
-        probe.run() if probe is not None else asyncio.sleep(0), name="front-db-probe"
-    )
-    if on_front is not None:
-        on_front(front)
-    try:
+    # Shutdown runs in the reverse order of start-up (ARCHITECTURE.md): stop accepting and
+    # close clients with 1001, leave the broker, stop publishing, close the pool.
+    async with contextlib.AsyncExitStack() as services:
+        pool = None
+        if database_url:
+            pool = await create_pool(database_url, min_size=1, max_size=settings.db_pool_size)
+            services.push_async_callback(pool.close)
+        probe = DatabaseProbe(database_url) if database_url else None
+        snapshot = (
+            make_snapshot(pool, topics, settings.replay_max_messages) if pool is not None else None
+        )
+        stream = StreamPublisher(
+            MqttEndpoint.from_url(mqtt_url), names.bridge_client_id("front-pub")
+        )
+        await stream.start()
+        services.push_async_callback(stream.stop)
+        front = Front(
+            front_config(settings),
+            hub,
+            verifier,
+            database_check=(lambda: probe.ok) if probe is not None else None,
+            snapshot=snapshot,
+            actions=FrontActions(pool, topics, stream) if pool is not None else None,
+            commands=Commands(hub, pool),
+            device_sessions=DeviceSessions(hub),
+            pool=pool,
+        )
+        tasks = [asyncio.create_task(hub.run(), name="front-hub")]
+        if probe is not None:
+            tasks.append(asyncio.create_task(probe.run(), name="front-db-probe"))
+        services.push_async_callback(_cancel, tasks)
+        services.push_async_callback(front.stop)
+        if on_front is not None:
+            on_front(front)
         # Accept clients once the broker connection is up (normally milliseconds), so a
         # subscription acknowledged to a client is already live at the broker. A broker that
         # is down does not keep the front from serving; it reconnects in the background.
@@ -155,14 +160,12 @@ async def run_front(
         if ready is not None:
             ready.set()
         await stop.wait()
-    finally:
-        await front.stop()
-        for task in (hub_task, probe_task):
-            task.cancel()
-        await asyncio.gather(hub_task, probe_task, return_exceptions=True)
-        await stream.stop()
-        if pool is not None:
-            await pool.close()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front: bool) -> None:
