@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,47 +17,17 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.app import run_front
 from bridge.auth import Principal
-from bridge.config import Settings
-from bridge.embedded import free_port
-from ingest.topics import Topics
 from storage.device_scope import claim_condition, claim_values
-from tests.helpers import BrokerInfo, MqttPeer, wait_until
-from tests.integration.frontkit import SECRET, Stack, http_json, recv, recv_type
+from tests.helpers import wait_until
+from tests.integration.frontkit import http_json, recv, recv_type
+from tests.stack import Stack, front_fixture
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def front(
-    broker: BrokerInfo, database_url: str, topic_prefix: str, request: pytest.FixtureRequest
-) -> AsyncIterator[Stack]:
-    """A front alone (no ingest) with the settings a test asks for via indirect params."""
-    overrides: dict[str, Any] = getattr(request, "param", {})
-    settings = Settings(
-        mqtt_url=broker.url,
-        jwt_secret=SECRET,
-        ws_port=free_port(),
-        mqtt_topic_prefix=topic_prefix,
-        **{"ws_new_connections_per_ip_per_min": 1000, **overrides},
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_front(settings, broker.url, database_url, stop, ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    peer = MqttPeer(broker.url)
-    stack = Stack(settings.ws_port, Topics(topic_prefix), peer)
-
-    async def healthy() -> bool:
-        return (await http_json(stack, "/health"))["status"] == "healthy"
-
-    try:
-        await wait_until(healthy, timeout=10)
-        yield stack
-    finally:
-        peer.close()
-        stop.set()
-        await asyncio.wait_for(task, 20)
+# A front alone (no ingest): the settings a test asks for come as indirect params.
+front = pytest.fixture(front_fixture)
 
 
 async def send(ws: ClientConnection, msg: dict[str, Any]) -> None:
