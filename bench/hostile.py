@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -40,13 +41,10 @@ def start_front(
 ) -> Iterator[FrontProcess]:
     """A front process (``bench.services.front_process``) on a topic prefix of its own, with
     ``BRIDGE_<SETTING>`` from ``settings``; ``code_dir``: the ``bridge`` of another checkout."""
+    front_settings: dict[str, Any] = {"ws_new_connections_per_ip_per_min": "10000", **settings}
+    prefix = f"adv{uuid.uuid4().hex[:8]}"
     with front_process(
-        mqtt_url,
-        database_url,
-        tmp,
-        prefix=f"adv{uuid.uuid4().hex[:8]}",
-        code_dir=code_dir,
-        **{"ws_new_connections_per_ip_per_min": "10000", **settings},
+        mqtt_url, database_url, tmp, prefix=prefix, code_dir=code_dir, **front_settings
     ) as front:
         yield front
 

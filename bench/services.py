@@ -186,9 +186,10 @@ async def fresh_database(
     """A new database next to ``admin_url`` (``name``, else ``prefix`` and a random suffix;
     one left over by that name is dropped first), migrated unless ``migrate=False``, yielded
     as its URL and dropped afterwards unless ``keep``."""
+    leftover = name is not None
     name = name or f"{prefix}_{uuid.uuid4().hex[:12]}"
     drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-    await _admin(admin_url, drop, f'CREATE DATABASE "{name}"')
+    await _admin(admin_url, *([drop] if leftover else []), f'CREATE DATABASE "{name}"')
     url = with_database(admin_url, name)
     try:
         if migrate:
@@ -233,10 +234,8 @@ class FrontProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def token(self, scope: str = "telemetry:read alerts:read devices:read", **kw: object) -> str:
-        return mint(
-            key=SECRET, algorithm="HS256", sub=str(kw.pop("sub", "alice")), scopes=scope, **kw
-        )  # type: ignore[arg-type]
+    def token(self, scope: str = "telemetry:read alerts:read devices:read", **kw: Any) -> str:
+        return mint(key=SECRET, algorithm="HS256", sub=kw.pop("sub", "alice"), scopes=scope, **kw)
 
     def rss_mb(self) -> float:
         return proc_status_mb(self.proc.pid, "VmRSS")
@@ -254,11 +253,11 @@ class FrontProcess:
         except OSError:
             return False
 
-    def metrics(self) -> dict[str, object]:
-        return _get_json(f"http://127.0.0.1:{self.port}/metrics", 5)  # type: ignore[no-any-return]
+    def metrics(self) -> dict[str, Any]:
+        return dict(_get_json(f"http://127.0.0.1:{self.port}/metrics", 5))
 
     def connections(self) -> int:
-        return int(self.metrics()["connections"]["current"])  # type: ignore[index]
+        return int(self.metrics()["connections"]["current"])
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Until /health says the front's MQTT link is up."""
