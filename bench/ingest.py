@@ -40,8 +40,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.services import (
     DEFAULT_ADMIN,
-    bridge_env,
     fresh_database,
+    ingest_env,
     ingest_processes,
     mosquitto,
     wait_log,
@@ -100,13 +100,7 @@ async def phase_drain(
 ) -> dict[str, Any]:
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     async with fresh_database(args.admin_url) as url:
-        env = bridge_env(
-            database_url=url,
-            mqtt_url=mqtt_url,
-            mqtt_topic_prefix=prefix,
-            ingest_client_id=f"bench-{uuid.uuid4().hex[:6]}",
-            log_level="INFO",
-        )
+        env = ingest_env(url, mqtt_url, prefix)
         log = tmp / f"drain-{ingests}.log"
         with ingest_processes(env, log, ingests):
             wait_log(log, "ingest subscribed", ingests)
@@ -262,13 +256,7 @@ async def phase_live(args: argparse.Namespace, mqtt_url: str, tmp: Path) -> dict
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     stats = tmp / "live-stats.json"
     async with fresh_database(args.admin_url) as url:
-        env = bridge_env(
-            database_url=url,
-            mqtt_url=mqtt_url,
-            mqtt_topic_prefix=prefix,
-            ingest_client_id=f"bench-{uuid.uuid4().hex[:6]}",
-            ingest_stats_file=stats,
-        )
+        env = ingest_env(url, mqtt_url, prefix, ingest_stats_file=stats)
         log = tmp / "live.log"
         with ingest_processes(env, log):
             wait_log(log, "ingest subscribed")

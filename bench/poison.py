@@ -41,8 +41,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.services import (
     DEFAULT_ADMIN,
-    bridge_env,
     fresh_database,
+    ingest_env,
     ingest_processes,
     mosquitto,
     wait_log,
@@ -99,14 +99,7 @@ async def drain_once(args: argparse.Namespace, mqtt_url: str, tmp: Path, case: s
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     log = tmp / f"{case}-{uuid.uuid4().hex[:6]}.log"
     async with fresh_database(args.admin_url) as url:
-        env = bridge_env(
-            database_url=url,
-            mqtt_url=mqtt_url,
-            mqtt_topic_prefix=prefix,
-            ingest_client_id=f"bench-{uuid.uuid4().hex[:6]}",
-            ingest_scheduler="false",
-            log_level="INFO",  # wait_log looks for "ingest subscribed"
-        )
+        env = ingest_env(url, mqtt_url, prefix, ingest_scheduler="false")
         conn = await asyncpg.connect(url)
         try:
             if case == "refused":

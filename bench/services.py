@@ -309,6 +309,18 @@ def front_process(
         yield front
 
 
+def ingest_env(database_url: str, mqtt_url: str, prefix: str, **settings: object) -> dict[str, str]:
+    """An ingest's environment: topic ``prefix``, a persistent session (client id) of its own,
+    INFO logging (``wait_log`` looks for "ingest subscribed"), then ``settings``."""
+    defaults = {"ingest_client_id": f"bench-{uuid.uuid4().hex[:6]}", "log_level": "INFO"}
+    return bridge_env(
+        database_url=database_url,
+        mqtt_url=mqtt_url,
+        mqtt_topic_prefix=prefix,
+        **{**defaults, **settings},
+    )
+
+
 @contextlib.contextmanager
 def ingest_processes(
     env: dict[str, str], log: Path, n: int = 1
