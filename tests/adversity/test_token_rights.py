@@ -51,19 +51,6 @@ async def received_within(ws: ClientConnection, seconds: float) -> list[dict[str
     return out
 
 
-def stream_reading(stack: Stack, device: str, metric: str, value: float) -> None:
-    """A reading on the validated stream, as the ingest publishes it after a commit."""
-    event = {
-        "device_id": device,
-        "metric": metric,
-        "value": value,
-        "unit": None,
-        "ts": "2026-11-22T00:00:00.000Z",
-        "received_at": "2026-11-22T00:00:00.000Z",
-    }
-    stack.peer.publish(stack.topics.telemetry(device, metric), orjson.dumps(event), qos=1)
-
-
 def device_inbox(stack: Stack, device: str) -> str:
     """Listen as the device for session commands; returns the topic prefix they arrive on."""
     topic = stack.topics.device_command(device, "x").rsplit("/", 1)[0] + "/+"
@@ -155,7 +142,7 @@ async def test_a_refresh_ends_what_the_new_token_does_not_allow(front: Stack) ->
             await request(ws, {"type": "start_session", "tool_name": "dev-b1"}, "session_started")
         )["session_id"]
         await asyncio.sleep(0.3)  # the sampled subscription's first (empty) flush is behind us
-        stream_reading(front, "dev-b1", "temp", 1.0)
+        front.stream("dev-b1", "temp", 1.0, qos=1)
         got = [await recv_type(ws, "telemetry_update") for _ in range(2)]  # "b1" and "all"
         # the same broker message reached the sampled subscription: it waits for its flush
         assert {m["device_id"] for m in got} == {"dev-b1"}
@@ -195,8 +182,8 @@ async def test_a_refresh_ends_what_the_new_token_does_not_allow(front: Stack) ->
 
         # From now on: dev-a1 reaches both remaining subscriptions, dev-b1 nothing at all,
         # not its status, not the revoked session's output.
-        stream_reading(front, "dev-b1", "temp", 2.0)
-        stream_reading(front, "dev-a1", "temp", 3.0)
+        front.stream("dev-b1", "temp", 2.0, qos=1)
+        front.stream("dev-a1", "temp", 3.0, qos=1)
         front.peer.publish(
             front.topics.status("dev-a1"),
             orjson.dumps({"device_id": "dev-a1", "new_status": "online", "ts": "x"}),
@@ -224,8 +211,8 @@ async def test_a_refresh_with_another_exact_list_follows_it_at_once(front: Stack
             "auth_response",
         )
         assert reply["success"] is True
-        stream_reading(front, "dev-a1", "temp", 1.0)  # no longer allowed
-        stream_reading(front, "dev-a2", "temp", 2.0)  # newly allowed
+        front.stream("dev-a1", "temp", 1.0, qos=1)  # no longer allowed
+        front.stream("dev-a2", "temp", 2.0, qos=1)  # newly allowed
         got = await recv_type(ws, "telemetry_update")
         assert got["device_id"] == "dev-a2"
         listed = await request(ws, {"type": "list_subscriptions"}, "subscriptions_list")

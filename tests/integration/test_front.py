@@ -255,21 +255,6 @@ async def test_snapshot_then_live(stack: Stack) -> None:
 small_stack = pytest.fixture(front_fixture)
 
 
-def stream(stack: Stack, device: str, metric: str, value: float, pad: int = 0) -> None:
-    """Publish straight onto the validated stream, as the ingest would after a commit."""
-    event: dict[str, Any] = {
-        "device_id": device,
-        "metric": metric,
-        "value": value,
-        "unit": None,
-        "ts": "2026-11-22T00:00:00.000Z",
-        "received_at": "2026-11-22T00:00:00.000Z",
-    }
-    if pad:
-        event["pad"] = os.urandom(pad // 2).hex()  # incompressible: deflate cannot shrink it
-    stack.peer.publish(stack.topics.telemetry(device, metric), orjson.dumps(event), qos=0)
-
-
 async def test_expiry_closes_4001_unless_refreshed(small_stack: Stack) -> None:
     stack = small_stack
     async with await stack.client(stack.token(ttl_s=2)) as ws:
@@ -377,8 +362,8 @@ async def test_a_client_that_stops_reading_does_not_delay_another(
         assert (await recv(ws))["type"] == "subscription_confirmed"
     # the slow one never reads again; flood 3,000 x 10 kB (30 MB), then a marker
     for i in range(3000):
-        stream(stack, f"flood-{i}", "t", float(i), pad=10_000)
-    stream(stack, "marker", "t", 1.0)
+        stack.stream(f"flood-{i}", "t", float(i), pad=10_000)
+    stack.stream("marker", "t", 1.0)
     started = time.monotonic()
     seen = 0
     while True:
@@ -416,7 +401,7 @@ async def test_frequency_sends_the_latest_value_once_per_interval(
         )
         assert (await recv(ws))["type"] == "subscribed"
         for v in range(5):
-            stream(stack, "f1", "t", float(v))
+            stack.stream("f1", "t", float(v))
         values = []
         with pytest.raises(TimeoutError):
             while True:
@@ -436,7 +421,7 @@ async def test_o1_subscribe_metrics(small_stack: Stack) -> None:
         )
         reply = await recv(ws)
         assert reply["type"] == "subscribed" and reply["subscriptionId"].startswith("sub_")
-        stream(stack, "anvil-01", "cpu", 45.2)
+        stack.stream("anvil-01", "cpu", 45.2)
         metrics = await recv_type(ws, "metrics")
         assert metrics["host"] == "anvil-01" and metrics["application"] == "Anvil"
         assert metrics["cpu"] == 45.2
@@ -483,7 +468,7 @@ async def test_server_batches_when_asked(small_stack: Stack) -> None:
         )
         assert (await recv(ws))["type"] == "subscribed"
         for v in range(30):
-            stream(stack, "b1", f"m{v}", float(v))
+            stack.stream("b1", f"m{v}", float(v))
         got: list[dict[str, Any]] = []
         while len(got) < 30:
             msg = await recv(ws)
@@ -531,7 +516,7 @@ async def _flooded_client(stack: Stack) -> ClientConnection:
     await ws.send('{"type": "subscribe", "topics": ["telemetry"]}')
     assert (await recv(ws))["type"] == "subscription_confirmed"
     for i in range(3000):
-        stream(stack, f"behind-{i}", "t", float(i), pad=10_000)
+        stack.stream(f"behind-{i}", "t", float(i), pad=10_000)
     return ws
 
 
@@ -549,7 +534,7 @@ async def test_a_client_that_falls_behind_is_warned(small_stack: Stack) -> None:
     warnings = [f for f in seen if f["type"] == "warning"]
     assert warnings and warnings[0]["error"] == "slow_consumer" and warnings[0]["dropped"] > 0
     assert len(seen) < 3000  # dropped, not queued without bound
-    stream(stack, "after", "t", 1.0)  # caught up: live delivery resumes on the same connection
+    stack.stream("after", "t", 1.0)  # caught up: live delivery resumes on the same connection
     assert (await recv_type(ws, "event"))["data"]["device_id"] == "after"
     await ws.close()
 
