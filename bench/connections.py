@@ -3,9 +3,10 @@ and without permessage-deflate, and the time to accept them.
 
     .venv/bin/python -m bench.connections [--connections 10000] [--concurrency 200]
 
-For each setting a fresh front (``telemetry-bridge serve``) is started against a private
-mosquitto; its RSS is read from /proc after one warm-up connection and again once every
-connection is open, authenticated (Bearer header) and greeted, and has been idle for 3 s.
+For each setting a fresh front (``telemetry-bridge serve``, bench/services.py) is started
+against a private mosquitto; its RSS is read from /proc after one warm-up connection and again
+once every connection is open, authenticated (Bearer header) and greeted, and has been idle
+for 3 s.
 Memory per connection = RSS difference / connections. The client holds all connections in one
 asyncio process (its own memory is not measured).
 """
@@ -15,9 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,10 +24,8 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from bridge.auth import mint
-from bridge.embedded import MosquittoProcess, free_port
+from bench.services import front_process, mosquitto
 
-SECRET = "connections-bench-secret-" + "c" * 40
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -62,34 +58,21 @@ async def open_all(
     return list(conns), time.monotonic() - t0
 
 
-def start_front(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve"], env=env, stdout=log, stderr=log
-        )
-
-
 async def measure(
     args: argparse.Namespace, deflate: bool, mqtt_url: str, tmp: Path
 ) -> dict[str, Any]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update(
-        BRIDGE_MQTT_URL=mqtt_url,
-        BRIDGE_JWT_SECRET=SECRET,
-        BRIDGE_WS_PORT=str(port),
-        BRIDGE_WS_MAX_CONNECTIONS=str(args.connections + 100),
-        BRIDGE_WS_MAX_CONNECTIONS_PER_SUB=str(args.connections + 100),
-        BRIDGE_WS_NEW_CONNECTIONS_PER_IP_PER_MIN="10000000",
-        BRIDGE_WS_COMPRESSION="true" if deflate else "false",
-        BRIDGE_LOG_LEVEL="WARNING",
-        BRIDGE_STATE_DIR=str(tmp / "state"),
-    )
-    front = start_front(env, tmp / f"front-{deflate}.log")
-    try:
-        await asyncio.sleep(3)
-        url = f"ws://127.0.0.1:{port}/ws"
-        token = mint(key=SECRET, algorithm="HS256", sub="idle", scopes="telemetry:read", ttl_s=3600)
+    with front_process(
+        mqtt_url,
+        None,
+        tmp,
+        ws_max_connections=args.connections + 100,
+        ws_max_connections_per_sub=args.connections + 100,
+        ws_new_connections_per_ip_per_min=10_000_000,
+        ws_compression="true" if deflate else "false",
+        log_level="WARNING",
+    ) as front:
+        url = f"{front.url}/ws"
+        token = front.token(scope="telemetry:read", sub="idle", ttl_s=3600)
         warm, _ = await open_all(url, token, 1, 1, deflate)
         await asyncio.sleep(1)
         before = rss_kib(front.pid)
@@ -107,9 +90,6 @@ async def measure(
             "rss_after_mib": round(after / 1024, 1),
             "kib_per_connection": round((after - before) / args.connections, 1),
         }
-    finally:
-        front.send_signal(signal.SIGTERM)
-        front.wait(30)
 
 
 async def main() -> None:
@@ -122,16 +102,12 @@ async def main() -> None:
     command = " ".join([".venv/bin/python -m bench.connections", *sys.argv[1:]])
     print(f"$ {command}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="conns-"))
-    broker = MosquittoProcess(tmp / "mosquitto", port=free_port())
-    mqtt_url = broker.start()
     rows = []
-    try:
+    with mosquitto(tmp / "mosquitto") as broker:
         for deflate in (False, True):
-            row = await measure(args, deflate, mqtt_url, tmp)
+            row = await measure(args, deflate, broker.url, tmp)
             rows.append(row)
             print(row, flush=True)
-    finally:
-        broker.stop()
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"connections-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.write_text(json.dumps({"command": command, "rows": rows}, indent=2))

@@ -26,19 +26,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import multiprocessing as mp
 import os
 import resource
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from bridge.auth import mint
-from bridge.embedded import free_port, project_mosquitto_conf, render_mosquitto_conf
+from bench.services import front_process, mosquitto
+from bridge.embedded import free_port
 from ingest.mqtt import set_nodelay
 from ingest.stream import _string, _varint, connect_packet, parse_packets
 
-SECRET = "fanout-bench-secret-" + "f" * 40
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -273,44 +272,35 @@ def run_case(kind: str, n: int, args: argparse.Namespace, env: dict[str, Any]) -
     }
 
 
-def start_services(tmp: Path, args: argparse.Namespace) -> tuple[dict[str, Any], list[Any]]:
-    mqtt_port, ws_port, front_port = free_port(), free_port(), free_port()
-    conf = render_mosquitto_conf(project_mosquitto_conf(), port=mqtt_port, data_dir=tmp)
-    conf += f"\nlistener {ws_port} 127.0.0.1\nprotocol websockets\nmax_connections -1\n"
-    (tmp / "mosquitto.conf").write_text(conf.replace("persistence true", "persistence false"))
-    with open(tmp / "mosquitto.log", "wb") as log:
-        mosq = subprocess.Popen(
-            ["mosquitto", "-c", str(tmp / "mosquitto.conf")], stdout=log, stderr=log
-        )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update(
-        BRIDGE_MQTT_URL=f"mqtt://127.0.0.1:{mqtt_port}",
-        BRIDGE_JWT_SECRET=SECRET,
-        BRIDGE_WS_PORT=str(front_port),
-        BRIDGE_WS_NEW_CONNECTIONS_PER_IP_PER_MIN="1000000",
-        BRIDGE_WS_MAX_CONNECTIONS_PER_SUB="1000000",
-        BRIDGE_LOG_LEVEL="WARNING",
-        BRIDGE_WS_COMPRESSION="false",
-        BRIDGE_STATE_DIR=str(tmp / "state"),
-    )
-    with open(tmp / "front.log", "wb") as log:
-        front = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve", "--processes", str(args.front_processes)],
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-    time.sleep(3)
-    token = mint(key=SECRET, algorithm="HS256", sub="bench", scopes="telemetry:read", ttl_s=86400)
-    return {
-        "devices": [f"fo-{i:05d}" for i in range(args.devices)],
-        "bridge_url": f"ws://127.0.0.1:{front_port}/ws",
-        "mqtt_ws_url": f"ws://127.0.0.1:{ws_port}/",
-        "mqtt_port": mqtt_port,
-        "token": token,
-        "front_pid": front.pid,
-        "mosquitto_pid": mosq.pid,
-    }, [front, mosq]
+@contextlib.contextmanager
+def services(tmp: Path, args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    """A private mosquitto with a websocket listener too, and the front (``--processes``)."""
+    ws_port = free_port()
+    listener = f"\nlistener {ws_port} 127.0.0.1\nprotocol websockets\nmax_connections -1\n"
+    with (
+        mosquitto(tmp / "mosquitto", extra_conf=listener, persistence=False) as broker,
+        front_process(
+            broker.url,
+            None,
+            tmp,
+            processes=args.front_processes,
+            ws_new_connections_per_ip_per_min=1_000_000,
+            ws_max_connections_per_sub=1_000_000,
+            ws_compression="false",
+            log_level="WARNING",
+        ) as front,
+    ):
+        if args.front_processes > 1:
+            time.sleep(2)  # one child answered /health; let the others bind the port too
+        yield {
+            "devices": [f"fo-{i:05d}" for i in range(args.devices)],
+            "bridge_url": f"{front.url}/ws",
+            "mqtt_ws_url": f"ws://127.0.0.1:{ws_port}/",
+            "mqtt_port": broker.port,
+            "token": front.token(scope="telemetry:read", sub="bench", ttl_s=86400),
+            "front_pid": front.pid,
+            "mosquitto_pid": broker.pid,
+        }
 
 
 def main() -> None:
@@ -330,18 +320,13 @@ def main() -> None:
     command = " ".join([".venv/bin/python -m bench.fanout", *sys.argv[1:]])
     print(f"$ {command}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="fanout-"))
-    env, procs = start_services(tmp, args)
     rows = []
-    try:
+    with services(tmp, args) as env:
         for n in args.clients:
             for kind in ("bridge", "mqtt-ws"):
                 row = run_case(kind, n, args, env)
                 rows.append(row)
                 print(row, flush=True)
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            p.wait(20)
     print(
         f"\n{'clients':>7} {'kind':<8} {'msg/s':>8} {'expected':>8} {'p50 ms':>8} "
         f"{'p99 ms':>8} {'server cpu':>10}  workers cpu"

@@ -71,31 +71,29 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.hostile import (
-    FrontProcess,
     RawClient,
     canary,
     cpu_seconds,
     frame,
     start_front,
+    store_readings,
     stream_event,
 )
+from bench.services import DEFAULT_ADMIN, FrontProcess, fresh_database, mosquitto
 from bridge.config import Settings
-from bridge.embedded import MosquittoProcess, free_port
 from ingest.mqtt import set_nodelay
 from ingest.topics import Topics
 
 RESULTS = Path(__file__).parent / "results"
-DEFAULT_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEVICE = "big-1"  # 10,000 stored readings: queried and replayed
 READINGS = 10_000
 SUBSCRIBES = 750  # as in the original report
@@ -489,51 +487,6 @@ def _delta(a: dict[str, int] | None, b: dict[str, int] | None, key: str) -> int 
     return None if a is None or b is None else b[key] - a[key]
 
 
-# -- the database -------------------------------------------------------------------------------
-def _with_database(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-
-
-async def create_database(admin_url: str) -> tuple[str, str, str]:
-    """A fresh migrated database with READINGS stored readings of DEVICE: (name, url, a
-    `since` before all of them)."""
-    from bridge.app import run_migrations
-
-    name = f"tb_bench_floods_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = _with_database(admin_url, name)
-    await run_migrations(url)
-    since = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(
-            """
-            INSERT INTO readings (device_id, metric, ts, value, unit, received_at)
-            SELECT $1, 't', now() - interval '20 minutes' + g * interval '1 ms', g, NULL,
-                   now() - interval '20 minutes' + g * interval '1 ms'
-            FROM generate_series(1, $2) AS g
-            """,
-            DEVICE,
-            READINGS,
-        )
-    finally:
-        await conn.close()
-    return name, url, since
-
-
-async def drop_database(admin_url: str, name: str) -> None:
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 # -- a run --------------------------------------------------------------------------------------
 async def one_case(
     label: str,
@@ -548,12 +501,8 @@ async def one_case(
     settings: dict[str, str],
     code_dir: Path | None = None,
 ) -> dict[str, Any]:
-    fronts = start_front(mqtt_url, database_url, tmp, code_dir=code_dir, **settings)
-    front = next(fronts)
-    try:
+    with start_front(mqtt_url, database_url, tmp, code_dir=code_dir, **settings) as front:
         row = await measure(front, publisher, target, make_args(front), guard_mb)
-    finally:
-        fronts.close()
     row = {"case": label, "code": code, **row, "loadavg_1m_after": round(os.getloadavg()[0], 2)}
     print(
         f"  {code:<4} {label:<20} rss +{row['rss_growth_mb']:>7} MB"
@@ -570,9 +519,26 @@ async def one_case(
 async def one_run(
     args: argparse.Namespace, run: int, database_url: str, since: str, tmp: Path
 ) -> list[dict[str, Any]]:
-    broker = MosquittoProcess(tmp / f"mosquitto-{run}", port=free_port())
-    mqtt_url = broker.start()
-    publisher = Publisher(broker.port)
+    """Every case against its own front, all on this run's private mosquitto."""
+    with mosquitto(tmp / f"mosquitto-{run}") as broker:
+        publisher = Publisher(broker.port)
+        try:
+            rows = await cases(args, broker.url, database_url, since, tmp, publisher)
+        finally:
+            publisher.close()
+    for row in rows:
+        row["run"] = run
+    return rows
+
+
+async def cases(
+    args: argparse.Namespace,
+    mqtt_url: str,
+    database_url: str,
+    since: str,
+    tmp: Path,
+    publisher: Publisher,
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     rates = {
         "ping": POLITE_SHARE * LIMITS["ws_messages_per_s"],
@@ -580,58 +546,52 @@ async def one_run(
         "query": POLITE_SHARE * LIMITS["ws_messages_per_s"],
         "since": POLITE_SHARE * LIMITS["ws_messages_per_s"],
     }
-    try:
-        for kind, rate in rates.items():
-            if kind not in args.baselines:
-                continue
+    for kind, rate in rates.items():
+        if kind not in args.baselines:
+            continue
+        rows.append(
+            await one_case(
+                f"baseline:{kind}",
+                "new",
+                mqtt_url,
+                database_url,
+                tmp,
+                publisher,
+                polite_main,
+                lambda f, k=kind, r=rate: (k, f.url, f.token(), r, args.seconds, since),
+                args.guard_mb,
+                args.settings,
+            )
+        )
+    codes = [("new", None, args.seconds, args.wait)]
+    if args.old:
+        codes.append(("old", args.old, args.old_seconds, args.old_wait))
+    for name, (_, auth, data, count, _) in attacks(since).items():
+        if name not in args.attacks:
+            continue
+        for code, code_dir, seconds, wait in codes:
             rows.append(
                 await one_case(
-                    f"baseline:{kind}",
-                    "new",
+                    name,
+                    code,
                     mqtt_url,
                     database_url,
                     tmp,
                     publisher,
-                    polite_main,
-                    lambda f, k=kind, r=rate: (k, f.url, f.token(), r, args.seconds, since),
+                    attacker_main,
+                    lambda f, a=auth, d=data, c=count, s=seconds, w=wait: (
+                        f.port,
+                        f.token() if a else None,
+                        d,
+                        s,
+                        c,
+                        w,
+                    ),
                     args.guard_mb,
                     args.settings,
+                    code_dir,
                 )
             )
-        codes = [("new", None, args.seconds, args.wait)]
-        if args.old:
-            codes.append(("old", args.old, args.old_seconds, args.old_wait))
-        for name, (_, auth, data, count, _) in attacks(since).items():
-            if name not in args.attacks:
-                continue
-            for code, code_dir, seconds, wait in codes:
-                rows.append(
-                    await one_case(
-                        name,
-                        code,
-                        mqtt_url,
-                        database_url,
-                        tmp,
-                        publisher,
-                        attacker_main,
-                        lambda f, a=auth, d=data, c=count, s=seconds, w=wait: (
-                            f.port,
-                            f.token() if a else None,
-                            d,
-                            s,
-                            c,
-                            w,
-                        ),
-                        args.guard_mb,
-                        args.settings,
-                        code_dir,
-                    )
-                )
-    finally:
-        publisher.close()
-        broker.stop()
-    for row in rows:
-        row["run"] = run
     return rows
 
 
@@ -756,15 +716,13 @@ async def main() -> None:
     print(f"$ {command}", flush=True)
     print(f"front limits (defaults): {LIMITS}; set: {args.settings}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="floods-"))
-    name, database_url, since = await create_database(args.admin_url)
     rows: list[dict[str, Any]] = []
     started = datetime.now(UTC)
-    try:
+    async with fresh_database(args.admin_url, prefix="tb_bench_floods") as database_url:
+        since = (await store_readings(database_url, DEVICE, READINGS)).isoformat()
         for run in range(1, args.runs + 1):
             print(f"run {run}/{args.runs}", flush=True)
             rows += await one_run(args, run, database_url, since, tmp)
-    finally:
-        await drop_database(args.admin_url, name)
     shutil.rmtree(tmp, ignore_errors=True)  # front logs, mosquitto data: kept after a failure
     summary = summarise(rows, args)
     print_table(summary)

@@ -7,46 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import select
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 
-from bridge.auth import mint
-from bridge.embedded import free_port
-
-SECRET = "adversity-secret-" + "a" * 40
-
-
-def _get_json(url: str, timeout: float) -> Any:
-    if not url.startswith("http://127.0.0.1:"):
-        raise ValueError(url)
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (checked above)
-        return json.loads(r.read())
-
-
-def proc_status_mb(pid: int, field: str) -> float:
-    """A memory field of /proc/<pid>/status (VmRSS, VmHWM) in MB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {field}")
+from bench.services import FrontProcess, front_process
 
 
 def cpu_seconds(pid: int) -> float:
@@ -54,49 +30,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@dataclass
-class FrontProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    prefix: str
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def token(self, scope: str = "telemetry:read alerts:read devices:read", **kw: object) -> str:
-        return mint(
-            key=SECRET, algorithm="HS256", sub=str(kw.pop("sub", "alice")), scopes=scope, **kw
-        )  # type: ignore[arg-type]
-
-    def rss_mb(self) -> float:
-        return proc_status_mb(self.proc.pid, "VmRSS")
-
-    def peak_rss_mb(self) -> float:
-        """The kernel's high-water mark of the resident set (since the last reset_peak)."""
-        return proc_status_mb(self.proc.pid, "VmHWM")
-
-    def reset_peak(self) -> bool:
-        """Reset VmHWM to the current RSS (Linux >= 4.0); False when not permitted."""
-        try:
-            with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
-                f.write("5")
-            return True
-        except OSError:
-            return False
-
-    def metrics(self) -> dict[str, object]:
-        return _get_json(f"http://127.0.0.1:{self.port}/metrics", 5)  # type: ignore[no-any-return]
-
-    def connections(self) -> int:
-        return int(self.metrics()["connections"]["current"])  # type: ignore[index]
-
-
+@contextlib.contextmanager
 def start_front(
     mqtt_url: str,
     database_url: str | None,
@@ -105,56 +39,35 @@ def start_front(
     code_dir: Path | None = None,
     **settings: str,
 ) -> Iterator[FrontProcess]:
-    """``python -m bridge serve`` with ``BRIDGE_<SETTING>`` from ``settings``, yielded once its
-    MQTT link is up, stopped afterwards. ``code_dir``: run the ``bridge`` package of another
-    checkout (an older commit) with this interpreter."""
-    port = free_port()
+    """A front process (``bench.services.front_process``) on a topic prefix of its own, with
+    ``BRIDGE_<SETTING>`` from ``settings``; ``code_dir``: the ``bridge`` of another checkout."""
+    front_settings: dict[str, Any] = {"ws_new_connections_per_ip_per_min": "10000", **settings}
     prefix = f"adv{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update(
-        BRIDGE_MQTT_URL=mqtt_url,
-        BRIDGE_MQTT_TOPIC_PREFIX=prefix,
-        BRIDGE_JWT_SECRET=SECRET,
-        BRIDGE_WS_PORT=str(port),
-        BRIDGE_WS_NEW_CONNECTIONS_PER_IP_PER_MIN="10000",
-        BRIDGE_STATE_DIR=str(tmp / "state"),
-        **{f"BRIDGE_{k.upper()}": v for k, v in settings.items()},
-    )
-    if database_url:
-        env["BRIDGE_DATABASE_URL"] = database_url
-    if code_dir is not None:
-        env["PYTHONPATH"] = str(code_dir)
-    log = tmp / f"front-{port}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=code_dir,
-        )
-    front = FrontProcess(proc, port, prefix, log)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                body = _get_json(f"http://127.0.0.1:{port}/health", 1)
-                if body["checks"].get("mqtt") == "ok":
-                    break
-            except (OSError, ValueError, KeyError):  # URLError is an OSError
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"front did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
+    with front_process(
+        mqtt_url, database_url, tmp, prefix=prefix, code_dir=code_dir, **front_settings
+    ) as front:
         yield front
+
+
+async def store_readings(database_url: str, device: str, n: int) -> datetime:
+    """``n`` stored readings of ``device`` (metric ``t``, the last 20 minutes, 1 ms apart), to
+    query and replay; returns a time before all of them."""
+    before = datetime.now(UTC) - timedelta(minutes=30)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            """
+            INSERT INTO readings (device_id, metric, ts, value, unit, received_at)
+            SELECT $1, 't', now() - interval '20 minutes' + g * interval '1 ms', g, NULL,
+                   now() - interval '20 minutes' + g * interval '1 ms'
+            FROM generate_series(1, $2) AS g
+            """,
+            device,
+            n,
+        )
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        await conn.close()
+    return before
 
 
 def frame(payload: bytes, opcode: int = 0x1) -> bytes:

@@ -26,8 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,33 +38,22 @@ import asyncpg
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.app import run_migrations
-from bridge.embedded import MosquittoProcess, free_port
+from bench.services import (
+    DEFAULT_ADMIN,
+    fresh_database,
+    ingest_env,
+    ingest_processes,
+    mosquitto,
+    wait_log,
+)
 from bridge.simulate import Fleet, SimulateConfig
 from bridge.simulate import run as simulate
 from ingest.payload import parse_telemetry
 from ingest.topics import Topics
 from storage.readings import READING_COLUMNS
 
-DEFAULT_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEVICES = 1000
 METRICS = 5
-
-
-async def fresh_database(admin_url: str) -> str:
-    name = f"tb_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin_url)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    await run_migrations(url)
-    return url
-
-
-async def drop_database(admin_url: str, url: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    await conn.close()
 
 
 async def count(url: str) -> int:
@@ -75,35 +62,6 @@ async def count(url: str) -> int:
         return int(await conn.fetchval("SELECT count(*) FROM readings"))
     finally:
         await conn.close()
-
-
-def ingest_proc(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bridge", "ingest", *args], env=env, stdout=out, stderr=out
-        )
-
-
-def ingest_procs(env: dict[str, str], log: Path, n: int) -> list[subprocess.Popen[bytes]]:
-    """``n`` ingest processes; several share the subscription ($share), each with its own
-    persistent session (client id)."""
-    if n == 1:
-        return [ingest_proc(env, log)]
-    client_id = env["BRIDGE_INGEST_CLIENT_ID"]
-    return [ingest_proc(env, log, "--shared", "--client-id", f"{client_id}-{k}") for k in range(n)]
-
-
-def wait_log(log: Path, text: str, times: int, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while log.read_text().count(text) < times:
-        if time.monotonic() > end:
-            raise RuntimeError(f"ingest not ready: {log.read_text()[-2000:]}")
-        time.sleep(0.05)
-
-
-def stop_proc(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
 
 
 def publish(
@@ -140,41 +98,32 @@ async def wait_rows(url: str, expected: int, within: float, interval: float = 1.
 async def phase_drain(
     args: argparse.Namespace, mqtt_url: str, tmp: Path, ingests: int = 1
 ) -> dict[str, Any]:
-    url = await fresh_database(args.admin_url)
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
-    env = {
-        **os.environ,
-        "BRIDGE_DATABASE_URL": url,
-        "BRIDGE_MQTT_URL": mqtt_url,
-        "BRIDGE_MQTT_TOPIC_PREFIX": prefix,
-        "BRIDGE_INGEST_CLIENT_ID": f"bench-{uuid.uuid4().hex[:6]}",
-        "BRIDGE_LOG_LEVEL": "INFO",
-    }
-    log = tmp / f"drain-{ingests}.log"
-    procs = ingest_procs(env, log, ingests)
-    wait_log(log, "ingest subscribed", ingests)
-    for proc in procs:
-        stop_proc(proc)  # the persistent sessions now queue everything for the next run
-    print(f"drain: publishing a backlog of {args.messages:,} messages ...", flush=True)
-    t0 = time.monotonic()
-    pub = publish(mqtt_url, prefix, args.messages, 1e6, args.publishers)
-    print(f"drain: backlog published in {time.monotonic() - t0:.1f}s", flush=True)
-    procs = ingest_procs(env, log, ingests)
-    expected = pub["messages_acked"] * METRICS
-    stored = await wait_rows(url, expected, within=args.messages / 1000 + 120, interval=0.25)
-    all_stored_at = time.time()  # within one poll (+ one count(*)) of the last commit
-    for proc in procs:
-        stop_proc(proc)
-    results_dir = Path(__file__).parent / "results"
-    results_dir.mkdir(exist_ok=True)
-    (results_dir / "drain-ingest.log").write_text(log.read_text())
-    conn = await asyncpg.connect(url)
-    # From the first message the ingest received to the moment every row was committed.
-    # (Not max(received_at): a broker that overruns the in-flight window makes receiving
-    # finish long before storing does; an earlier version of this benchmark measured that.)
-    first = await conn.fetchval("SELECT extract(epoch FROM min(received_at)) FROM readings")
-    await conn.close()
-    await drop_database(args.admin_url, url)
+    async with fresh_database(args.admin_url) as url:
+        env = ingest_env(url, mqtt_url, prefix)
+        log = tmp / f"drain-{ingests}.log"
+        with ingest_processes(env, log, ingests):
+            wait_log(log, "ingest subscribed", ingests)
+        # stopped: the persistent sessions now queue everything for the next run
+        print(f"drain: publishing a backlog of {args.messages:,} messages ...", flush=True)
+        t0 = time.monotonic()
+        pub = publish(mqtt_url, prefix, args.messages, 1e6, args.publishers)
+        print(f"drain: backlog published in {time.monotonic() - t0:.1f}s", flush=True)
+        expected = pub["messages_acked"] * METRICS
+        with ingest_processes(env, log, ingests):
+            stored = await wait_rows(
+                url, expected, within=args.messages / 1000 + 120, interval=0.25
+            )
+            all_stored_at = time.time()  # within one poll (+ one count(*)) of the last commit
+        results_dir = Path(__file__).parent / "results"
+        results_dir.mkdir(exist_ok=True)
+        (results_dir / "drain-ingest.log").write_text(log.read_text())
+        conn = await asyncpg.connect(url)
+        # From the first message the ingest received to the moment every row was committed.
+        # (Not max(received_at): a broker that overruns the in-flight window makes receiving
+        # finish long before storing does; an earlier version of this benchmark measured that.)
+        first = await conn.fetchval("SELECT extract(epoch FROM min(received_at)) FROM readings")
+        await conn.close()
     span = all_stored_at - float(first)
     return {
         "ingests": ingests,
@@ -188,68 +137,67 @@ async def phase_drain(
 
 async def phase_naive(args: argparse.Namespace, mqtt_url: str) -> dict[str, Any]:
     """One autocommit INSERT per reading, acked by the client library as it arrives."""
-    url = await fresh_database(args.admin_url)
-    prefix = f"bench-{uuid.uuid4().hex[:6]}"
-    topics = Topics(prefix)
-    client_id = f"naive-{uuid.uuid4().hex[:6]}"
-    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
+    async with fresh_database(args.admin_url) as url:
+        prefix = f"bench-{uuid.uuid4().hex[:6]}"
+        topics = Topics(prefix)
+        client_id = f"naive-{uuid.uuid4().hex[:6]}"
+        queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
 
-    def on_message(_c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, (msg.topic, bytes(msg.payload)))
+        def on_message(_c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (msg.topic, bytes(msg.payload)))
 
-    def connect() -> paho.Client:
-        c = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=paho.MQTTv311,
-            clean_session=False,
-        )
-        c.on_message = on_message
-        host, port = mqtt_url.removeprefix("mqtt://").split(":")
-        c.connect(host, int(port))
-        c.subscribe(topics.device_telemetry_filter(), 1)
-        c.loop_start()
-        return c
-
-    c = connect()
-    await asyncio.sleep(0.5)  # let the SUBACK register the persistent session
-    c.disconnect()
-    c.loop_stop()
-    n_msgs = args.naive_messages
-    publish(mqtt_url, prefix, n_msgs, 1e6, args.publishers)
-    conn = await asyncpg.connect(url)
-    await conn.execute("SELECT ensure_readings_partitions(current_date - 1, current_date + 1)")
-    c = connect()
-    inserted = 0
-    start = None
-    deadline = time.monotonic() + args.naive_seconds
-    while time.monotonic() < deadline:
-        try:
-            topic, payload = await asyncio.wait_for(queue.get(), 5)
-        except TimeoutError:
-            break
-        if start is None:
-            start = time.monotonic()
-        device = topics.parse_device_topic(topic, "telemetry") or ""
-        received = datetime.now(UTC)
-        for r in parse_telemetry(device, payload, received):
-            await conn.execute(
-                "INSERT INTO readings (device_id, metric, ts, value, unit, received_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                r.device_id,
-                r.metric,
-                r.ts,
-                r.value,
-                r.unit,
-                received,
+        def connect() -> paho.Client:
+            c = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                protocol=paho.MQTTv311,
+                clean_session=False,
             )
-            inserted += 1
-    elapsed = time.monotonic() - (start or time.monotonic())
-    c.disconnect()
-    c.loop_stop()
-    await conn.close()
-    await drop_database(args.admin_url, url)
+            c.on_message = on_message
+            host, port = mqtt_url.removeprefix("mqtt://").split(":")
+            c.connect(host, int(port))
+            c.subscribe(topics.device_telemetry_filter(), 1)
+            c.loop_start()
+            return c
+
+        c = connect()
+        await asyncio.sleep(0.5)  # let the SUBACK register the persistent session
+        c.disconnect()
+        c.loop_stop()
+        n_msgs = args.naive_messages
+        publish(mqtt_url, prefix, n_msgs, 1e6, args.publishers)
+        conn = await asyncpg.connect(url)
+        await conn.execute("SELECT ensure_readings_partitions(current_date - 1, current_date + 1)")
+        c = connect()
+        inserted = 0
+        start = None
+        deadline = time.monotonic() + args.naive_seconds
+        while time.monotonic() < deadline:
+            try:
+                topic, payload = await asyncio.wait_for(queue.get(), 5)
+            except TimeoutError:
+                break
+            if start is None:
+                start = time.monotonic()
+            device = topics.parse_device_topic(topic, "telemetry") or ""
+            received = datetime.now(UTC)
+            for r in parse_telemetry(device, payload, received):
+                await conn.execute(
+                    "INSERT INTO readings (device_id, metric, ts, value, unit, received_at) "
+                    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    r.device_id,
+                    r.metric,
+                    r.ts,
+                    r.value,
+                    r.unit,
+                    received,
+                )
+                inserted += 1
+        elapsed = time.monotonic() - (start or time.monotonic())
+        c.disconnect()
+        c.loop_stop()
+        await conn.close()
     return {
         "readings": inserted,
         "seconds": round(elapsed, 2),
@@ -263,39 +211,40 @@ async def phase_limit(args: argparse.Namespace) -> dict[str, Any]:
     Rows are generated batch by batch (the same fleet, the same shape as the drain phase);
     only the database work is timed.
     """
-    url = await fresh_database(args.admin_url)
-    import random
+    async with fresh_database(args.admin_url) as url:
+        import random
 
-    ids = [f"bench-{i:04d}" for i in range(DEVICES)]
-    fleet = Fleet(ids, METRICS, random.Random(1))
-    start = datetime.now(UTC) - timedelta(minutes=30)
-    total = args.limit_readings or args.messages * METRICS
-    conn = await asyncpg.connect(url)
-    await conn.execute(
-        "CREATE TEMP TABLE staging (device_id text, metric text, ts timestamptz, "
-        "value double precision, unit text, received_at timestamptz) ON COMMIT DELETE ROWS"
-    )
-    await conn.execute("SELECT ensure_readings_partitions(current_date - 1, current_date + 1)")
-    db_seconds = 0.0
-    written = 0
-    i = 0
-    while written < total:
-        rows: list[tuple[Any, ...]] = []
-        while len(rows) < args.batch_readings and written + len(rows) < total:
-            device = ids[i % DEVICES]
-            ts = start + timedelta(microseconds=i * 100)
-            for r in parse_telemetry(device, fleet.message(device, ts), ts):
-                rows.append((r.device_id, r.metric, r.ts, r.value, r.unit, ts))
-            i += 1
-        t0 = time.perf_counter()
-        async with conn.transaction():
-            await conn.copy_records_to_table("staging", records=rows, columns=READING_COLUMNS)
-            await conn.execute("INSERT INTO readings SELECT * FROM staging ON CONFLICT DO NOTHING")
-        db_seconds += time.perf_counter() - t0
-        written += len(rows)
-    stored = int(await conn.fetchval("SELECT count(*) FROM readings"))
-    await conn.close()
-    await drop_database(args.admin_url, url)
+        ids = [f"bench-{i:04d}" for i in range(DEVICES)]
+        fleet = Fleet(ids, METRICS, random.Random(1))
+        start = datetime.now(UTC) - timedelta(minutes=30)
+        total = args.limit_readings or args.messages * METRICS
+        conn = await asyncpg.connect(url)
+        await conn.execute(
+            "CREATE TEMP TABLE staging (device_id text, metric text, ts timestamptz, "
+            "value double precision, unit text, received_at timestamptz) ON COMMIT DELETE ROWS"
+        )
+        await conn.execute("SELECT ensure_readings_partitions(current_date - 1, current_date + 1)")
+        db_seconds = 0.0
+        written = 0
+        i = 0
+        while written < total:
+            rows: list[tuple[Any, ...]] = []
+            while len(rows) < args.batch_readings and written + len(rows) < total:
+                device = ids[i % DEVICES]
+                ts = start + timedelta(microseconds=i * 100)
+                for r in parse_telemetry(device, fleet.message(device, ts), ts):
+                    rows.append((r.device_id, r.metric, r.ts, r.value, r.unit, ts))
+                i += 1
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                await conn.copy_records_to_table("staging", records=rows, columns=READING_COLUMNS)
+                await conn.execute(
+                    "INSERT INTO readings SELECT * FROM staging ON CONFLICT DO NOTHING"
+                )
+            db_seconds += time.perf_counter() - t0
+            written += len(rows)
+        stored = int(await conn.fetchval("SELECT count(*) FROM readings"))
+        await conn.close()
     return {
         "readings": stored,
         "seconds": round(db_seconds, 2),
@@ -304,30 +253,21 @@ async def phase_limit(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def phase_live(args: argparse.Namespace, mqtt_url: str, tmp: Path) -> dict[str, Any]:
-    url = await fresh_database(args.admin_url)
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     stats = tmp / "live-stats.json"
-    env = {
-        **os.environ,
-        "BRIDGE_DATABASE_URL": url,
-        "BRIDGE_MQTT_URL": mqtt_url,
-        "BRIDGE_MQTT_TOPIC_PREFIX": prefix,
-        "BRIDGE_INGEST_CLIENT_ID": f"bench-{uuid.uuid4().hex[:6]}",
-        "BRIDGE_INGEST_STATS_FILE": str(stats),
-    }
-    log = tmp / "live.log"
-    proc = ingest_proc(env, log)
-    wait_log(log, "ingest subscribed", 1)
-    messages = int(args.live_rate * args.live_seconds)
-    print(f"live: {args.live_rate:,} msg/s for {args.live_seconds}s ...", flush=True)
-    t0 = time.monotonic()
-    pub = publish(mqtt_url, prefix, messages, args.live_rate, args.publishers)
-    expected = pub["messages_acked"] * METRICS
-    stored = await wait_rows(url, expected, within=180)
-    caught_up_s = time.monotonic() - t0
-    stop_proc(proc)
-    summary = json.loads(stats.read_text())
-    await drop_database(args.admin_url, url)
+    async with fresh_database(args.admin_url) as url:
+        env = ingest_env(url, mqtt_url, prefix, ingest_stats_file=stats)
+        log = tmp / "live.log"
+        with ingest_processes(env, log):
+            wait_log(log, "ingest subscribed")
+            messages = int(args.live_rate * args.live_seconds)
+            print(f"live: {args.live_rate:,} msg/s for {args.live_seconds}s ...", flush=True)
+            t0 = time.monotonic()
+            pub = publish(mqtt_url, prefix, messages, args.live_rate, args.publishers)
+            expected = pub["messages_acked"] * METRICS
+            stored = await wait_rows(url, expected, within=180)
+            caught_up_s = time.monotonic() - t0
+    summary = json.loads(stats.read_text())  # written by the ingest as it stopped
     return {
         "rate_msgs_per_s": args.live_rate,
         "achieved_msgs_per_s": pub["messages_per_s"],
@@ -344,9 +284,7 @@ async def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--admin-url", default=os.environ.get("BRIDGE_BENCH_DATABASE_URL", DEFAULT_ADMIN)
-    )
+    p.add_argument("--admin-url", default=DEFAULT_ADMIN)
     p.add_argument("--messages", type=int, default=1_000_000, help="drain backlog (x5 readings)")
     p.add_argument("--publishers", type=int, default=3)
     p.add_argument("--naive-messages", type=int, default=30_000)
@@ -362,27 +300,22 @@ async def main() -> None:
     )
     args = p.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        broker = MosquittoProcess(tmp / "mosquitto", port=free_port())
-        mqtt_url = broker.start()
-        results: dict[str, Any] = {}
-        try:
-            for phase in args.phases.split(","):
-                t0 = time.monotonic()
-                if phase == "drain":
-                    results[phase] = await phase_drain(args, mqtt_url, tmp)
-                elif phase.startswith("drain"):  # drain2: the same with two shared ingests
-                    results[phase] = await phase_drain(args, mqtt_url, tmp, int(phase[5:]))
-                elif phase == "naive":
-                    results[phase] = await phase_naive(args, mqtt_url)
-                elif phase == "limit":
-                    results[phase] = await phase_limit(args)
-                elif phase == "live":
-                    results[phase] = await phase_live(args, mqtt_url, tmp)
-                print(f"{phase}: {results[phase]} ({time.monotonic() - t0:.0f}s)", flush=True)
-        finally:
-            broker.stop()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmpdir, mosquitto(Path(tmpdir) / "mosquitto") as broker:
+        tmp, mqtt_url = Path(tmpdir), broker.url
+        for phase in args.phases.split(","):
+            t0 = time.monotonic()
+            if phase == "drain":
+                results[phase] = await phase_drain(args, mqtt_url, tmp)
+            elif phase.startswith("drain"):  # drain2: the same with two shared ingests
+                results[phase] = await phase_drain(args, mqtt_url, tmp, int(phase[5:]))
+            elif phase == "naive":
+                results[phase] = await phase_naive(args, mqtt_url)
+            elif phase == "limit":
+                results[phase] = await phase_limit(args)
+            elif phase == "live":
+                results[phase] = await phase_live(args, mqtt_url, tmp)
+            print(f"{phase}: {results[phase]} ({time.monotonic() - t0:.0f}s)", flush=True)
     if {"drain", "naive", "limit"} <= results.keys():
         d = results["drain"]["readings_per_s"]
         results["ratios"] = {

@@ -25,7 +25,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.embedded import MosquittoProcess, free_port
+from bench.services import mosquitto
 from ingest.mqtt import AsyncMqtt, MqttEndpoint
 
 PAYLOAD = b'{"ts": "2026-11-22T00:00:00.000Z", "values": {"temperature": 21.5, "humidity": 45.1}}'
@@ -124,32 +124,28 @@ async def main() -> None:
     p.add_argument("--messages", type=int, default=100_000)
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = MosquittoProcess(Path(tmp) / "m", port=free_port())
-        url = broker.start()
+    with tempfile.TemporaryDirectory() as tmp, mosquitto(Path(tmp) / "m") as broker:
+        url = broker.url
         results: dict[str, list[float]] = {
             "aiomqtt": [],
             "paho_asyncio_manual_ack": [],
             "paho_thread": [],
         }
-        try:
-            for _ in range(args.repeat):
-                for name in results:
-                    cid = f"b-{uuid.uuid4().hex[:6]}"
-                    topic = f"bench/{cid}"
-                    preload(url, cid, topic, args.messages)
-                    if name == "aiomqtt":
-                        rate = await drain_aiomqtt(url, cid, topic, args.messages)
-                    elif name == "paho_asyncio_manual_ack":
-                        rate = await drain_paho_asyncio(url, cid, topic, args.messages)
-                    else:
-                        rate = await asyncio.to_thread(
-                            drain_paho_thread, url, cid, topic, args.messages
-                        )
-                    results[name].append(rate)
-                    print(f"{name}: {rate:,.0f} msg/s", flush=True)
-        finally:
-            broker.stop()
+        for _ in range(args.repeat):
+            for name in results:
+                cid = f"b-{uuid.uuid4().hex[:6]}"
+                topic = f"bench/{cid}"
+                preload(url, cid, topic, args.messages)
+                if name == "aiomqtt":
+                    rate = await drain_aiomqtt(url, cid, topic, args.messages)
+                elif name == "paho_asyncio_manual_ack":
+                    rate = await drain_paho_asyncio(url, cid, topic, args.messages)
+                else:
+                    rate = await asyncio.to_thread(
+                        drain_paho_thread, url, cid, topic, args.messages
+                    )
+                results[name].append(rate)
+                print(f"{name}: {rate:,.0f} msg/s", flush=True)
     base = statistics.median(results["aiomqtt"])
     print("\nmedian msg/s (ratio to aiomqtt):")
     for name, rates in results.items():

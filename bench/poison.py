@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -40,15 +39,14 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.ingest import (
+from bench.services import (
     DEFAULT_ADMIN,
-    drop_database,
     fresh_database,
-    ingest_proc,
-    stop_proc,
+    ingest_env,
+    ingest_processes,
+    mosquitto,
     wait_log,
 )
-from bridge.embedded import MosquittoProcess, free_port
 from ingest.mqtt import MqttEndpoint
 from ingest.topics import Topics
 
@@ -98,50 +96,42 @@ def publish(mqtt_url: str, items: list[tuple[str, bytes]]) -> None:
 
 
 async def drain_once(args: argparse.Namespace, mqtt_url: str, tmp: Path, case: str) -> float:
-    url = await fresh_database(args.admin_url)
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
-    env = {
-        **os.environ,
-        "BRIDGE_DATABASE_URL": url,
-        "BRIDGE_MQTT_URL": mqtt_url,
-        "BRIDGE_MQTT_TOPIC_PREFIX": prefix,
-        "BRIDGE_INGEST_CLIENT_ID": f"bench-{uuid.uuid4().hex[:6]}",
-        "BRIDGE_INGEST_SCHEDULER": "false",
-        "BRIDGE_LOG_LEVEL": "INFO",  # wait_log looks for "ingest subscribed"
-    }
     log = tmp / f"{case}-{uuid.uuid4().hex[:6]}.log"
-    conn = await asyncpg.connect(url)
-    try:
-        if case == "refused":
-            await conn.execute(
-                "ALTER TABLE readings ADD CONSTRAINT bench_poison CHECK (unit <> 'poison')"
+    async with fresh_database(args.admin_url) as url:
+        env = ingest_env(url, mqtt_url, prefix, ingest_scheduler="false")
+        conn = await asyncpg.connect(url)
+        try:
+            if case == "refused":
+                await conn.execute(
+                    "ALTER TABLE readings ADD CONSTRAINT bench_poison CHECK (unit <> 'poison')"
+                )
+            items, good, poisoned = backlog(Topics(prefix), args.messages, case)
+            with ingest_processes(env, log):
+                wait_log(log, "ingest subscribed")
+            # stopped: the persistent session now queues the backlog
+            await asyncio.to_thread(publish, mqtt_url, items)
+            with ingest_processes(env, log):
+                deadline = time.monotonic() + 600
+                while True:
+                    readings = int(await conn.fetchval("SELECT count(*) FROM readings"))
+                    dead = int(await conn.fetchval("SELECT count(*) FROM dead_letters"))
+                    if readings >= good and dead >= poisoned:
+                        done = time.time()
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"{case}: {readings}/{good} readings, {dead}/{poisoned} dead"
+                        )
+                    await asyncio.sleep(0.05)
+            first = await conn.fetchval(
+                "SELECT extract(epoch FROM least((SELECT min(received_at) FROM readings),"
+                " (SELECT min(received_at) FROM dead_letters)))"
             )
-        items, good, poisoned = backlog(Topics(prefix), args.messages, case)
-        proc = ingest_proc(env, log)
-        wait_log(log, "ingest subscribed", 1)
-        stop_proc(proc)  # the persistent session now queues the backlog
-        await asyncio.to_thread(publish, mqtt_url, items)
-        proc = ingest_proc(env, log)
-        deadline = time.monotonic() + 600
-        while True:
-            readings = int(await conn.fetchval("SELECT count(*) FROM readings"))
-            dead = int(await conn.fetchval("SELECT count(*) FROM dead_letters"))
-            if readings >= good and dead >= poisoned:
-                done = time.time()
-                break
-            if time.monotonic() > deadline:
+            if readings != good or dead != poisoned:
                 raise RuntimeError(f"{case}: {readings}/{good} readings, {dead}/{poisoned} dead")
-            await asyncio.sleep(0.05)
-        stop_proc(proc)
-        first = await conn.fetchval(
-            "SELECT extract(epoch FROM least((SELECT min(received_at) FROM readings),"
-            " (SELECT min(received_at) FROM dead_letters)))"
-        )
-        if readings != good or dead != poisoned:
-            raise RuntimeError(f"{case}: {readings}/{good} readings, {dead}/{poisoned} dead")
-    finally:
-        await conn.close()
-        await drop_database(args.admin_url, url)
+        finally:
+            await conn.close()
     return done - float(first)
 
 
@@ -149,9 +139,7 @@ async def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--admin-url", default=os.environ.get("BRIDGE_BENCH_DATABASE_URL", DEFAULT_ADMIN)
-    )
+    p.add_argument("--admin-url", default=DEFAULT_ADMIN)
     p.add_argument("--messages", type=int, default=20_000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--cases", default=",".join(CASES))
@@ -162,18 +150,12 @@ async def main() -> None:
         p.error(f"unknown cases {sorted(unknown)}; choose from {CASES}")
 
     seconds: dict[str, list[float]] = {case: [] for case in cases}
-    with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        broker = MosquittoProcess(tmp / "mosquitto", port=free_port())
-        mqtt_url = broker.start()
-        try:
-            for run in range(args.runs):
-                for case in cases:  # interleaved, so drift on a shared machine hits all cases
-                    s = await drain_once(args, mqtt_url, tmp, case)
-                    seconds[case].append(round(s, 2))
-                    print(f"run {run + 1} {case}: {s:.2f}s", flush=True)
-        finally:
-            broker.stop()
+    with tempfile.TemporaryDirectory() as tmpdir, mosquitto(Path(tmpdir) / "mosquitto") as broker:
+        for run in range(args.runs):
+            for case in cases:  # interleaved, so drift on a shared machine hits all cases
+                s = await drain_once(args, broker.url, Path(tmpdir), case)
+                seconds[case].append(round(s, 2))
+                print(f"run {run + 1} {case}: {s:.2f}s", flush=True)
     results: dict[str, Any] = {
         case: {
             "messages": args.messages,

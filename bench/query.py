@@ -40,12 +40,12 @@ from typing import Any
 
 import asyncpg
 
+from bench.services import DEFAULT_ADMIN, fresh_database
 from storage.migrate import migrate
 from storage.query_spec import TelemetryQuery, parse_query
 from storage.rollups import refresh_rollups
 from storage.telemetry import Page, run_query
 
-DEFAULT_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
 NOW = DAY + timedelta(days=2)  # "now" for parse_query; only relative times would use it
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)  # raw horizon: every minute may be recomputed
@@ -133,24 +133,6 @@ def percentile(samples: list[float], p: float) -> float:
 def command_line() -> str:
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd()) else "python"
     return shlex.join([python, "-m", "bench.query", *sys.argv[1:]])
-
-
-async def create_database(admin_url: str, name: str) -> str:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-async def drop_database(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def load(conn: asyncpg.Connection, ds: Dataset, chunk_s: int) -> dict[str, Any]:
@@ -442,7 +424,7 @@ async def main() -> None:
     )
     p.add_argument(
         "--database-url",
-        default=os.environ.get("BRIDGE_BENCH_DATABASE_URL", DEFAULT_ADMIN),
+        default=DEFAULT_ADMIN,
         help="admin URL; the bench database is created next to it",
     )
     p.add_argument("--database-name", default="tb_bench_query")
@@ -463,12 +445,11 @@ async def main() -> None:
         p.error("--devices and --metrics at least 1, --points from 1 to 86340")
 
     print(f"$ {command_line()}", flush=True)
-    url = await create_database(args.database_url, args.database_name)
-    try:
+    bench_database = fresh_database(
+        args.database_url, name=args.database_name, migrate=False, keep=args.keep
+    )  # load() migrates
+    async with bench_database as url:
         results = await run(args, url)
-    finally:
-        if not args.keep:
-            await drop_database(args.database_url, args.database_name)
     if args.explain:
         for group in ("fleet", "dense"):
             for case in CASES:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,18 +30,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from websockets.asyncio.client import connect
 
-from bridge.auth import mint
-from bridge.embedded import MosquittoProcess, free_port
+from bench.services import (
+    DEFAULT_ADMIN,
+    FrontProcess,
+    bridge_env,
+    fresh_database,
+    front_process,
+    ingest_processes,
+    mosquitto,
+)
 from ingest.mqtt import MqttEndpoint, set_nodelay
 from ingest.topics import Topics
 
-SECRET = "soak-secret-" + "s" * 40
 TOPICS = Topics("")
 
 
@@ -141,7 +144,7 @@ async def main() -> None:
     ap.add_argument(
         "--burst", action="store_true", help="all devices publish at the same instant each period"
     )
-    ap.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument("--admin-url", default=DEFAULT_ADMIN)
     ap.add_argument(
         "--set", action="append", default=[], metavar="BRIDGE_X=Y",
         help="extra setting for the ingest and the front (repeatable)",
@@ -150,43 +153,40 @@ async def main() -> None:
     print(f"$ {' '.join([sys.executable, '-m', 'bench.soak', *sys.argv[1:]])}", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
-    broker = MosquittoProcess(tmp / "mosquitto", port=free_port())
-    mqtt_url = broker.start()
-    db_name = f"soak_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(args.admin_url)
-    await admin.execute(f'CREATE DATABASE "{db_name}"')
-    db_url = args.admin_url.rsplit("/", 1)[0] + "/" + db_name
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update(
-        BRIDGE_DATABASE_URL=db_url,
-        BRIDGE_MQTT_URL=mqtt_url,
-        BRIDGE_JWT_SECRET=SECRET,
-        BRIDGE_WS_PORT=str(port),
-        BRIDGE_WS_NEW_CONNECTIONS_PER_IP_PER_MIN="100000",
-        BRIDGE_WS_MAX_CONNECTIONS_PER_SUB="100000",
-        BRIDGE_LOG_LEVEL="WARNING",
-        BRIDGE_STATE_DIR=str(tmp / "state"),
-    )
-    env.update(item.split("=", 1) for item in args.set)
-    procs = {name: start(name, env, tmp) for name in ("ingest", "serve")}
+    extra = (item.split("=", 1) for item in args.set)
+    settings: dict[str, Any] = {
+        "ws_new_connections_per_ip_per_min": 100_000,
+        "ws_max_connections_per_sub": 100_000,
+        "log_level": "WARNING",
+        **{name.removeprefix("BRIDGE_").lower(): value for name, value in extra},
+    }
+    async with fresh_database(args.admin_url, prefix="soak") as db_url:
+        with mosquitto(tmp / "mosquitto") as broker:
+            env = bridge_env(database_url=db_url, mqtt_url=broker.url, **settings)
+            with (
+                ingest_processes(env, tmp / "ingest.log") as (ingest,),
+                front_process(broker.url, db_url, tmp, **settings) as front,
+            ):
+                await soak(args, broker.url, front, ingest)
+
+
+async def soak(
+    args: argparse.Namespace, broker_url: str, front: FrontProcess, ingest: subprocess.Popen[bytes]
+) -> None:
     stop = threading.Event()
     try:
-        await asyncio.sleep(4)
-        token = mint(
-            key=SECRET, algorithm="HS256", sub="soak", scopes="telemetry:read", ttl_s=86400
-        )
+        token = front.token(scope="telemetry:read", sub="soak", ttl_s=86400)
         got: Counter[int] = Counter()
         lat: list[float] = []
         started = time.monotonic()
-        url = f"ws://127.0.0.1:{port}/ws"
+        url = f"{front.url}/ws"
         tasks = [
             asyncio.create_task(client(url, token, k, k % args.devices, got, lat))
             for k in range(args.clients)
         ]
         await asyncio.sleep(min(30.0, 5 + args.clients / 100))  # let every client subscribe
         print(f"{args.clients} clients connected in {time.monotonic() - started:.1f}s", flush=True)
-        fleet = Fleet(mqtt_url, args.devices, args.rate, stop, burst=args.burst)
+        fleet = Fleet(broker_url, args.devices, args.rate, stop, burst=args.burst)
         fleet.start()
         samples = []
         t0 = time.monotonic()
@@ -195,8 +195,8 @@ async def main() -> None:
             window, lat[:] = lat[:], []
             sample = {
                 "t_s": round(time.monotonic() - t0),
-                "ingest_rss_mb": round(rss_mb(procs["ingest"].pid), 1),
-                "front_rss_mb": round(rss_mb(procs["serve"].pid), 1),
+                "ingest_rss_mb": round(rss_mb(ingest.pid), 1),
+                "front_rss_mb": round(rss_mb(front.pid), 1),
                 "delivered": sum(got.values()),
                 "p50_ms": round(statistics.median(window), 1) if window else None,
                 "p99_ms": p99(window),
@@ -232,16 +232,6 @@ async def main() -> None:
             t.cancel()
     finally:
         stop.set()
-        for p in procs.values():
-            p.send_signal(signal.SIGINT)
-        for p in procs.values():
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        broker.stop()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        await admin.close()
 
 
 if __name__ == "__main__":

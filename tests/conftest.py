@@ -22,6 +22,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bench.services import fresh_database
 from bridge.embedded import EmbeddedError, MosquittoProcess, free_port
 from tests.helpers import BrokerInfo
 
@@ -71,31 +72,11 @@ def admin_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     server.cleanup()
 
 
-def _with_database(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    base = base.rsplit("/", 1)[0]
-    return f"{base}/{name}" + (f"?{query}" if query else "")
-
-
 @pytest.fixture
 async def database_url(admin_database_url: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test, dropped afterwards."""
-    name = f"tb_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = _with_database(admin_database_url, name)
-    from bridge.app import run_migrations
-
-    await run_migrations(url)
-    yield url
-    admin = await asyncpg.connect(admin_database_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(admin_database_url, prefix="tb_test") as url:
+        yield url
 
 
 @pytest.fixture

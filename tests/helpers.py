@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +20,41 @@ from ingest.service import IngestConfig, IngestService
 from ingest.topics import Topics
 
 
-@contextlib.asynccontextmanager
-async def running_ingest(
+class ServiceTask:
+    """A service's ``run(stop, ready)`` as a task on the test's event loop: ``start`` returns
+    once it is ready (or raises what it died of), ``stop`` sets its stop event and waits for it.
+    It can be started again after a stop."""
+
+    def __init__(
+        self, run: Callable[[asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]]
+    ) -> None:
+        self._run = run
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 10.0) -> None:
+        self._stop, ready = asyncio.Event(), asyncio.Event()
+        self._task = task = asyncio.create_task(self._run(self._stop, ready))
+        readiness = asyncio.create_task(ready.wait())
+        await asyncio.wait({task, readiness}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        readiness.cancel()
+        if not ready.is_set():
+            if task.done():
+                task.result()  # what it died of
+            raise TimeoutError(f"not ready within {timeout}s")
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self._stop.set()
+            await asyncio.wait_for(task, timeout)
+
+
+def ingest_service(
     mqtt_url: str, database_url: str, topics: Topics, **config: Any
-) -> AsyncIterator[IngestService]:
-    """A real IngestService on the test's event loop, stopped (flushed) on exit."""
-    service = IngestService(
+) -> IngestService:
+    """An IngestService with its own client id unless ``config`` names one."""
+    return IngestService(
         IngestConfig(
             mqtt=MqttEndpoint.from_url(mqtt_url),
             database_url=database_url,
@@ -34,14 +63,20 @@ async def running_ingest(
             **config,
         )
     )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(service.run(stop, ready))
+
+
+@contextlib.asynccontextmanager
+async def running_ingest(
+    mqtt_url: str, database_url: str, topics: Topics, **config: Any
+) -> AsyncIterator[IngestService]:
+    """A real IngestService on the test's event loop, stopped (flushed) on exit."""
+    service = ingest_service(mqtt_url, database_url, topics, **config)
+    task = ServiceTask(service.run)
     try:
-        await asyncio.wait_for(ready.wait(), 10)
+        await task.start()
         yield service
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+        await task.stop(timeout=30)
 
 
 @dataclass

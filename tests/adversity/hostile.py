@@ -2,16 +2,16 @@
 benchmark (``bench/floods.py``), so the tests and the benchmark attack the front the same way."""
 
 from bench.hostile import (
-    SECRET,
-    FrontProcess,
     RawClient,
     canary,
     canary_latencies,
     close_code_of,
     frame,
     start_front,
+    store_readings,
     tcp_sockets,
 )
+from bench.services import SECRET, FrontProcess
 
 __all__ = [
     "SECRET",
@@ -22,5 +22,6 @@ __all__ = [
     "close_code_of",
     "frame",
     "start_front",
+    "store_readings",
     "tcp_sockets",
 ]

@@ -1,77 +1,16 @@
-"""A front alone (no ingest) with the settings a test asks for, and raw HTTP helpers.
-
-Tests declare the fixture themselves (``front = pytest.fixture(front_fixture)``): fixtures of
-tests/integration/conftest.py are not visible from here.
+"""Raw HTTP helpers of the attack tests. Their front (no ingest, the settings a test asks for)
+is ``tests.stack.front_fixture``, declared by each test module (``front =
+pytest.fixture(front_fixture)``): fixtures of tests/integration/conftest.py are not visible here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
-
-from bridge.app import run_front
-from bridge.config import Settings
-from bridge.embedded import free_port
-from bridge.server import Front
-from ingest.topics import Topics
-from tests.helpers import BrokerInfo, MqttPeer, wait_until
-from tests.integration.frontkit import SECRET, Stack, http_json
-
-
-@dataclass
-class Running:
-    stack: Stack
-    front: Front
-    settings: Settings
-
-    @property
-    def port(self) -> int:
-        return self.settings.ws_port
-
-
-async def front_fixture(
-    broker: BrokerInfo,
-    database_url: str,
-    topic_prefix: str,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-) -> AsyncIterator[Running]:
-    """Settings overrides come as an indirect parameter (a dict)."""
-    overrides: dict[str, Any] = getattr(request, "param", {})
-    settings = Settings(
-        mqtt_url=broker.url,
-        jwt_secret=SECRET,
-        ws_port=free_port(),
-        mqtt_topic_prefix=topic_prefix,
-        state_dir=tmp_path,
-        **{"ws_new_connections_per_ip_per_min": 1000, **overrides},
-    )
-    fronts: list[Front] = []
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(
-        run_front(settings, broker.url, database_url, stop, ready, on_front=fronts.append)
-    )
-    await asyncio.wait_for(ready.wait(), 10)
-    peer = MqttPeer(broker.url)
-    stack = Stack(settings.ws_port, Topics(topic_prefix), peer)
-
-    async def healthy() -> bool:
-        return (await http_json(stack, "/health"))["status"] == "healthy"
-
-    try:
-        await wait_until(healthy, timeout=10)
-        yield Running(stack, fronts[0], settings)
-    finally:
-        peer.close()
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 @dataclass

@@ -14,8 +14,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.session import FrontLimits
-from tests.adversity.httpkit import Running, bearer, front_fixture, http
-from tests.integration.frontkit import SECRET, recv
+from tests.adversity.httpkit import bearer, http
+from tests.integration.frontkit import recv
+from tests.stack import SECRET, Stack, front_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -51,26 +52,26 @@ CLAIMS = [
 
 
 @pytest.mark.parametrize(("claims", "words"), CLAIMS)
-async def test_bad_claims_are_401_everywhere(front: Running, claims: str, words: str) -> None:
+async def test_bad_claims_are_401_everywhere(front: Stack, claims: str, words: str) -> None:
     token = signed(claims)
     huge = len(token) > 8192
 
     with pytest.raises(InvalidStatus) as refused:
-        await connect(f"{front.stack.url}/ws", additional_headers=bearer(token), open_timeout=5)
+        await connect(f"{front.url}/ws", additional_headers=bearer(token), open_timeout=5)
     response = refused.value.response
     assert response.status_code == 401
     body = orjson.loads(response.body)
     assert body["error"] == "invalid_token" and words in body["message"], body
     if not huge:  # a URL that long is a 414, whatever it carries
         with pytest.raises(InvalidStatus) as refused:
-            await connect(f"{front.stack.url}/ws?token={token}", open_timeout=5)
+            await connect(f"{front.url}/ws?token={token}", open_timeout=5)
         assert refused.value.response.status_code == 401
 
     answer = await http(front.port, "/api/v1/devices", bearer(token))
     assert answer.status == 401, answer
     assert answer.json()["error"] == "invalid_token" and words in answer.json()["message"]
 
-    async with await front.stack.client() as ws:
+    async with await front.client() as ws:
         frame = orjson.dumps({"type": "auth", "token": token})
         await ws.send(frame)
         if len(frame) > FrontLimits().preauth_frame_bytes:

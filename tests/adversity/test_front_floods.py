@@ -9,10 +9,9 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import orjson
 import pytest
 from websockets.asyncio.client import connect
@@ -25,6 +24,7 @@ from tests.adversity.hostile import (
     close_code_of,
     frame,
     start_front,
+    store_readings,
 )
 from tests.helpers import BrokerInfo, MqttPeer
 
@@ -42,7 +42,8 @@ MEMORY_BOUND_MB = 40.0
 
 @pytest.fixture
 def front(broker: BrokerInfo, database_url: str, tmp_path: Path) -> Iterator[FrontProcess]:
-    yield from start_front(broker.url, database_url, tmp_path, **LIMITS)
+    with start_front(broker.url, database_url, tmp_path, **LIMITS) as front:
+        yield front
 
 
 @pytest.fixture
@@ -175,29 +176,9 @@ async def test_close_completes_for_a_client_that_never_reads(front: FrontProcess
     assert time.monotonic() - started < 8  # auth timeout 3 s + close deadline 2 s + a tick
 
 
-async def _store_readings(database_url: str, device: str, n: int) -> datetime:
-    """``n`` stored readings of ``device``; returns a time before all of them."""
-    before = datetime.now(UTC) - timedelta(minutes=30)
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(
-            """
-            INSERT INTO readings (device_id, metric, ts, value, unit, received_at)
-            SELECT $1, 't', now() - interval '20 minutes' + g * interval '1 ms', g, NULL,
-                   now() - interval '20 minutes' + g * interval '1 ms'
-            FROM generate_series(1, $2) AS g
-            """,
-            device,
-            n,
-        )
-    finally:
-        await conn.close()
-    return before
-
-
 @pytest.fixture
 async def stored(database_url: str) -> AsyncIterator[datetime]:
-    yield await _store_readings(database_url, "hist-1", 3000)
+    yield await store_readings(database_url, "hist-1", 3000)
 
 
 async def test_repeated_since_subscribe_replays_once(front: FrontProcess, stored: datetime) -> None:
@@ -227,7 +208,7 @@ async def test_repeated_since_subscribe_replays_once(front: FrontProcess, stored
 async def test_query_flood_without_reading_is_bounded(
     front: FrontProcess, database_url: str
 ) -> None:
-    await _store_readings(database_url, "big-1", 10_000)
+    await store_readings(database_url, "big-1", 10_000)
     query = orjson.dumps(
         {"type": "query", "device_id": "big-1", "metric": "t", "from": "-1h", "limit": 10_000}
     )
@@ -241,9 +222,10 @@ async def test_query_flood_without_reading_is_bounded(
 
 @pytest.fixture
 def tight_front(broker: BrokerInfo, database_url: str, tmp_path: Path) -> Iterator[FrontProcess]:
-    yield from start_front(
+    with start_front(
         broker.url, database_url, tmp_path, ws_burst="20", ws_messages_per_s="1", **LIMITS
-    )
+    ) as front:
+        yield front
 
 
 async def test_a_batch_counts_as_its_items(tight_front: FrontProcess) -> None:

@@ -22,9 +22,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
 from tests.adversity.httpkit import (
-    Running,
     bearer,
-    front_fixture,
     http,
     peek_head,
     raw_http,
@@ -33,6 +31,7 @@ from tests.adversity.httpkit import (
 )
 from tests.helpers import wait_until
 from tests.integration.frontkit import recv, recv_type
+from tests.stack import Stack, front_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -80,10 +79,10 @@ async def exports_in_flight(database_url: str) -> int:
 
 @pytest.mark.parametrize("front", [{"export_write_timeout_s": 3}], indirect=True)
 async def test_stalled_exports_neither_starve_the_pool_nor_live_forever(
-    front: Running, database_url: str
+    front: Stack, database_url: str
 ) -> None:
     await seed_export_rows(database_url)
-    stack, port = front.stack, front.port
+    stack, port = front, front.port
     # eight clients (the pool's size), each its own subject, open an export and never read
     socks = [
         await asyncio.to_thread(
@@ -144,9 +143,9 @@ def _read_export(port: int, token: str) -> bytes:
         return body
 
 
-async def test_one_export_at_a_time_per_subject(front: Running, database_url: str) -> None:
+async def test_one_export_at_a_time_per_subject(front: Stack, database_url: str) -> None:
     await seed_export_rows(database_url)
-    token = front.stack.token(scope="telemetry:read")
+    token = front.token(scope="telemetry:read")
     sock = await asyncio.to_thread(stalled_request, front.port, EXPORT, bearer(token))
     try:
         assert b" 200 " in await asyncio.to_thread(peek_head, sock)
@@ -154,7 +153,7 @@ async def test_one_export_at_a_time_per_subject(front: Running, database_url: st
         assert second.status == 429 and second.headers["retry-after"] == "10"
         assert second.json()["error"] == "rate_limit_exceeded"
         assert "per token subject" in second.json()["message"]
-        other = front.stack.token(scope="telemetry:read", sub="bob")
+        other = front.token(scope="telemetry:read", sub="bob")
         sock2 = await asyncio.to_thread(stalled_request, front.port, EXPORT, bearer(other))
         try:
             assert b" 200 " in await asyncio.to_thread(peek_head, sock2)
@@ -164,7 +163,7 @@ async def test_one_export_at_a_time_per_subject(front: Running, database_url: st
         sock.close()
 
 
-async def test_health_does_not_need_a_free_pool_connection(front: Running) -> None:
+async def test_health_does_not_need_a_free_pool_connection(front: Stack) -> None:
     pool = front.front.pool
     held = [await pool.acquire() for _ in range(front.settings.db_pool_size)]
     try:
@@ -204,9 +203,9 @@ EXTREMES = [
 
 @pytest.mark.parametrize(("extra", "named"), EXTREMES)
 async def test_extreme_query_parameters_are_422_over_rest(
-    front: Running, extra: dict[str, str], named: str
+    front: Stack, extra: dict[str, str], named: str
 ) -> None:
-    token = front.stack.token(scope="admin")
+    token = front.token(scope="admin")
     for fmt in ("json", "csv"):
         target = "/api/v1/telemetry?" + urlencode({"device_id": "d1", "format": fmt, **extra})
         answer = await http(front.port, target, bearer(token))
@@ -216,9 +215,9 @@ async def test_extreme_query_parameters_are_422_over_rest(
 
 
 async def test_oversized_requests_get_an_answer_not_a_dropped_connection(
-    front: Running,
+    front: Stack,
 ) -> None:
-    token = front.stack.token(scope="admin")
+    token = front.token(scope="admin")
     many = "&".join(f"x{i}=1" for i in range(250))  # past parse_qs's max_num_fields
     for target in (f"/api/v1/telemetry?device_id=d1&{many}", f"/api/v1/telemetry?{many}"):
         for fmt in ("json", "csv"):
@@ -246,8 +245,8 @@ async def test_oversized_requests_get_an_answer_not_a_dropped_connection(
     assert (await raw_http(front.port, twice)).status == 400
 
 
-async def test_extreme_query_parameters_are_422_over_websocket(front: Running) -> None:
-    async with await front.stack.client(front.stack.token(scope="admin")) as ws:
+async def test_extreme_query_parameters_are_422_over_websocket(front: Stack) -> None:
+    async with await front.client(front.token(scope="admin")) as ws:
         await recv(ws)
         cases: list[tuple[dict[str, Any], str]] = [
             *EXTREMES,
@@ -294,8 +293,8 @@ async def _ws_status(url: str, origin: str | None, **kw: Any) -> int:
 
 
 @pytest.mark.parametrize("front", [OPEN], indirect=True)
-async def test_anonymous_mode_admits_only_the_bridges_own_origin(front: Running) -> None:
-    port, url = front.port, f"{front.stack.url}/ws"
+async def test_anonymous_mode_admits_only_the_bridges_own_origin(front: Stack) -> None:
+    port, url = front.port, f"{front.url}/ws"
     expected = {
         None: 101,  # not a browser
         f"http://127.0.0.1:{port}": 101,  # the dashboard the bridge serves
@@ -313,7 +312,7 @@ async def test_anonymous_mode_admits_only_the_bridges_own_origin(front: Running)
         assert export.status == (200 if status == 101 else 403), (origin, export)
     # a token is its own authority, whatever page sent it (and browsers do not send custom
     # headers cross-origin without a CORS preflight the bridge never grants)
-    token = bearer(front.stack.token(scope="devices:read"))
+    token = bearer(front.token(scope="devices:read"))
     evil = {"Origin": "https://evil.example"}
     assert (await http(port, "/api/v1/devices", {**evil, **token})).status == 200
 
@@ -321,8 +320,8 @@ async def test_anonymous_mode_admits_only_the_bridges_own_origin(front: Running)
 @pytest.mark.parametrize(
     "front", [{**OPEN, "allowed_origins": "https://dash.example"}], indirect=True
 )
-async def test_anonymous_mode_also_admits_listed_origins(front: Running) -> None:
-    url = f"{front.stack.url}/ws"
+async def test_anonymous_mode_also_admits_listed_origins(front: Stack) -> None:
+    url = f"{front.url}/ws"
     assert await _ws_status(url, "https://dash.example") == 101
     assert await _ws_status(url, f"http://127.0.0.1:{front.port}") == 101
     assert await _ws_status(url, "https://evil.example") == 403
@@ -334,10 +333,10 @@ async def test_anonymous_mode_also_admits_listed_origins(front: Running) -> None
 
 
 async def test_debug_logs_never_show_credentials(
-    front: Running, caplog: pytest.LogCaptureFixture
+    front: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    token = front.stack.token()
+    token = front.token()
     secrets = {
         "cookie": "cookie-secret-8f2a",
         "x-token": "x-token-secret-77c1",
@@ -355,7 +354,7 @@ async def test_debug_logs_never_show_credentials(
         "Set-Cookie": f"s={secrets['set-cookie']}",
     }
     # `tok%65n` is read as `token`: the handshake succeeds with it
-    ws = await connect(f"{front.stack.url}/ws?tok%65n={token}", additional_headers=headers)
+    ws = await connect(f"{front.url}/ws?tok%65n={token}", additional_headers=headers)
     assert (await recv(ws))["type"] == "connected"
     await ws.close()
     await http(front.port, f"/api/v1/devices?%74oken={token}", {**bearer(token), **headers})
@@ -381,11 +380,11 @@ async def test_debug_logs_never_show_credentials(
 
 
 async def test_unauthenticated_endpoints_do_not_reveal_other_clients_devices(
-    front: Running,
+    front: Stack,
 ) -> None:
     secret = "secret-dev-1"
-    token = front.stack.token(scope="admin", devices=[secret])
-    async with await front.stack.client(token) as ws:
+    token = front.token(scope="admin", devices=[secret])
+    async with await front.client(token) as ws:
         await recv(ws)
         for msg in (
             {"type": "subscribe", "channel": "telemetry", "device_id": secret},
@@ -417,13 +416,13 @@ async def test_unauthenticated_endpoints_do_not_reveal_other_clients_devices(
 
 
 async def test_slow_queries_leave_the_pool_to_interactive_requests(
-    front: Running, database_url: str
+    front: Stack, database_url: str
 ) -> None:
     """Twelve queries that cannot finish (the readings table is locked) hold at most the
     query budget of the pool: device lists, health and new subscriptions still answer, and
     a query that waits too long for a slot gets 503 with Retry-After instead of hanging."""
     await seed_export_rows(database_url)
-    stack, port = front.stack, front.port
+    stack, port = front, front.port
     token = stack.token(scope="admin")
     query = "/api/v1/telemetry?" + urlencode(
         {"device_id": "exp-1", "metric": "temp", "from": "-3h", "limit": 10}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,47 +17,17 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.app import run_front
 from bridge.auth import Principal
-from bridge.config import Settings
-from bridge.embedded import free_port
-from ingest.topics import Topics
 from storage.device_scope import claim_condition, claim_values
-from tests.helpers import BrokerInfo, MqttPeer, wait_until
-from tests.integration.frontkit import SECRET, Stack, http_json, recv, recv_type
+from tests.helpers import wait_until
+from tests.integration.frontkit import http_json, recv, recv_type
+from tests.stack import Stack, front_fixture
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def front(
-    broker: BrokerInfo, database_url: str, topic_prefix: str, request: pytest.FixtureRequest
-) -> AsyncIterator[Stack]:
-    """A front alone (no ingest) with the settings a test asks for via indirect params."""
-    overrides: dict[str, Any] = getattr(request, "param", {})
-    settings = Settings(
-        mqtt_url=broker.url,
-        jwt_secret=SECRET,
-        ws_port=free_port(),
-        mqtt_topic_prefix=topic_prefix,
-        **{"ws_new_connections_per_ip_per_min": 1000, **overrides},
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_front(settings, broker.url, database_url, stop, ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    peer = MqttPeer(broker.url)
-    stack = Stack(settings.ws_port, Topics(topic_prefix), peer)
-
-    async def healthy() -> bool:
-        return (await http_json(stack, "/health"))["status"] == "healthy"
-
-    try:
-        await wait_until(healthy, timeout=10)
-        yield stack
-    finally:
-        peer.close()
-        stop.set()
-        await asyncio.wait_for(task, 20)
+# A front alone (no ingest): the settings a test asks for come as indirect params.
+front = pytest.fixture(front_fixture)
 
 
 async def send(ws: ClientConnection, msg: dict[str, Any]) -> None:
@@ -80,19 +49,6 @@ async def received_within(ws: ClientConnection, seconds: float) -> list[dict[str
         except TimeoutError:
             break
     return out
-
-
-def stream_reading(stack: Stack, device: str, metric: str, value: float) -> None:
-    """A reading on the validated stream, as the ingest publishes it after a commit."""
-    event = {
-        "device_id": device,
-        "metric": metric,
-        "value": value,
-        "unit": None,
-        "ts": "2026-11-22T00:00:00.000Z",
-        "received_at": "2026-11-22T00:00:00.000Z",
-    }
-    stack.peer.publish(stack.topics.telemetry(device, metric), orjson.dumps(event), qos=1)
 
 
 def device_inbox(stack: Stack, device: str) -> str:
@@ -186,7 +142,7 @@ async def test_a_refresh_ends_what_the_new_token_does_not_allow(front: Stack) ->
             await request(ws, {"type": "start_session", "tool_name": "dev-b1"}, "session_started")
         )["session_id"]
         await asyncio.sleep(0.3)  # the sampled subscription's first (empty) flush is behind us
-        stream_reading(front, "dev-b1", "temp", 1.0)
+        front.stream("dev-b1", "temp", 1.0, qos=1)
         got = [await recv_type(ws, "telemetry_update") for _ in range(2)]  # "b1" and "all"
         # the same broker message reached the sampled subscription: it waits for its flush
         assert {m["device_id"] for m in got} == {"dev-b1"}
@@ -226,8 +182,8 @@ async def test_a_refresh_ends_what_the_new_token_does_not_allow(front: Stack) ->
 
         # From now on: dev-a1 reaches both remaining subscriptions, dev-b1 nothing at all,
         # not its status, not the revoked session's output.
-        stream_reading(front, "dev-b1", "temp", 2.0)
-        stream_reading(front, "dev-a1", "temp", 3.0)
+        front.stream("dev-b1", "temp", 2.0, qos=1)
+        front.stream("dev-a1", "temp", 3.0, qos=1)
         front.peer.publish(
             front.topics.status("dev-a1"),
             orjson.dumps({"device_id": "dev-a1", "new_status": "online", "ts": "x"}),
@@ -255,8 +211,8 @@ async def test_a_refresh_with_another_exact_list_follows_it_at_once(front: Stack
             "auth_response",
         )
         assert reply["success"] is True
-        stream_reading(front, "dev-a1", "temp", 1.0)  # no longer allowed
-        stream_reading(front, "dev-a2", "temp", 2.0)  # newly allowed
+        front.stream("dev-a1", "temp", 1.0, qos=1)  # no longer allowed
+        front.stream("dev-a2", "temp", 2.0, qos=1)  # newly allowed
         got = await recv_type(ws, "telemetry_update")
         assert got["device_id"] == "dev-a2"
         listed = await request(ws, {"type": "list_subscriptions"}, "subscriptions_list")

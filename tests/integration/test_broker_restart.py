@@ -7,9 +7,8 @@ import asyncio
 import contextlib
 import threading
 import time
-import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,51 +16,32 @@ import orjson
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from websockets.asyncio.client import connect
 
-from bridge.app import run_front
-from bridge.auth import mint
-from bridge.config import Settings
-from bridge.embedded import MosquittoProcess, free_port
+from bench.services import Mosquitto
 from ingest.mqtt import MqttEndpoint
-from ingest.service import IngestConfig, IngestService
-from ingest.topics import Topics
 from tests.helpers import BrokerInfo, MqttPeer, wait_until
+from tests.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-SECRET = "restart-test-secret-" + "x" * 40
+
+
+@pytest.fixture
+async def private_stack(
+    private_broker: Mosquitto, database_url: str, topic_prefix: str
+) -> AsyncIterator[Stack]:
+    """The ingest and the front on the test's own mosquitto."""
+    async with running_stack(private_broker.url, database_url, topic_prefix) as stack:
+        yield stack
 
 
 @pytest.mark.timeout(90)
-async def test_broker_restart_under_ingest_and_front(database_url: str, tmp_path: Path) -> None:
-    broker = MosquittoProcess(tmp_path / "mosquitto", port=free_port())
-    url = broker.start()
-    topics = Topics("restart")
-    ingest = IngestService(
-        IngestConfig(
-            mqtt=MqttEndpoint.from_url(url),
-            database_url=database_url,
-            topics=topics,
-            client_id=f"ingest-{uuid.uuid4().hex[:8]}",
-        )
-    )
-    ws_port = free_port()
-    settings = Settings(
-        mqtt_url=url, jwt_secret=SECRET, ws_port=ws_port, mqtt_topic_prefix="restart"
-    )
-    stop = asyncio.Event()
-    ready_i, ready_f = asyncio.Event(), asyncio.Event()
-    tasks = [
-        asyncio.create_task(ingest.run(stop, ready_i)),
-        asyncio.create_task(run_front(settings, url, database_url, stop, ready_f)),
-    ]
+async def test_broker_restart_under_ingest_and_front(
+    database_url: str, private_broker: Mosquitto, private_stack: Stack
+) -> None:
+    url, topics = private_broker.url, private_stack.topics
     db = await asyncpg.connect(database_url)
     try:
-        await asyncio.wait_for(asyncio.gather(ready_i.wait(), ready_f.wait()), 10)
-        token = mint(key=SECRET, algorithm="HS256", sub="a", scopes="telemetry:read")
-        ws = await connect(
-            f"ws://127.0.0.1:{ws_port}/ws", additional_headers={"Authorization": f"Bearer {token}"}
-        )
+        ws = await private_stack.client(private_stack.token(scope="telemetry:read", sub="a"))
         await ws.recv()
 
         async def front_up() -> bool:
@@ -83,8 +63,7 @@ async def test_broker_restart_under_ingest_and_front(database_url: str, tmp_path
                     return
 
         await publish_and_receive(1.0)
-        await asyncio.to_thread(broker.stop)
-        await asyncio.to_thread(broker.start)  # same port, same persistence directory
+        await asyncio.to_thread(private_broker.restart)  # same port, same persistence directory
 
         async def stored_after_restart() -> bool:
             try:
@@ -98,45 +77,20 @@ async def test_broker_restart_under_ingest_and_front(database_url: str, tmp_path
         assert int(await db.fetchval("SELECT count(*) FROM readings WHERE value = 2.0")) >= 1
         await ws.close()
     finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
         await db.close()
-        broker.stop()
 
 
 @pytest.mark.timeout(150)
 async def test_graceful_broker_restart_under_load_loses_and_doubles_nothing(
-    database_url: str, tmp_path: Path
+    database_url: str, private_broker: Mosquitto, private_stack: Stack
 ) -> None:
     """Devices keep publishing at QoS 1 through a broker restart: every message the broker
     acknowledged is stored once, and a WebSocket client stays connected and keeps receiving."""
-    broker = MosquittoProcess(tmp_path / "mosquitto", port=free_port())
-    url = broker.start()
-    topics = Topics("load")
-    ingest = IngestService(
-        IngestConfig(
-            mqtt=MqttEndpoint.from_url(url),
-            database_url=database_url,
-            topics=topics,
-            client_id=f"ingest-{uuid.uuid4().hex[:8]}",
-        )
-    )
-    ws_port = free_port()
-    settings = Settings(mqtt_url=url, jwt_secret=SECRET, ws_port=ws_port, mqtt_topic_prefix="load")
-    stop = asyncio.Event()
-    ready_i, ready_f = asyncio.Event(), asyncio.Event()
-    tasks = [
-        asyncio.create_task(ingest.run(stop, ready_i)),
-        asyncio.create_task(run_front(settings, url, database_url, stop, ready_f)),
-    ]
+    url, topics = private_broker.url, private_stack.topics
     db = await asyncpg.connect(database_url)
     publishing = threading.Event()
     try:
-        await asyncio.wait_for(asyncio.gather(ready_i.wait(), ready_f.wait()), 10)
-        token = mint(key=SECRET, algorithm="HS256", sub="a", scopes="telemetry:read")
-        ws = await connect(
-            f"ws://127.0.0.1:{ws_port}/ws", additional_headers={"Authorization": f"Bearer {token}"}
-        )
+        ws = await private_stack.client(private_stack.token(scope="telemetry:read", sub="a"))
         await ws.recv()
         await ws.send('{"type": "subscribe", "channel": "telemetry", "device_id": "ld-0"}')
         assert orjson.loads(await ws.recv())["type"] == "subscribed"
@@ -162,8 +116,8 @@ async def test_graceful_broker_restart_under_load_loses_and_doubles_nothing(
 
         fleet = asyncio.create_task(asyncio.to_thread(device_fleet))
         await asyncio.to_thread(publishing.wait, 30)
-        await asyncio.to_thread(broker.stop)  # graceful: SIGTERM, persistence saved
-        await asyncio.to_thread(broker.start)  # same port, same persistence directory
+        # graceful (SIGTERM, persistence saved), then the same port and persistence directory
+        await asyncio.to_thread(private_broker.restart)
         await fleet
 
         # publishes made while the broker was away report "not connected" but stay queued
@@ -202,50 +156,21 @@ async def test_graceful_broker_restart_under_load_loses_and_doubles_nothing(
         await ws.close()
     finally:
         publishing.set()
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
         await db.close()
-        broker.stop()
 
 
 @pytest.mark.timeout(90)
 async def test_front_cut_off_from_the_broker_replays_what_it_missed(
-    broker: BrokerInfo, database_url: str
+    broker: BrokerInfo, database_url: str, topic_prefix: str
 ) -> None:
     """The front's own broker connection drops (here: another client takes over its client id)
     while the ingest keeps storing and streaming. The connected WebSocket client still sees
     every reading exactly once: the front replays the missed ones from storage."""
-    prefix = f"cut{uuid.uuid4().hex[:6]}"
-    topics = Topics(prefix)
-    ingest = IngestService(
-        IngestConfig(
-            mqtt=MqttEndpoint.from_url(broker.url),
-            database_url=database_url,
-            topics=topics,
-            client_id=f"ingest-{uuid.uuid4().hex[:8]}",
-            batch_max_wait_s=0.005,
-        )
-    )
-    ws_port = free_port()
-    settings = Settings(
-        mqtt_url=broker.url, jwt_secret=SECRET, ws_port=ws_port, mqtt_topic_prefix=prefix
-    )
-    stop = asyncio.Event()
-    ready_i, ready_f = asyncio.Event(), asyncio.Event()
-    fronts: list[Any] = []
-    tasks = [
-        asyncio.create_task(ingest.run(stop, ready_i)),
-        asyncio.create_task(
-            run_front(settings, broker.url, database_url, stop, ready_f, on_front=fronts.append)
-        ),
-    ]
-    peer = MqttPeer(broker.url)
-    try:
-        await asyncio.wait_for(asyncio.gather(ready_i.wait(), ready_f.wait()), 10)
-        token = mint(key=SECRET, algorithm="HS256", sub="a", scopes="telemetry:read")
-        async with connect(
-            f"ws://127.0.0.1:{ws_port}/ws", additional_headers={"Authorization": f"Bearer {token}"}
-        ) as ws:
+    fast = {"batch_max_wait_s": 0.005}
+    async with running_stack(broker.url, database_url, topic_prefix, ingest_options=fast) as stack:
+        topics = stack.topics
+        assert stack.front is not None
+        async with await stack.client(stack.token(scope="telemetry:read", sub="a")) as ws:
             await ws.recv()
             await ws.send('{"type": "subscribe", "channel": "telemetry", "device_id": "c1"}')
             assert orjson.loads(await ws.recv())["type"] == "subscribed"
@@ -253,13 +178,13 @@ async def test_front_cut_off_from_the_broker_replays_what_it_missed(
 
             def reading(i: int) -> None:
                 ts = (base + timedelta(milliseconds=i)).isoformat()
-                peer.publish(topics.device_telemetry("c1"), orjson.dumps({"ts": ts, "v": i}))
+                stack.peer.publish(topics.device_telemetry("c1"), orjson.dumps({"ts": ts, "v": i}))
 
             for i in range(20):
                 reading(i)
             # take over the front's client id: the broker disconnects the front, which
             # reconnects after its backoff; readings 20-59 are stored and streamed meanwhile
-            hub = fronts[0].hub
+            hub = stack.front.hub
             impostor = paho.Client(CallbackAPIVersion.VERSION2, client_id=hub.client_id)
             ep = MqttEndpoint.from_url(broker.url)
             impostor.connect(ep.host, ep.port)
@@ -295,7 +220,3 @@ async def test_front_cut_off_from_the_broker_replays_what_it_missed(
                         seen.append(int(msg["telemetry"]["v"]["value"]))
             assert sorted(seen) == list(range(80)), "a reading was missed or seen twice"
             assert replays >= 1, "the front never noticed it had been cut off"
-    finally:
-        peer.close()
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)

@@ -4,18 +4,15 @@ front, with the front and then the broker restarted in the middle of a subscript
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from bridge.app import run_front
-from bridge.auth import mint
+from bench.services import Mosquitto
 from bridge.client import (
     AlertEvent,
     AuthError,
@@ -24,93 +21,46 @@ from bridge.client import (
     Subscription,
     TelemetryUpdate,
 )
-from bridge.config import Settings
-from bridge.embedded import MosquittoProcess, free_port
-from ingest.mqtt import MqttEndpoint
-from ingest.service import IngestConfig, IngestService
-from ingest.topics import Topics
 from tests.helpers import MqttPeer, wait_until
+from tests.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-SECRET = "client-test-secret-" + "c" * 40
 
 
 @dataclass
 class Rig:
-    broker: MosquittoProcess
-    mqtt_url: str
-    database_url: str
-    topics: Topics
-    port: int
-    front_stop: asyncio.Event = field(default_factory=asyncio.Event)
-    front_task: asyncio.Task[None] | None = None
+    """The stack on a mosquitto of the test's own: one test restarts both."""
+
+    broker: Mosquitto
+    stack: Stack
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"{self.stack.url}/ws"
 
     def token(self, scope: str, ttl_s: int = 600) -> str:
-        return mint(key=SECRET, algorithm="HS256", sub="client-test", scopes=scope, ttl_s=ttl_s)
-
-    async def start_front(self) -> None:
-        settings = Settings(
-            mqtt_url=self.mqtt_url,
-            jwt_secret=SECRET,
-            ws_port=self.port,
-            mqtt_topic_prefix=self.topics.prefix,
-            ws_new_connections_per_ip_per_min=1000,
-        )
-        self.front_stop = asyncio.Event()
-        ready = asyncio.Event()
-        self.front_task = asyncio.create_task(
-            run_front(settings, self.mqtt_url, self.database_url, self.front_stop, ready)
-        )
-        await asyncio.wait_for(ready.wait(), 10)
-
-    async def stop_front(self) -> None:
-        self.front_stop.set()
-        assert self.front_task is not None
-        await asyncio.wait_for(self.front_task, 20)
+        return self.stack.token(scope, sub="client-test", ttl_s=ttl_s)
 
     def publish(self, device: str, values: range, base: datetime) -> None:
-        peer = MqttPeer(self.mqtt_url)
+        peer = MqttPeer(self.broker.url)
         try:
             for i in values:
                 ts = (base + timedelta(milliseconds=i)).isoformat()
-                peer.publish(self.topics.device_telemetry(device), orjson.dumps({"ts": ts, "v": i}))
+                topic = self.stack.topics.device_telemetry(device)
+                peer.publish(topic, orjson.dumps({"ts": ts, "v": i}))
         finally:
             peer.close()
 
 
 @pytest.fixture
-async def rig(database_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
-    broker = MosquittoProcess(tmp_path / "mosquitto", port=free_port())
-    mqtt_url = broker.start()
-    topics = Topics(f"cl{uuid.uuid4().hex[:6]}")
-    ingest = IngestService(
-        IngestConfig(
-            mqtt=MqttEndpoint.from_url(mqtt_url),
-            database_url=database_url,
-            topics=topics,
-            client_id=f"ingest-{uuid.uuid4().hex[:8]}",
-            batch_max_wait_s=0.005,
-            rules_reload_s=0.3,
-        )
-    )
-    stop = asyncio.Event()
-    ready = asyncio.Event()
-    ingest_task = asyncio.create_task(ingest.run(stop, ready))
-    rig = Rig(broker, mqtt_url, database_url, topics, free_port())
-    try:
-        await asyncio.wait_for(ready.wait(), 10)
-        await rig.start_front()
-        yield rig
-    finally:
-        rig.front_stop.set()
-        stop.set()
-        tasks = [t for t in (ingest_task, rig.front_task) if t is not None]
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
-        broker.stop()
+async def rig(
+    private_broker: Mosquitto, database_url: str, topic_prefix: str
+) -> AsyncIterator[Rig]:
+    fast = {"batch_max_wait_s": 0.005, "rules_reload_s": 0.3}
+    async with running_stack(
+        private_broker.url, database_url, topic_prefix, ingest_options=fast
+    ) as stack:
+        yield Rig(private_broker, stack)
 
 
 async def _values(sub: Subscription, until: int, seen: list[int]) -> None:
@@ -136,17 +86,16 @@ async def test_subscription_survives_front_and_broker_restarts_without_gap_or_du
         await _values(sub, 49, seen)
 
         # the front goes away; readings keep being stored meanwhile
-        await rig.stop_front()
+        await rig.stack.stop_front()
         assert not client.connected
         await asyncio.to_thread(rig.publish, "k1", range(50, 100), base)
-        await rig.start_front()  # same port: the client reconnects and resumes with `since`
+        await rig.stack.start_front()  # same port: the client reconnects and resumes with `since`
         await asyncio.to_thread(rig.publish, "k1", range(100, 150), base)
         await _values(sub, 149, seen)
         assert client.connections == 2
 
         # the broker restarts under the front: the connection to the client stays up
-        await asyncio.to_thread(rig.broker.stop)
-        await asyncio.to_thread(rig.broker.start)
+        await asyncio.to_thread(rig.broker.restart)
         await asyncio.to_thread(rig.publish, "k1", range(150, 200), base)
         await _values(sub, 199, seen)
         assert client.connections == 2
@@ -199,8 +148,8 @@ async def test_query_command_and_alert_acknowledgement(rig: Rig) -> None:
         assert missing.value.code == 404
 
         # a command answered by a device listening on its command topic
-        peer = MqttPeer(rig.mqtt_url)
-        command_filter = rig.topics.device_command("pump-1", "x").rsplit("/", 1)[0] + "/+"
+        peer = MqttPeer(rig.broker.url)
+        command_filter = rig.stack.topics.device_command("pump-1", "x").rsplit("/", 1)[0] + "/+"
         peer.subscribe(command_filter)
         progress: list[dict[str, Any]] = []
 

@@ -7,7 +7,6 @@ polls; every wait is on a condition, never a fixed sleep.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -20,14 +19,14 @@ import asyncpg
 import orjson
 import pytest
 
-from bridge.app import _scheduler, run_front
+from bridge.app import _scheduler
 from bridge.config import Settings
-from bridge.embedded import free_port
 from bridge.system import SystemSampler
 from ingest.mqtt import MqttEndpoint
 from ingest.stream import StreamPublisher
 from tests.helpers import BrokerInfo, wait_until
 from tests.integration.frontkit import Stack, recv
+from tests.stack import running_stack
 
 CHROMIUM = Path(os.environ.get("BRIDGE_TEST_CHROMIUM", "/usr/bin/chromium"))
 playwright_api = pytest.importorskip(
@@ -280,19 +279,10 @@ async def test_anonymous_demo_mode_needs_no_token(
 ) -> None:
     """`BRIDGE_AUTH_REQUIRED=false` (the demo mode of `up`): the page connects without asking
     for a token, lists devices over REST and charts them live."""
-    port = free_port()
-    settings = Settings(
-        mqtt_url=broker.url,
-        mqtt_topic_prefix=topic_prefix,
-        ws_port=port,
-        auth_required=False,
-        ws_new_connections_per_ip_per_min=1000,
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    front = asyncio.create_task(run_front(settings, broker.url, database_url, stop, ready))
+    demo = {"auth_required": False, "jwt_secret": None}
+    anonymous = running_stack(broker.url, database_url, topic_prefix, ingest=False, settings=demo)
     now_ms = int(time.time() * 1000)
-    try:
-        await asyncio.wait_for(ready.wait(), 10)
+    async with anonymous as front:
         publish(stack, "anon-1", now_ms - 2000, temperature=20.0)
         async with playwright_api.async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -301,7 +291,7 @@ async def test_anonymous_demo_mode_needs_no_token(
                 errors: list[str] = []
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
                 expect = playwright_api.expect
-                await page.goto(f"http://127.0.0.1:{port}/")
+                await page.goto(f"http://127.0.0.1:{front.port}/")
                 await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
                 await expect(page.locator("#login")).to_be_hidden()
                 device = page.locator('[data-device-id="anon-1"]')
@@ -313,6 +303,3 @@ async def test_anonymous_demo_mode_needs_no_token(
                 assert errors == []
             finally:
                 await browser.close()
-    finally:
-        stop.set()
-        await asyncio.wait_for(front, 20)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,10 +11,8 @@ import orjson
 import pytest
 
 from bridge.embedded import IotcoreBroker, free_port
-from ingest.mqtt import MqttEndpoint
-from ingest.service import IngestConfig, IngestService
 from ingest.topics import Topics
-from tests.helpers import MqttPeer, wait_until
+from tests.helpers import MqttPeer, running_ingest, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +26,7 @@ async def test_ingest_over_mqtt_311_with_a_persistent_session(
     url = broker.start()
     assert url.endswith("?protocol=3.1.1")
     topics = Topics("fb")
-    config = IngestConfig(
-        mqtt=MqttEndpoint.from_url(url),
-        database_url=database_url,
-        topics=topics,
-        client_id=f"fallback-{uuid.uuid4().hex[:8]}",
-    )
+    client_id = f"fallback-{uuid.uuid4().hex[:8]}"  # one persistent session for both runs
     db = await asyncpg.connect(database_url)
     peer = MqttPeer(url)
     base = datetime.now(UTC) - timedelta(minutes=1)
@@ -43,21 +35,14 @@ async def test_ingest_over_mqtt_311_with_a_persistent_session(
         return orjson.dumps({"ts": (base + timedelta(seconds=i)).isoformat(), "v": i})
 
     async def run_until_stored(n: int) -> None:
-        stop, ready = asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(IngestService(config).run(stop, ready))
-        await asyncio.wait_for(ready.wait(), 10)
-
         async def stored() -> bool:
             return int(await db.fetchval("SELECT count(*) FROM readings")) >= n
 
-        try:
+        async with running_ingest(url, database_url, topics, client_id=client_id):
             if n == 10:
                 for i in range(10):
                     peer.publish(topics.device_telemetry("fb-1"), payload(i))
             await wait_until(stored, timeout=20)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 20)
 
     try:
         await run_until_stored(10)

@@ -7,7 +7,6 @@ import base64
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -16,12 +15,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
-from bridge.app import run_front
 from bridge.auth import mint
-from bridge.config import Settings
-from bridge.embedded import free_port
-from ingest.topics import Topics
-from tests.helpers import BrokerInfo, MqttPeer, wait_until
+from tests.helpers import BrokerInfo, wait_until
 from tests.integration.frontkit import (
     SECRET,
     Stack,
@@ -30,6 +25,7 @@ from tests.integration.frontkit import (
     recv,
     recv_type,
 )
+from tests.stack import front_fixture, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -217,8 +213,8 @@ async def test_batch_in_order(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("small_stack", [{"ws_messages_per_s": 1, "ws_burst": 5}], indirect=True)
-async def test_message_rate_limit(small_stack: tuple[Stack, Settings]) -> None:
-    stack, _ = small_stack
+async def test_message_rate_limit(small_stack: Stack) -> None:
+    stack = small_stack
     async with await stack.client(stack.token()) as ws:
         await recv(ws)
         for _ in range(10):  # burst 5, then 1/s: at least 4 of these are refused
@@ -255,55 +251,12 @@ async def test_snapshot_then_live(stack: Stack) -> None:
         assert live["telemetry"]["t"]["value"] == 2.5
 
 
-@pytest.fixture
-async def small_stack(
-    broker: BrokerInfo, database_url: str, topic_prefix: str, request: pytest.FixtureRequest
-) -> AsyncIterator[tuple[Stack, Settings]]:
-    """A front alone (no ingest) with the limits a test asks for via indirect params."""
-    port = free_port()
-    overrides: dict[str, Any] = getattr(request, "param", {})
-    settings = Settings(
-        mqtt_url=broker.url,
-        jwt_secret=SECRET,
-        ws_port=port,
-        mqtt_topic_prefix=topic_prefix,
-        **{"ws_new_connections_per_ip_per_min": 1000, **overrides},
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_front(settings, broker.url, database_url, stop, ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    peer = MqttPeer(broker.url)
-    stack = Stack(port, Topics(topic_prefix), peer)
-
-    async def healthy() -> bool:
-        return (await http_json(stack, "/health"))["status"] == "healthy"
-
-    try:
-        await wait_until(healthy, timeout=10)
-        yield stack, settings
-    finally:
-        peer.close()
-        stop.set()
-        await asyncio.wait_for(task, 20)
+# A front alone (no ingest) with the limits a test asks for via indirect params.
+small_stack = pytest.fixture(front_fixture)
 
 
-def stream(stack: Stack, device: str, metric: str, value: float, pad: int = 0) -> None:
-    """Publish straight onto the validated stream, as the ingest would after a commit."""
-    event: dict[str, Any] = {
-        "device_id": device,
-        "metric": metric,
-        "value": value,
-        "unit": None,
-        "ts": "2026-11-22T00:00:00.000Z",
-        "received_at": "2026-11-22T00:00:00.000Z",
-    }
-    if pad:
-        event["pad"] = os.urandom(pad // 2).hex()  # incompressible: deflate cannot shrink it
-    stack.peer.publish(stack.topics.telemetry(device, metric), orjson.dumps(event), qos=0)
-
-
-async def test_expiry_closes_4001_unless_refreshed(small_stack: tuple[Stack, Settings]) -> None:
-    stack, _ = small_stack
+async def test_expiry_closes_4001_unless_refreshed(small_stack: Stack) -> None:
+    stack = small_stack
     async with await stack.client(stack.token(ttl_s=2)) as ws:
         await recv(ws)
         with pytest.raises(ConnectionClosed) as closed:
@@ -319,8 +272,8 @@ async def test_expiry_closes_4001_unless_refreshed(small_stack: tuple[Stack, Set
         assert (await recv(ws))["type"] == "pong"
 
 
-async def test_frame_over_the_limit_closes_1009(small_stack: tuple[Stack, Settings]) -> None:
-    stack, _ = small_stack
+async def test_frame_over_the_limit_closes_1009(small_stack: Stack) -> None:
+    stack = small_stack
     async with await stack.client(stack.token()) as ws:
         await recv(ws)
         await ws.send('{"type": "ping", "pad": "' + "x" * 70_000 + '"}')
@@ -330,8 +283,8 @@ async def test_frame_over_the_limit_closes_1009(small_stack: tuple[Stack, Settin
 
 
 @pytest.mark.parametrize("small_stack", [{"ws_max_subscriptions": 2}], indirect=True)
-async def test_subscriptions_per_connection(small_stack: tuple[Stack, Settings]) -> None:
-    stack, _ = small_stack
+async def test_subscriptions_per_connection(small_stack: Stack) -> None:
+    stack = small_stack
     async with await stack.client(stack.token()) as ws:
         await recv(ws)
         for device in ("a1", "a2", "a3"):
@@ -346,8 +299,8 @@ async def test_subscriptions_per_connection(small_stack: tuple[Stack, Settings])
 
 
 @pytest.mark.parametrize("small_stack", [{"ws_new_connections_per_ip_per_min": 3}], indirect=True)
-async def test_connection_storm_from_one_ip_gets_429(small_stack: tuple[Stack, Settings]) -> None:
-    stack, _ = small_stack
+async def test_connection_storm_from_one_ip_gets_429(small_stack: Stack) -> None:
+    stack = small_stack
     # the fixture's health probes are HTTP, not WebSocket handshakes: 3 are allowed
     conns = [await stack.client(stack.token()) for _ in range(3)]
     with pytest.raises(InvalidStatus) as err:
@@ -360,8 +313,8 @@ async def test_connection_storm_from_one_ip_gets_429(small_stack: tuple[Stack, S
 @pytest.mark.parametrize(
     "small_stack", [{"allowed_origins": "https://dash.example"}], indirect=True
 )
-async def test_foreign_origin_gets_403(small_stack: tuple[Stack, Settings]) -> None:
-    stack, _ = small_stack
+async def test_foreign_origin_gets_403(small_stack: Stack) -> None:
+    stack = small_stack
     ok = await connect(
         f"{stack.url}/ws",
         origin=Origin("https://dash.example"),
@@ -378,8 +331,8 @@ async def test_foreign_origin_gets_403(small_stack: tuple[Stack, Settings]) -> N
 
 
 @pytest.mark.parametrize("small_stack", [{"ws_max_connections_per_sub": 2}], indirect=True)
-async def test_connections_per_subject(small_stack: tuple[Stack, Settings]) -> None:
-    stack, _ = small_stack
+async def test_connections_per_subject(small_stack: Stack) -> None:
+    stack = small_stack
     a, b = await stack.client(stack.token()), await stack.client(stack.token())
     with pytest.raises(InvalidStatus) as err:
         await stack.client(stack.token())
@@ -391,9 +344,9 @@ async def test_connections_per_subject(small_stack: tuple[Stack, Settings]) -> N
 
 @pytest.mark.parametrize("small_stack", [{"ws_queue_size": 20}], indirect=True)
 async def test_a_client_that_stops_reading_does_not_delay_another(
-    small_stack: tuple[Stack, Settings],
+    small_stack: Stack,
 ) -> None:
-    stack, _ = small_stack
+    stack = small_stack
     # the topics form forwards the whole event, so padded events make big frames that fill
     # the kernel's socket buffers quickly
     sub = orjson.dumps({"type": "subscribe", "topics": ["telemetry"]}).decode()
@@ -409,8 +362,8 @@ async def test_a_client_that_stops_reading_does_not_delay_another(
         assert (await recv(ws))["type"] == "subscription_confirmed"
     # the slow one never reads again; flood 3,000 x 10 kB (30 MB), then a marker
     for i in range(3000):
-        stream(stack, f"flood-{i}", "t", float(i), pad=10_000)
-    stream(stack, "marker", "t", 1.0)
+        stack.stream(f"flood-{i}", "t", float(i), pad=10_000)
+    stack.stream("marker", "t", 1.0)
     started = time.monotonic()
     seen = 0
     while True:
@@ -425,32 +378,21 @@ async def test_a_client_that_stops_reading_does_not_delay_another(
     await slow.close()
 
 
-async def test_shutdown_closes_clients_with_1001(
-    broker: BrokerInfo, database_url: str, topic_prefix: str
-) -> None:
-    port = free_port()
-    settings = Settings(
-        mqtt_url=broker.url, jwt_secret=SECRET, ws_port=port, mqtt_topic_prefix=topic_prefix
-    )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_front(settings, broker.url, None, stop, ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    token = mint(key=SECRET, algorithm="HS256", sub="a", scopes="admin")
-    ws = await connect(
-        f"ws://127.0.0.1:{port}/ws", additional_headers={"Authorization": f"Bearer {token}"}
-    )
-    await recv(ws)
-    stop.set()
-    with pytest.raises(ConnectionClosed) as closed:
-        await asyncio.wait_for(ws.recv(), 10)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
-    await asyncio.wait_for(task, 10)
+async def test_shutdown_closes_clients_with_1001(broker: BrokerInfo, topic_prefix: str) -> None:
+    async with running_stack(broker.url, None, topic_prefix, ingest=False) as stack:
+        ws = await stack.client(stack.token(scope="admin", sub="a"))
+        await recv(ws)
+        stopping = asyncio.create_task(stack.stop_front())
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        await asyncio.wait_for(stopping, 10)
 
 
 async def test_frequency_sends_the_latest_value_once_per_interval(
-    small_stack: tuple[Stack, Settings],
+    small_stack: Stack,
 ) -> None:
-    stack, _ = small_stack
+    stack = small_stack
     async with await stack.client(stack.token()) as ws:
         await recv(ws)
         await ws.send(
@@ -459,7 +401,7 @@ async def test_frequency_sends_the_latest_value_once_per_interval(
         )
         assert (await recv(ws))["type"] == "subscribed"
         for v in range(5):
-            stream(stack, "f1", "t", float(v))
+            stack.stream("f1", "t", float(v))
         values = []
         with pytest.raises(TimeoutError):
             while True:
@@ -469,8 +411,8 @@ async def test_frequency_sends_the_latest_value_once_per_interval(
         assert 1 <= len(values) <= 2 and values[-1] == 4.0
 
 
-async def test_o1_subscribe_metrics(small_stack: tuple[Stack, Settings]) -> None:
-    stack, _ = small_stack
+async def test_o1_subscribe_metrics(small_stack: Stack) -> None:
+    stack = small_stack
     async with await stack.client(stack.token()) as ws:
         await recv(ws)
         await ws.send(
@@ -479,16 +421,16 @@ async def test_o1_subscribe_metrics(small_stack: tuple[Stack, Settings]) -> None
         )
         reply = await recv(ws)
         assert reply["type"] == "subscribed" and reply["subscriptionId"].startswith("sub_")
-        stream(stack, "anvil-01", "cpu", 45.2)
+        stack.stream("anvil-01", "cpu", 45.2)
         metrics = await recv_type(ws, "metrics")
         assert metrics["host"] == "anvil-01" and metrics["application"] == "Anvil"
         assert metrics["cpu"] == 45.2
 
 
 async def test_tokens_and_query_strings_never_reach_the_logs(
-    small_stack: tuple[Stack, Settings], caplog: pytest.LogCaptureFixture
+    small_stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stack, _ = small_stack
+    stack = small_stack
     caplog.set_level("DEBUG")
     token = stack.token()
     ws = await connect(f"{stack.url}/ws?token={token}")
@@ -506,8 +448,8 @@ async def test_tokens_and_query_strings_never_reach_the_logs(
     assert token.split(".")[1] not in server_side
 
 
-async def test_o1_http_shapes(small_stack: tuple[Stack, Settings]) -> None:
-    stack, _ = small_stack
+async def test_o1_http_shapes(small_stack: Stack) -> None:
+    stack = small_stack
     health = await http_json(stack, "/api/websocket/health")
     assert health["status"] == "healthy" and "connectionCount" in health
     metrics = await http_json(stack, "/api/websocket/metrics")
@@ -517,8 +459,8 @@ async def test_o1_http_shapes(small_stack: tuple[Stack, Settings]) -> None:
     assert {"totalConnections", "poolStats", "batcherStats", "processorStats"} <= stats.keys()
 
 
-async def test_server_batches_when_asked(small_stack: tuple[Stack, Settings]) -> None:
-    stack, _ = small_stack
+async def test_server_batches_when_asked(small_stack: Stack) -> None:
+    stack = small_stack
     async with await stack.client(stack.token()) as ws:
         await recv(ws)
         await ws.send(
@@ -526,7 +468,7 @@ async def test_server_batches_when_asked(small_stack: tuple[Stack, Settings]) ->
         )
         assert (await recv(ws))["type"] == "subscribed"
         for v in range(30):
-            stream(stack, "b1", f"m{v}", float(v))
+            stack.stream("b1", f"m{v}", float(v))
         got: list[dict[str, Any]] = []
         while len(got) < 30:
             msg = await recv(ws)
@@ -538,8 +480,8 @@ async def test_server_batches_when_asked(small_stack: tuple[Stack, Settings]) ->
 
 
 @pytest.mark.parametrize("small_stack", [{"ws_max_connections": 2}], indirect=True)
-async def test_total_connection_limit_is_503(small_stack: tuple[Stack, Settings]) -> None:
-    stack, _ = small_stack
+async def test_total_connection_limit_is_503(small_stack: Stack) -> None:
+    stack = small_stack
     a, b = await stack.client(stack.token()), await stack.client(stack.token(sub="b"))
     with pytest.raises(InvalidStatus) as err:
         await stack.client(stack.token(sub="c"))
@@ -549,9 +491,9 @@ async def test_total_connection_limit_is_503(small_stack: tuple[Stack, Settings]
 
 
 async def test_alg_none_token_is_refused_at_the_handshake(
-    small_stack: tuple[Stack, Settings],
+    small_stack: Stack,
 ) -> None:
-    stack, _ = small_stack
+    stack = small_stack
     import base64
 
     def b64(d: dict[str, Any]) -> str:
@@ -574,15 +516,15 @@ async def _flooded_client(stack: Stack) -> ClientConnection:
     await ws.send('{"type": "subscribe", "topics": ["telemetry"]}')
     assert (await recv(ws))["type"] == "subscription_confirmed"
     for i in range(3000):
-        stream(stack, f"behind-{i}", "t", float(i), pad=10_000)
+        stack.stream(f"behind-{i}", "t", float(i), pad=10_000)
     return ws
 
 
 @pytest.mark.parametrize(
     "small_stack", [{"ws_queue_size": 10, "ws_max_behind_s": 60}], indirect=True
 )
-async def test_a_client_that_falls_behind_is_warned(small_stack: tuple[Stack, Settings]) -> None:
-    stack, _ = small_stack
+async def test_a_client_that_falls_behind_is_warned(small_stack: Stack) -> None:
+    stack = small_stack
     ws = await _flooded_client(stack)
     await asyncio.sleep(1.5)  # not reading while the flood arrives: the queue overflows
     seen: list[dict[str, Any]] = []
@@ -592,7 +534,7 @@ async def test_a_client_that_falls_behind_is_warned(small_stack: tuple[Stack, Se
     warnings = [f for f in seen if f["type"] == "warning"]
     assert warnings and warnings[0]["error"] == "slow_consumer" and warnings[0]["dropped"] > 0
     assert len(seen) < 3000  # dropped, not queued without bound
-    stream(stack, "after", "t", 1.0)  # caught up: live delivery resumes on the same connection
+    stack.stream("after", "t", 1.0)  # caught up: live delivery resumes on the same connection
     assert (await recv_type(ws, "event"))["data"]["device_id"] == "after"
     await ws.close()
 
@@ -600,8 +542,8 @@ async def test_a_client_that_falls_behind_is_warned(small_stack: tuple[Stack, Se
 @pytest.mark.parametrize(
     "small_stack", [{"ws_queue_size": 10, "ws_max_behind_s": 1.0}], indirect=True
 )
-async def test_a_client_that_stays_behind_is_closed(small_stack: tuple[Stack, Settings]) -> None:
-    stack, _ = small_stack
+async def test_a_client_that_stays_behind_is_closed(small_stack: Stack) -> None:
+    stack = small_stack
     ws = await _flooded_client(stack)  # and then never reads
 
     async def closed_by_server() -> bool:
@@ -615,9 +557,9 @@ async def test_a_client_that_stays_behind_is_closed(small_stack: tuple[Stack, Se
 
 
 async def test_o1_metrics_include_the_bridges_system_status(
-    small_stack: tuple[Stack, Settings],
+    small_stack: Stack,
 ) -> None:
-    stack, _ = small_stack
+    stack = small_stack
     async with await stack.client(stack.token()) as ws:
         await recv(ws)
         await ws.send('{"type": "subscribe-metrics", "host": "bridge-h1", "application": "Anvil"}')
@@ -645,9 +587,9 @@ async def test_o1_metrics_include_the_bridges_system_status(
 
 @pytest.mark.parametrize("small_stack", [{"ws_heartbeat_s": 0.5}], indirect=True)
 async def test_keepalive_pings_and_drops_a_silent_client(
-    small_stack: tuple[Stack, Settings],
+    small_stack: Stack,
 ) -> None:
-    stack, _ = small_stack
+    stack = small_stack
     live = await stack.client(stack.token())  # answers pings by itself
     host, port = stack.url.removeprefix("ws://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))

@@ -17,14 +17,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 
-from bridge.app import ConfigError, run_front, tls_context
-from bridge.auth import mint
+from bridge.app import ConfigError, tls_context
 from bridge.config import Settings
-from bridge.embedded import free_port
 from tests.helpers import BrokerInfo
+from tests.stack import running_stack
 
 pytestmark = pytest.mark.integration
-SECRET = "wss-test-secret-" + "w" * 40
 
 
 def _self_signed(tmp: Path, name: str = "localhost") -> tuple[Path, Path]:
@@ -54,18 +52,17 @@ def _self_signed(tmp: Path, name: str = "localhost") -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-async def test_front_serves_wss_and_https(broker: BrokerInfo, tmp_path: Path) -> None:
+async def test_front_serves_wss_and_https(
+    broker: BrokerInfo, topic_prefix: str, tmp_path: Path
+) -> None:
     cert, key = _self_signed(tmp_path)
-    port = free_port()
-    settings = Settings(
-        mqtt_url=broker.url, jwt_secret=SECRET, ws_port=port, ws_tls_cert=cert, ws_tls_key=key
-    )
     trust = ssl.create_default_context(cafile=str(cert))
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_front(settings, broker.url, None, stop, ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 10)
-        token = mint(key=SECRET, algorithm="HS256", sub="tls", scopes="telemetry:read")
+    tls = {"ws_tls_cert": cert, "ws_tls_key": key}
+    async with running_stack(
+        broker.url, None, topic_prefix, ingest=False, settings=tls, wait_healthy=False
+    ) as stack:
+        port = stack.port
+        token = stack.token(scope="telemetry:read", sub="tls")
         async with connect(
             f"wss://localhost:{port}/ws",
             ssl=trust,
@@ -81,9 +78,6 @@ async def test_front_serves_wss_and_https(broker: BrokerInfo, tmp_path: Path) ->
         with pytest.raises(ssl.SSLCertVerificationError):  # plain trust store: not trusted
             async with connect(f"wss://localhost:{port}/ws"):
                 pass
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 def test_tls_configuration_errors_say_what_to_fix(tmp_path: Path) -> None:
