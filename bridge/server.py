@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
 import ipaddress
 import logging
-import os
 import ssl
 import time
 import uuid
@@ -27,41 +25,28 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from bridge import __version__, dashboard, protocol, rest
+from bridge import __version__, protocol
 from bridge.auth import AuthError, JwtVerifier, Principal
-from bridge.exports import ExportSlots
+from bridge.errors import json_response
 from bridge.flow import bounded_connection, close_within
-from bridge.history import History, checked_query
-from bridge.http_stream import StreamedResponse, streaming_connection
+from bridge.handshake import WS_PATHS, client_ip, origin_ok, repeated_header
+from bridge.history import History
+from bridge.http_api import OPEN_TIMEOUT_S, HttpApi
+from bridge.http_stream import streaming_connection
 from bridge.hub import Hub
 from bridge.limits import WindowCounter
 from bridge.logs import redact_library_loggers
-from bridge.origins import origin_allowed
 from bridge.outbound import SharedBudget
 from bridge.session import FrontLimits, Session
 
 log = logging.getLogger(__name__)
-OPEN_TIMEOUT_S = 10.0
-REST_DEADLINE_S = OPEN_TIMEOUT_S - 2
 MAX_QUEUE = 16  # received messages websockets buffers per connection before it stops reading
 TICK_S = 0.1  # interval flushes (the shortest frequency a subscription may ask for)
 CHECK_SLICES = 10  # keepalive, auth and expiry deadlines, slow consumers: once a second
-
-WS_PATHS = {
-    "/ws": None,
-    "/ws/telemetry": "telemetry",
-    "/ws/alerts": "alerts",
-    "/ws/devices": "devices",
-    "/ws/system": "system",
-    "/api/v1/events": None,
-    "/api/websocket": None,
-    "/v1/ws": None,
-}
 
 
 @dataclass
@@ -85,34 +70,6 @@ class FrontConfig:
     export_max_concurrent: int = 2
     export_max_per_subject: int = 1
     export_write_timeout_s: float = 30.0
-
-
-def client_ip(
-    peer: str,
-    forwarded_for: str | None,
-    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
-) -> str:
-    """The address a per-IP limit should count: the peer, unless the peer is a trusted proxy;
-    then the right-most address in X-Forwarded-For that is not a trusted proxy itself
-    (addresses further left are whatever the client claimed and cannot be believed)."""
-
-    def is_trusted(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(ip in network for network in trusted)
-
-    if not trusted or not forwarded_for or not is_trusted(peer):
-        return peer
-    for hop in reversed(forwarded_for.split(",")):
-        if not is_trusted(hop):
-            hop = hop.strip()
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer  # garbage in the header: count the proxy itself
-    return peer
 
 
 @dataclass(eq=False)
@@ -147,26 +104,6 @@ class FrontStats:
     handling_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
-def _json_response(status: int, body: dict[str, Any]) -> Response:
-    data = orjson.dumps(body)
-    headers = Headers(
-        [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(data))),
-            ("Cache-Control", "no-store"),
-        ]
-    )
-    return Response(status, http.HTTPStatus(status).phrase, headers, data)
-
-
-def _text_response(
-    status: int, text: str, content_type: str = "text/plain; charset=utf-8"
-) -> Response:
-    data = text.encode()
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data)))])
-    return Response(status, http.HTTPStatus(status).phrase, headers, data)
-
-
 class Front:
     def __init__(
         self,
@@ -199,9 +136,11 @@ class Front:
         self.stats = FrontStats()
         self.budget = SharedBudget(config.queue_budget_bytes)
         self.sessions: set[Session] = set()
+        self.api = HttpApi(
+            config, self.stats, hub, self.sessions, verifier, database_check, pool, self.history
+        )
         self._per_sub: Counter[str] = Counter()
         self._per_ip = WindowCounter(config.new_connections_per_ip_per_min, 60.0)
-        self._exports = ExportSlots(config.export_max_concurrent, config.export_max_per_subject)
         # Keyed weakly: a handshake that never reaches the handler (cut short, timed out)
         # must not leave its entry behind (it did, keyed by id()).
         self._handshakes: weakref.WeakKeyDictionary[
@@ -226,7 +165,7 @@ class Front:
             open_timeout=None,
             create_connection=bounded_connection(
                 streaming_connection(
-                    self._plan_stream, OPEN_TIMEOUT_S, f"telemetry-bridge/{__version__}"
+                    self.api.plan_stream, OPEN_TIMEOUT_S, f"telemetry-bridge/{__version__}"
                 ),
                 self.config.limits.frames_per_s,
                 self.config.limits.frame_burst,
@@ -267,9 +206,9 @@ class Front:
     ) -> Response | None:
         parts = urlsplit(request.path)
         path = parts.path.rstrip("/") or "/"
-        repeated = _repeated_header(request)
+        repeated = repeated_header(request)
         if repeated is not None:
-            return _json_response(
+            return json_response(
                 400, {"error": "bad_request", "message": f"the {repeated} header appears twice"}
             )
         greet = True
@@ -279,14 +218,14 @@ class Front:
             path, greet = "/ws", False
         if path not in WS_PATHS:
             if path.startswith("/api/v1/") and path != "/api/v1/events":
-                return await self._rest(path, parts.query, request)
-            return self._http(path, request)
-        if not self._origin_ok(request):
+                return await self.api.rest(path, parts.query, request)
+            return self.api.http(path, request)
+        if not origin_ok(request, self.config):
             self.stats.refused["origin"] += 1
-            return _json_response(403, {"error": "forbidden", "message": "origin not allowed"})
+            return json_response(403, {"error": "forbidden", "message": "origin not allowed"})
         if self.stats.current >= self.config.max_connections:
             self.stats.refused["capacity"] += 1
-            return _json_response(
+            return json_response(
                 503, {"error": "unavailable", "message": "server at connection capacity"}
             )
         peer = str(connection.remote_address[0]) if connection.remote_address else "?"
@@ -297,7 +236,7 @@ class Front:
         wait = self._per_ip.hit(ip, time.monotonic())
         if wait:
             self.stats.refused["ip_rate"] += 1
-            resp = _json_response(
+            resp = json_response(
                 429, {"error": "rate_limit_exceeded", "retry_after": round(wait, 1)}
             )
             resp.headers["Retry-After"] = str(int(wait) + 1)
@@ -311,17 +250,17 @@ class Front:
         principal = None
         if token is not None:
             if self.verifier is None:
-                return _json_response(
+                return json_response(
                     401, {"error": "unauthorized", "message": "authentication not configured"}
                 )
             try:
                 principal = self.verifier.verify(token, now=time.time())
             except AuthError as exc:
                 self.stats.refused["auth"] += 1
-                return _json_response(401, {"error": exc.error, "message": exc.message})
+                return json_response(401, {"error": exc.error, "message": exc.message})
             if self._per_sub[principal.sub] >= self.config.max_connections_per_sub:
                 self.stats.refused["per_sub"] += 1
-                return _json_response(
+                return json_response(
                     429, {"error": "rate_limit_exceeded", "message": "too many connections"}
                 )
         elif not self.config.auth_required:
@@ -598,263 +537,6 @@ class Front:
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
 
-    # -- HTTP ------------------------------------------------------------------------------------
-    async def _rest(self, path: str, query: str, request: Request) -> Response:
-        if self.pool is None:
-            return _json_response(503, {"error": "unavailable", "message": "no database"})
-        try:
-            # plain HTTP shares the handshake's deadline: answer before it drops the request
-            async with asyncio.timeout(REST_DEADLINE_S):
-                body = await self._rest_body(path, query, request)
-        except TimeoutError:
-            message = f"no answer within {REST_DEADLINE_S:g} s; narrow the range or retry"
-            return _json_response(504, {"error": "timeout", "message": message})
-        except protocol.ClientError as exc:
-            response = _json_response(exc.code, {"error": exc.error, "message": exc.message})
-            if exc.retry_after is not None:
-                response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-            return response
-        except Exception:
-            log.exception("REST request failed")
-            return _json_response(500, {"error": "internal_error", "message": "internal error"})
-        if body is None:
-            return _json_response(404, {"error": "not_found", "message": "no such endpoint"})
-        return _json_response(200, body)
-
-    async def _rest_body(self, path: str, query: str, request: Request) -> Any:
-        assert self.pool is not None
-        principal = self._http_principal(request)
-        if path == "/api/v1/devices":
-            return await rest.devices(self.pool, principal, None)
-        if path.startswith("/api/v1/devices/"):
-            return await rest.devices(self.pool, principal, path.removeprefix("/api/v1/devices/"))
-        if path == "/api/v1/alerts":
-            return await rest.alerts(self.pool, principal, query)
-        if path == "/api/v1/telemetry":
-            assert self.history is not None
-            return await self.history.query(principal, rest.query_params(query))
-        return None
-
-    def _origin_ok(self, request: Request) -> bool:
-        return origin_allowed(
-            request.headers.get("Origin"),
-            request.headers.get("Host"),
-            self.config.allowed_origins,
-            anonymous_admin=not self.config.auth_required,
-        )
-
-    def _http_principal(self, request: Request) -> Principal:
-        """Who a REST request acts for: its Bearer token, else (BRIDGE_AUTH_REQUIRED=false)
-        the same anonymous admin as the WebSocket handshake, so the dashboard's anonymous mode
-        can list devices and load history; but only for the bridge's own pages and listed
-        origins, or any web page could read everything through the visitor's browser."""
-        authorization = request.headers.get("Authorization")
-        if authorization is None and not self.config.auth_required:
-            if not self._origin_ok(request):
-                raise protocol.ClientError(403, "forbidden", "origin not allowed")
-            return Principal("anonymous", frozenset({"admin"}))
-        return rest.authenticate(self.verifier, authorization, time.time())
-
-    async def _plan_stream(self, request: Request) -> StreamedResponse | Response | None:
-        """CSV export of /api/v1/telemetry streams; anything else (including a CSV request
-        that fails validation, which then gets its JSON error) takes the normal path. An
-        export over its budget (bridge.exports) is answered at once with 429/503."""
-        parts = urlsplit(request.path)
-        if parts.path.rstrip("/") != "/api/v1/telemetry" or self.history is None:
-            return None
-        if _repeated_header(request) is not None:
-            return None
-        try:
-            params = rest.query_params(parts.query)
-            if params.get("format") != "csv":
-                return None
-            principal = self._http_principal(request)
-            query = checked_query(principal, params)
-        except protocol.ClientError:
-            return None
-        refusal = self._exports.acquire(principal.sub)
-        if refusal is not None:
-            self.stats.refused["export"] += 1
-            response = _json_response(
-                refusal.status,
-                {
-                    "error": refusal.error,
-                    "message": refusal.message,
-                    "retry_after": refusal.retry_after_s,
-                },
-            )
-            response.headers["Retry-After"] = str(refusal.retry_after_s)
-            return response
-        subject = principal.sub
-        return StreamedResponse(
-            "text/csv; charset=utf-8",
-            self.history.csv(query),
-            "telemetry.csv",
-            write_timeout_s=self.config.export_write_timeout_s,
-            on_close=lambda: self._exports.release(subject),
-        )
-
-    def _http(self, path: str, request: Request) -> Response:
-        if dashboard.is_dashboard_path(path):  # a plain GET /: the page (with Upgrade: /ws)
-            return dashboard.response(path, request)
-        if path.startswith("/api/websocket/"):
-            return self._o1(path)
-        if path == "/health":
-            mqtt_ok = self.hub.connected.is_set()
-            db_ok = self.database_check() if self.database_check is not None else None
-            checks = {"mqtt": "ok" if mqtt_ok else "down"}
-            if db_ok is not None:
-                checks["database"] = "ok" if db_ok else "down"
-            healthy = mqtt_ok and db_ok is not False
-            status = "healthy" if healthy else ("degraded" if mqtt_ok or db_ok else "unhealthy")
-            code = 503 if status == "unhealthy" else 200
-            return _json_response(
-                code, {"status": status, "checks": checks, "timestamp": protocol.now_iso()}
-            )
-        if path == "/metrics":
-            accept = request.headers.get("Accept", "")
-            if "text/plain" in accept or "openmetrics" in accept:
-                return _text_response(
-                    200, self._prometheus(), "text/plain; version=0.0.4; charset=utf-8"
-                )
-            return _json_response(200, self._metrics())
-        if path == "/status":
-            return _json_response(200, self._status())
-        return _json_response(404, {"error": "not_found", "message": f"no endpoint {path}"})
-
-    def _o1(self, path: str) -> Response:
-        """The o1 seed's shapes of health, stats and metrics."""
-        s = self.stats
-        if path == "/api/websocket/health":
-            ok = self.hub.connected.is_set()
-            body = {
-                "status": "healthy" if ok else "unhealthy",
-                "connectionCount": s.current,
-                "timestamp": protocol.now_iso(),
-            }
-            return _json_response(200 if ok else 503, body)
-        m = self._metrics()
-        if path == "/api/websocket/metrics":
-            uptime = int(time.monotonic() - s.started)
-            cpu = os.times()
-            return _json_response(
-                200,
-                {
-                    "connections": {"current": s.current, "peak": s.peak, "total": s.total},
-                    "messages": m["messages"],
-                    "performance": {
-                        "uptime": _duration(uptime),
-                        "memoryUsage": f"{_rss_mb():.1f}MB",
-                        "cpuUsage": f"{100 * (cpu.user + cpu.system) / max(1, uptime):.1f}%",
-                    },
-                },
-            )
-        if path == "/api/websocket/stats":
-            queued = sum(len(x.queue) for x in self.sessions)
-            sent, received = m["messages"]["sent"], m["messages"]["received"]
-            errors = s.errors + sum(x.errors for x in self.sessions)
-            handling = sorted(s.handling_ms)
-
-            def rank(q: float) -> float:
-                return round(handling[int(q * (len(handling) - 1))], 3) if handling else 0.0
-
-            return _json_response(
-                200,
-                {
-                    "totalConnections": s.current,
-                    # active: connections with a subscription; idle: those without one
-                    "poolStats": {
-                        "active": sum(1 for x in self.sessions if x.subscriptions),
-                        "idle": sum(1 for x in self.sessions if not x.subscriptions),
-                        "total": s.current,
-                    },
-                    # a batch: the frames written to one client's connection at once
-                    "batcherStats": {
-                        "batchesProcessed": s.batches,
-                        "messagesProcessed": sent,
-                        "averageBatchSize": round(sent / s.batches, 2) if s.batches else 0.0,
-                        "queuedMessages": queued,
-                    },
-                    # the messages clients sent, and how many were answered with an error
-                    "processorStats": {
-                        "messagesProcessed": received,
-                        "errors": errors,
-                        "successRate": round(100 * max(0, received - errors) / received, 2)
-                        if received
-                        else 100.0,
-                        "dropped": m["messages"]["dropped"],
-                    },
-                    # handling one client message, in milliseconds (the most recent 1,000)
-                    "performanceMetrics": {
-                        "averageResponseTime": round(sum(handling) / len(handling), 3)
-                        if handling
-                        else 0.0,
-                        "p95": rank(0.95),
-                        "p99": rank(0.99),
-                        "unit": "ms",
-                    },
-                    # a count only: the filters name other clients' devices and sessions
-                    "brokerSubscriptionCount": len(self.hub.subscriptions()),
-                },
-            )
-        return _json_response(404, {"error": "not_found", "message": f"no endpoint {path}"})
-
-    def _metrics(self) -> dict[str, Any]:
-        s = self.stats
-        return {
-            "rate_limiting": {"enabled": True, "messages_per_s": self.config.limits.messages_per_s},
-            "connections": {
-                "current": s.current,
-                "peak": s.peak,
-                "total": s.total,
-                "refused": dict(s.refused),
-                "closed_slow_consumer": s.slow_consumer_closes,
-            },
-            "messages": {
-                "sent": s.sent,
-                "received": s.received + sum(x.received for x in self.sessions),
-                "dropped": s.dropped + sum(x.queue.dropped for x in self.sessions),
-            },
-            "broker": {
-                "subscriptions": len(self.hub.subscriptions()),
-                "received": self.hub.received,
-            },
-            "timestamp": protocol.now_iso(),
-        }
-
-    def _status(self) -> dict[str, Any]:
-        return {
-            "service": "telemetry-bridge",
-            "version": __version__,
-            "uptime_s": round(time.monotonic() - self.stats.started, 1),
-            "connections": self.stats.current,
-            "features": {
-                "wss_enabled": self.config.tls is not None,
-                "auth_required": self.config.auth_required,
-                "rate_limiting": True,
-                "compression": self.config.compression,
-            },
-            "timestamp": protocol.now_iso(),
-        }
-
-    def _prometheus(self) -> str:
-        m = self._metrics()
-        lines = [
-            "# TYPE bridge_connections gauge",
-            f"bridge_connections {m['connections']['current']}",
-            "# TYPE bridge_connections_total counter",
-            f"bridge_connections_total {m['connections']['total']}",
-            "# TYPE bridge_messages_sent_total counter",
-            f"bridge_messages_sent_total {m['messages']['sent']}",
-            "# TYPE bridge_messages_received_total counter",
-            f"bridge_messages_received_total {m['messages']['received']}",
-            "# TYPE bridge_messages_dropped_total counter",
-            f"bridge_messages_dropped_total {m['messages']['dropped']}",
-            "# TYPE bridge_broker_subscriptions gauge",
-            f"bridge_broker_subscriptions {m['broker']['subscriptions']}",
-        ]
-        return "\n".join(lines) + "\n"
-
 
 def _limit_unauthenticated(ws: ServerConnection, limits: FrontLimits) -> None:
     """Before authentication a connection may hold only a few KiB: small frames, and one
@@ -868,33 +550,9 @@ def _lift_unauthenticated_limits(ws: ServerConnection, limits: FrontLimits) -> N
     ws.recv_messages.high, ws.recv_messages.low = MAX_QUEUE, MAX_QUEUE // 4
 
 
-# Headers the front reads with Headers.get(), which raises when a header is repeated: a
-# request repeating one gets a 400 instead of a failed handshake (HTTP 500 or a drop).
-_SINGLE_HEADERS = ("Host", "Origin", "Authorization", "Upgrade", "Accept", "If-None-Match")
-
-
-def _repeated_header(request: Request) -> str | None:
-    for name in _SINGLE_HEADERS:
-        if len(request.headers.get_all(name)) > 1:
-            return name
-    return None
-
-
 def _batch_frame(frames: list[bytes]) -> bytes:
     stamp = protocol.now_iso().encode()
     return b'{"type":"batch","messages":[' + b",".join(frames) + b'],"timestamp":"' + stamp + b'"}'
-
-
-def _duration(seconds: int) -> str:
-    return f"{seconds // 86400}d {seconds % 86400 // 3600}h {seconds % 3600 // 60}m"
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def _with_default_channel(frame: str | bytes, channel: str) -> str | bytes:
