@@ -32,7 +32,8 @@ from bridge.http_stream import StreamedResponse
 from bridge.hub import Hub
 
 if TYPE_CHECKING:
-    from bridge.server import FrontConfig, FrontStats
+    from bridge.connection import FrontStats
+    from bridge.server import FrontConfig
     from bridge.session import Session
 
 OPEN_TIMEOUT_S = 10.0
