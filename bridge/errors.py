@@ -1,7 +1,9 @@
-"""The one exception-to-error ladder of the front; pure (an exception in, an error out).
+"""The one exception-to-error ladder of the front: an exception in, the error a client is told
+out (no I/O but logging an unknown error).
 
-Every way the front answers (WebSocket messages, REST, plain HTTP) turns an exception into
-the error format of PROTOCOL.md through :func:`client_error`:
+REST, plain HTTP and the connection's own WebSocket errors turn an exception into the error
+format of PROTOCOL.md through :func:`client_error` (bridge/session.py still spells the same
+rungs out in its message handler):
 
 - ``ClientError``: the client caused it or must know; it goes out as it is;
 - ``SubscriptionError`` (bridge.subscriptions): a refused subscription, with its own code;
