@@ -75,7 +75,7 @@ def csv_chunk(rows: list[tuple[str, str, datetime, float | None]], header: bool)
     return out.getvalue().encode()
 
 
-QUERY_SLOT_WAIT_S = 5.0  # then 503: below the HTTP deadline (bridge/server.py)
+QUERY_SLOT_WAIT_S = 5.0  # then 503: below the HTTP deadline (bridge/http_api.py)
 
 
 class History:

@@ -11,7 +11,7 @@ queue is full: ``capacity`` frames, ``max_bytes`` bytes, or the process-wide
 
 Replies (``force``) are never dropped: a client waiting for an answer must get it. What bounds
 them is the caller: a connection's next message is read only once its queue has ``room()``
-again (bridge/server.py), so a client that does not read stops being read. A queue that has
+again (bridge/connection.py), so a client that does not read stops being read. A queue that has
 stayed full or over its byte budget for ``max_behind_s`` tells its owner to close the
 connection (4008).
 """

@@ -1,67 +1,46 @@
-"""The WebSocket/HTTP front: ``websockets`` server, handshake policy, one writer per client.
+"""The WebSocket/HTTP front: the ``websockets`` server, its lifecycle and configuration.
 
-HTTP endpoints share the port (``process_request``). A handshake is refused with HTTP 401 for
-a bad token, 403 for a foreign Origin (bridge.origins), 429 for too many new connections from
-one IP or for one subject, 503 past the total connection limit. CSV exports stream within their
-own budget (bridge.exports): 429 past one per subject, 503 past the process's limit. Each
-client gets a reader loop (this module) and one writer task draining its bounded queue;
-fan-out never awaits a socket.
+HTTP endpoints share the port (``process_request``): plain HTTP and REST are answered by
+bridge.http_api, CSV exports stream within their own budget (bridge.exports: 429 past one per
+subject, 503 past the process's limit). A WebSocket handshake is let through or refused by
+bridge.handshake (401 for a bad token, 403 for a foreign Origin, 429 for too many new
+connections from one IP or for one subject, 503 past the total connection limit). Each client
+then belongs to its bridge.connection.Connection: a reader loop and one writer task draining
+its bounded queue; fan-out never awaits a socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import http
 import ipaddress
 import logging
-import os
 import ssl
-import time
 import uuid
 import weakref
-from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-import orjson
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
-from bridge import __version__, dashboard, protocol, rest
-from bridge.auth import AuthError, JwtVerifier, Principal
-from bridge.exports import ExportSlots
-from bridge.flow import bounded_connection, close_within
-from bridge.history import History, checked_query
-from bridge.http_stream import StreamedResponse, streaming_connection
+from bridge import __version__, protocol
+from bridge.auth import JwtVerifier, Principal
+from bridge.connection import MAX_QUEUE, Connection, Connections, FrontStats
+from bridge.errors import json_response
+from bridge.flow import bounded_connection
+from bridge.handshake import WS_PATHS, Admission, Gate, repeated_header
+from bridge.history import History
+from bridge.http_api import OPEN_TIMEOUT_S, HttpApi
+from bridge.http_stream import streaming_connection
 from bridge.hub import Hub
-from bridge.limits import WindowCounter
 from bridge.logs import redact_library_loggers
-from bridge.origins import origin_allowed
 from bridge.outbound import SharedBudget
 from bridge.session import FrontLimits, Session
 
-log = logging.getLogger(__name__)
-OPEN_TIMEOUT_S = 10.0
-REST_DEADLINE_S = OPEN_TIMEOUT_S - 2
-MAX_QUEUE = 16  # received messages websockets buffers per connection before it stops reading
-TICK_S = 0.1  # interval flushes (the shortest frequency a subscription may ask for)
-CHECK_SLICES = 10  # keepalive, auth and expiry deadlines, slow consumers: once a second
+__all__ = ["Front", "FrontConfig", "FrontStats"]
 
-WS_PATHS = {
-    "/ws": None,
-    "/ws/telemetry": "telemetry",
-    "/ws/alerts": "alerts",
-    "/ws/devices": "devices",
-    "/ws/system": "system",
-    "/api/v1/events": None,
-    "/api/websocket": None,
-    "/v1/ws": None,
-}
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,87 +66,10 @@ class FrontConfig:
     export_write_timeout_s: float = 30.0
 
 
-def client_ip(
-    peer: str,
-    forwarded_for: str | None,
-    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
-) -> str:
-    """The address a per-IP limit should count: the peer, unless the peer is a trusted proxy;
-    then the right-most address in X-Forwarded-For that is not a trusted proxy itself
-    (addresses further left are whatever the client claimed and cannot be believed)."""
-
-    def is_trusted(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(ip in network for network in trusted)
-
-    if not trusted or not forwarded_for or not is_trusted(peer):
-        return peer
-    for hop in reversed(forwarded_for.split(",")):
-        if not is_trusted(hop):
-            hop = hop.strip()
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer  # garbage in the header: count the proxy itself
-    return peer
-
-
-@dataclass(eq=False)
-class _Conn:
-    """Per-connection state of the front, kept small: an idle connection has no task of its
-    own besides websockets' handler (no writer, no keepalive task; bench/connections.py)."""
-
-    ws: ServerConnection
-    started: float
-    warned_at: float = 0.0
-    closing: bool = False
-    writer: asyncio.Task[None] | None = None
-    last_ping: float = 0.0
-    pong: asyncio.Task[None] | None = None  # the keepalive ping in flight
-    room: asyncio.Future[None] | None = None  # the reader waiting for the client to read
-
-
-@dataclass
-class FrontStats:
-    started: float = field(default_factory=time.monotonic)
-    current: int = 0
-    peak: int = 0
-    total: int = 0
-    sent: int = 0
-    received: int = 0
-    dropped: int = 0
-    slow_consumer_closes: int = 0
-    refused: Counter[str] = field(default_factory=Counter)
-    errors: int = 0  # error replies to closed connections (open ones count their own)
-    batches: int = 0  # writes of queued frames to a transport, each of one or more frames
-    # how long handling a client's message took (ms), the most recent ones (o1's stats)
-    handling_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
-
-
-def _json_response(status: int, body: dict[str, Any]) -> Response:
-    data = orjson.dumps(body)
-    headers = Headers(
-        [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(data))),
-            ("Cache-Control", "no-store"),
-        ]
-    )
-    return Response(status, http.HTTPStatus(status).phrase, headers, data)
-
-
-def _text_response(
-    status: int, text: str, content_type: str = "text/plain; charset=utf-8"
-) -> Response:
-    data = text.encode()
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data)))])
-    return Response(status, http.HTTPStatus(status).phrase, headers, data)
-
-
 class Front:
+    """Accepts (handshake policy: bridge.handshake), hands each client off to its
+    Connection (bridge.connection) and polices the counts; plain HTTP goes to bridge.http_api."""
+
     def __init__(
         self,
         config: FrontConfig,
@@ -199,18 +101,18 @@ class Front:
         self.stats = FrontStats()
         self.budget = SharedBudget(config.queue_budget_bytes)
         self.sessions: set[Session] = set()
-        self._per_sub: Counter[str] = Counter()
-        self._per_ip = WindowCounter(config.new_connections_per_ip_per_min, 60.0)
-        self._exports = ExportSlots(config.export_max_concurrent, config.export_max_per_subject)
+        self.api = HttpApi(
+            config, self.stats, hub, self.sessions, verifier, database_check, pool, self.history
+        )
+        self.gate = Gate(config, verifier, self.stats)
+        self.connections = Connections(self.stats, config.limits)
         # Keyed weakly: a handshake that never reaches the handler (cut short, timed out)
         # must not leave its entry behind (it did, keyed by id()).
-        self._handshakes: weakref.WeakKeyDictionary[
-            ServerConnection, tuple[Principal | None, str | None, bool]
-        ] = weakref.WeakKeyDictionary()
+        self._handshakes: weakref.WeakKeyDictionary[ServerConnection, Admission] = (
+            weakref.WeakKeyDictionary()
+        )
         self._server: Server | None = None
         self._closing = False
-        self._conns: dict[Session, _Conn] = {}
-        self._closers: set[asyncio.Task[None]] = set()
         self._ticker_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -226,7 +128,7 @@ class Front:
             open_timeout=None,
             create_connection=bounded_connection(
                 streaming_connection(
-                    self._plan_stream, OPEN_TIMEOUT_S, f"telemetry-bridge/{__version__}"
+                    self.api.plan_stream, OPEN_TIMEOUT_S, f"telemetry-bridge/{__version__}"
                 ),
                 self.config.limits.frames_per_s,
                 self.config.limits.frame_burst,
@@ -242,7 +144,7 @@ class Front:
             reuse_port=self.config.reuse_port,
             ssl=self.config.tls,
         )
-        self._ticker_task = asyncio.create_task(self._ticker(), name="front-timers")
+        self._ticker_task = asyncio.create_task(self.connections.tick(), name="front-timers")
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
         scheme = "wss" if self.config.tls is not None else "ws"
@@ -267,9 +169,9 @@ class Front:
     ) -> Response | None:
         parts = urlsplit(request.path)
         path = parts.path.rstrip("/") or "/"
-        repeated = _repeated_header(request)
+        repeated = repeated_header(request)
         if repeated is not None:
-            return _json_response(
+            return json_response(
                 400, {"error": "bad_request", "message": f"the {repeated} header appears twice"}
             )
         greet = True
@@ -279,60 +181,20 @@ class Front:
             path, greet = "/ws", False
         if path not in WS_PATHS:
             if path.startswith("/api/v1/") and path != "/api/v1/events":
-                return await self._rest(path, parts.query, request)
-            return self._http(path, request)
-        if not self._origin_ok(request):
-            self.stats.refused["origin"] += 1
-            return _json_response(403, {"error": "forbidden", "message": "origin not allowed"})
-        if self.stats.current >= self.config.max_connections:
-            self.stats.refused["capacity"] += 1
-            return _json_response(
-                503, {"error": "unavailable", "message": "server at connection capacity"}
-            )
+                return await self.api.rest(path, parts.query, request)
+            return self.api.http(path, request)
         peer = str(connection.remote_address[0]) if connection.remote_address else "?"
-        forwarded = None
-        if self.config.trusted_proxies:  # a repeated header is legal: join its values
-            forwarded = ",".join(request.headers.get_all("X-Forwarded-For")) or None
-        ip = client_ip(peer, forwarded, self.config.trusted_proxies)
-        wait = self._per_ip.hit(ip, time.monotonic())
-        if wait:
-            self.stats.refused["ip_rate"] += 1
-            resp = _json_response(
-                429, {"error": "rate_limit_exceeded", "retry_after": round(wait, 1)}
-            )
-            resp.headers["Retry-After"] = str(int(wait) + 1)
-            return resp
-        token = None
-        auth = request.headers.get("Authorization")
-        if auth and auth.lower().startswith("bearer "):
-            token = auth[7:].strip()
-        elif "token" in (query := parse_qs(parts.query)):
-            token = query["token"][0]
-        principal = None
-        if token is not None:
-            if self.verifier is None:
-                return _json_response(
-                    401, {"error": "unauthorized", "message": "authentication not configured"}
-                )
-            try:
-                principal = self.verifier.verify(token, now=time.time())
-            except AuthError as exc:
-                self.stats.refused["auth"] += 1
-                return _json_response(401, {"error": exc.error, "message": exc.message})
-            if self._per_sub[principal.sub] >= self.config.max_connections_per_sub:
-                self.stats.refused["per_sub"] += 1
-                return _json_response(
-                    429, {"error": "rate_limit_exceeded", "message": "too many connections"}
-                )
-        elif not self.config.auth_required:
-            principal = Principal("anonymous", frozenset({"admin"}))
-        self._handshakes[connection] = (principal, WS_PATHS[path], greet)
+        admission = self.gate.admit(peer, request, parts.query, WS_PATHS[path], greet)
+        if isinstance(admission, Response):
+            return admission
+        self._handshakes[connection] = admission
         return None
 
     # -- one client ----------------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
-        principal, default_channel, greet = self._handshakes.pop(ws, (None, None, True))
-        conn = _Conn(ws, time.monotonic())
+        admission = self._handshakes.pop(ws, None) or Admission(None, None, True)
+        principal = admission.principal
+        conn = self.connections.accept(ws)
         client_id = f"c_{uuid.uuid4().hex[:12]}"
         session = Session(
             client_id=client_id,
@@ -341,8 +203,8 @@ class Front:
             auth_required=self.config.auth_required,
             limits=self.config.limits,
             principal=principal,
-            wake=lambda: self._kick(session, conn),
-            send_now=lambda frame: self._send_now(session, conn, frame),
+            wake=conn.kick,
+            send_now=conn.send_now,
             snapshot=self.snapshot,
             on_principal=lambda p: self._authenticated(session, conn, p),
             actions=self.actions,
@@ -350,561 +212,28 @@ class Front:
             device_sessions=self.device_sessions,
             history=self.history,
             budget=self.budget,
-            wait_room=lambda: self._wait_room(session, conn),
+            wait_room=conn.wait_room,
         )
-        session.default_channel = default_channel  # type: ignore[attr-defined]
+        conn.session = session
+        session.default_channel = admission.channel  # type: ignore[attr-defined]
         if principal is None:
-            _limit_unauthenticated(ws, self.config.limits)
+            conn.limit_unauthenticated()
         self.sessions.add(session)
         self.stats.current += 1
         self.stats.total += 1
         self.stats.peak = max(self.stats.peak, self.stats.current)
         if principal is not None:
-            self._per_sub[principal.sub] += 1
-            if greet:
+            self.gate.opened(principal)
+            if admission.greet:
                 session.reply(protocol.connected(client_id, self.config.limits.heartbeat_s))
-        self._conns[session] = conn
         try:
-            async for frame in ws:
-                if default_channel and isinstance(frame, str | bytes):
-                    frame = _with_default_channel(frame, default_channel)
-                began = time.perf_counter()
-                await session.handle_frame(frame)
-                self.stats.handling_ms.append((time.perf_counter() - began) * 1000)
-                # The next message is read only once this client has taken enough of what
-                # is queued for it: a client that sends and never reads stops being read.
-                if session.close_request or not await session.room():
-                    await asyncio.sleep(0)  # let the writer flush the reply first
-                    break
-        except ConnectionClosed:
-            pass
+            await conn.serve(admission.channel)
         finally:
-            if session.close_request:
-                self._kick(session, conn)
-                if conn.writer is not None:
-                    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                        await asyncio.wait_for(asyncio.shield(conn.writer), 1)
-            self._conns.pop(session, None)
-            if conn.room is not None and not conn.room.done():
-                conn.room.cancel()
-            if conn.writer is not None and not conn.writer.done():
-                conn.writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await conn.writer
-            self.stats.received += session.received
-            self.stats.errors += session.errors
-            self.stats.dropped += session.queue.dropped
-            await session.close()
-            # websockets closes the connection after this handler returns, and would wait
-            # forever for a peer that does not read: close here, abort past the deadline
-            code, reason = session.close_request or (1000, "")
-            await close_within(ws, code, reason)
             self.sessions.discard(session)
             self.stats.current -= 1
             if session.principal is not None:
-                self._per_sub[session.principal.sub] -= 1
-                if self._per_sub[session.principal.sub] <= 0:
-                    del self._per_sub[session.principal.sub]
+                self.gate.closed(session.principal)
 
-    def _authenticated(self, session: Session, conn: _Conn, principal: Principal) -> None:
-        self._count_sub(session, principal)  # may refuse (429): the limits stay then
-        _lift_unauthenticated_limits(conn.ws, self.config.limits)
-
-    def _count_sub(self, session: Session, principal: Principal) -> None:
-        """Admit a connection that authenticates by message, under the same per-subject limit
-        as the handshake; raises ClientError 429 to refuse it.
-
-        Called by the session before it takes ``principal``. A session that already has one
-        is refreshing its token: the subject is the same (the session refuses another) and was
-        counted when it first authenticated, here or at the handshake. Every session with a
-        principal is thus counted exactly once, and ``_handle`` uncounts it on close.
-        """
-        if session.principal is not None:
-            return
-        if self._per_sub[principal.sub] >= self.config.max_connections_per_sub:
-            self.stats.refused["per_sub"] += 1
-            raise protocol.ClientError(429, "rate_limit_exceeded", "too many connections")
-        self._per_sub[principal.sub] += 1
-
-    def _kick(self, session: Session, conn: _Conn) -> None:
-        """Something is queued: make sure a writer runs. The writer lives only while there
-        is something to send, so idle connections hold no task."""
-        if conn.writer is not None and not conn.writer.done():
-            return  # the running writer picks it up
-        ws = conn.ws
-        if not session.batch_mode and not session.close_request and not ws.paused:
-            # Fast path, as websockets.broadcast() intends: the transport takes the frames
-            # now, no task is created and no task switch delays them. A writer task is
-            # only needed to wait for the transport (flow control) or to batch.
-            frames = session.queue.pop(100)
-            for frame in frames:
-                broadcast((ws,), frame, text=True)
-            self.stats.sent += len(frames)
-            self.stats.batches += 1 if frames else 0
-            self._notify_room(session, conn)
-            if not len(session.queue) and not ws.paused:
-                return
-        conn.writer = asyncio.create_task(self._write(session, conn))
-
-    def _notify_room(self, session: Session, conn: _Conn) -> None:
-        if conn.room is not None and not conn.room.done() and session.queue.room():
-            conn.room.set_result(None)
-
-    async def _wait_room(self, session: Session, conn: _Conn) -> bool:
-        """Until the client has read enough of its queue (True), or has not within
-        ``max_behind_s`` (False: it is closed as a slow consumer)."""
-        if session.queue.room():
-            return True
-        if conn.closing or conn.ws.state is not State.OPEN:
-            return False
-        if conn.room is None or conn.room.done():
-            conn.room = asyncio.get_running_loop().create_future()
-        lost = asyncio.shield(conn.ws.connection_lost_waiter)
-        done, _ = await asyncio.wait(
-            (conn.room, lost),
-            timeout=self.config.limits.max_behind_s,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if conn.room in done and not conn.room.cancelled():
-            return True
-        if not done:
-            self.stats.slow_consumer_closes += 1
-            self._close_later(conn, 4008, "slow consumer")
-        return False
-
-    def _send_now(self, session: Session, conn: _Conn, frame: bytes) -> bool:
-        """A live frame for a client with nothing queued: hand it to the transport now,
-        skipping the queue, unless a writer is waiting on flow control or batching."""
-        if (conn.writer is not None and not conn.writer.done()) or conn.ws.paused:
-            return False
-        if session.batch_mode or session.close_request:
-            return False
-        broadcast((conn.ws,), frame, text=True)
-        self.stats.sent += 1
-        self.stats.batches += 1
-        return True
-
-    async def _write(self, session: Session, conn: _Conn) -> None:
-        ws, queue = conn.ws, session.queue
-        try:
-            while frames := queue.pop(100):
-                messages = len(frames)
-                if session.batch_mode and len(frames) > 1:
-                    # clients that asked for "batch": true get one envelope per writer pass
-                    frames = [_batch_frame(frames)]
-                # broadcast() writes synchronously: no awaited send per frame (the front's
-                # largest cost at 1,000 clients, bench/fanout.py); drain() then applies the
-                # transport's flow control once per pass.
-                for frame in frames:
-                    broadcast((ws,), frame, text=True)
-                self._notify_room(session, conn)
-                await ws.drain()
-                self.stats.sent += messages
-                self.stats.batches += 1
-            # no await between the last (empty) pop and here: a frame queued meanwhile
-            # would have found this task still running and been picked up by the loop
-            if session.close_request:
-                code, reason = session.close_request
-                await close_within(ws, code, reason)
-        except ConnectionClosed:
-            pass
-
-    async def _ticker(self) -> None:
-        """One loop for every connection's timers (auth deadline, token expiry, interval
-        flushes, slow-consumer policing): a task per connection waking ten times a second
-        cost more CPU than the fan-out itself with 1,000 clients (bench/fanout.py).
-
-        Interval flushes need the 100 ms tick; the other checks are second-grained, so each
-        tick checks a tenth of the connections. One pass over 1,000 connections held the
-        event loop for ~4 ms, ten times a second: deliveries that arrived meanwhile waited.
-        """
-        pending: list[tuple[Session, _Conn]] = []
-        per_tick = 1
-        while True:
-            await asyncio.sleep(TICK_S)
-            now, wall = time.monotonic(), time.time()
-            if not pending:
-                pending = list(self._conns.items())
-                pending.reverse()  # popped from the end: oldest connections first
-                per_tick = -(-len(pending) // CHECK_SLICES)
-            for _ in range(min(per_tick, len(pending))):
-                session, conn = pending.pop()
-                if not conn.closing and session in self._conns:
-                    self._check(session, conn, now, wall)
-            for session in self._conns:
-                if session.has_intervals:
-                    session.flush_intervals(now)
-
-    def _check(self, session: Session, conn: _Conn, now: float, wall: float) -> None:
-        heartbeat = self.config.limits.heartbeat_s
-        if (conn.pong is None or conn.pong.done()) and now - conn.last_ping >= heartbeat:
-            conn.last_ping = now
-            conn.pong = asyncio.create_task(self._ping(conn, heartbeat))
-        principal = session.principal
-        if principal is None:
-            if now - conn.started >= self.config.limits.auth_timeout_s:
-                self._close_later(conn, 1008, "authentication timeout")
-            return
-        if principal.expires_at <= wall:
-            session.reply(
-                protocol.message(
-                    "error", code=401, error="token_expired", message="token has expired"
-                )
-            )
-            self._close_later(conn, 4001, "token_expired", delay=0.05)
-            return
-        queue = session.queue
-        if queue.too_far_behind(now):
-            self.stats.slow_consumer_closes += 1
-            self._close_later(conn, 4008, "slow consumer")
-            return
-        if now - conn.warned_at >= 1.0:
-            dropped = queue.take_unreported_drops()
-            if dropped:
-                conn.warned_at = now
-                queue.put(
-                    protocol.encode(
-                        protocol.message("warning", error="slow_consumer", dropped=dropped)
-                    ),
-                    now,
-                    force=True,
-                    urgent=True,
-                )
-                session.reply_wake()
-
-    async def _ping(self, conn: _Conn, within_s: float) -> None:
-        """Keepalive: a client that does not answer a ping within the heartbeat is gone.
-        Sending the ping counts too: it waits for the transport, which a client that does not
-        read never drains."""
-        try:
-            async with asyncio.timeout(within_s):
-                pong = await conn.ws.ping()
-                await pong
-        except TimeoutError:
-            if not conn.closing:
-                self._close_later(conn, 1011, "keepalive ping timeout")
-        except ConnectionClosed:
-            pass
-
-    def _close_later(self, conn: _Conn, code: int, reason: str, delay: float = 0.0) -> None:
-        conn.closing = True
-
-        async def close() -> None:
-            if delay:
-                await asyncio.sleep(delay)  # let the writer send the reply first
-            await close_within(conn.ws, code, reason)
-
-        task = asyncio.create_task(close())
-        self._closers.add(task)
-        task.add_done_callback(self._closers.discard)
-
-    # -- HTTP ------------------------------------------------------------------------------------
-    async def _rest(self, path: str, query: str, request: Request) -> Response:
-        if self.pool is None:
-            return _json_response(503, {"error": "unavailable", "message": "no database"})
-        try:
-            # plain HTTP shares the handshake's deadline: answer before it drops the request
-            async with asyncio.timeout(REST_DEADLINE_S):
-                body = await self._rest_body(path, query, request)
-        except TimeoutError:
-            message = f"no answer within {REST_DEADLINE_S:g} s; narrow the range or retry"
-            return _json_response(504, {"error": "timeout", "message": message})
-        except protocol.ClientError as exc:
-            response = _json_response(exc.code, {"error": exc.error, "message": exc.message})
-            if exc.retry_after is not None:
-                response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-            return response
-        except Exception:
-            log.exception("REST request failed")
-            return _json_response(500, {"error": "internal_error", "message": "internal error"})
-        if body is None:
-            return _json_response(404, {"error": "not_found", "message": "no such endpoint"})
-        return _json_response(200, body)
-
-    async def _rest_body(self, path: str, query: str, request: Request) -> Any:
-        assert self.pool is not None
-        principal = self._http_principal(request)
-        if path == "/api/v1/devices":
-            return await rest.devices(self.pool, principal, None)
-        if path.startswith("/api/v1/devices/"):
-            return await rest.devices(self.pool, principal, path.removeprefix("/api/v1/devices/"))
-        if path == "/api/v1/alerts":
-            return await rest.alerts(self.pool, principal, query)
-        if path == "/api/v1/telemetry":
-            assert self.history is not None
-            return await self.history.query(principal, rest.query_params(query))
-        return None
-
-    def _origin_ok(self, request: Request) -> bool:
-        return origin_allowed(
-            request.headers.get("Origin"),
-            request.headers.get("Host"),
-            self.config.allowed_origins,
-            anonymous_admin=not self.config.auth_required,
-        )
-
-    def _http_principal(self, request: Request) -> Principal:
-        """Who a REST request acts for: its Bearer token, else (BRIDGE_AUTH_REQUIRED=false)
-        the same anonymous admin as the WebSocket handshake, so the dashboard's anonymous mode
-        can list devices and load history; but only for the bridge's own pages and listed
-        origins, or any web page could read everything through the visitor's browser."""
-        authorization = request.headers.get("Authorization")
-        if authorization is None and not self.config.auth_required:
-            if not self._origin_ok(request):
-                raise protocol.ClientError(403, "forbidden", "origin not allowed")
-            return Principal("anonymous", frozenset({"admin"}))
-        return rest.authenticate(self.verifier, authorization, time.time())
-
-    async def _plan_stream(self, request: Request) -> StreamedResponse | Response | None:
-        """CSV export of /api/v1/telemetry streams; anything else (including a CSV request
-        that fails validation, which then gets its JSON error) takes the normal path. An
-        export over its budget (bridge.exports) is answered at once with 429/503."""
-        parts = urlsplit(request.path)
-        if parts.path.rstrip("/") != "/api/v1/telemetry" or self.history is None:
-            return None
-        if _repeated_header(request) is not None:
-            return None
-        try:
-            params = rest.query_params(parts.query)
-            if params.get("format") != "csv":
-                return None
-            principal = self._http_principal(request)
-            query = checked_query(principal, params)
-        except protocol.ClientError:
-            return None
-        refusal = self._exports.acquire(principal.sub)
-        if refusal is not None:
-            self.stats.refused["export"] += 1
-            response = _json_response(
-                refusal.status,
-                {
-                    "error": refusal.error,
-                    "message": refusal.message,
-                    "retry_after": refusal.retry_after_s,
-                },
-            )
-            response.headers["Retry-After"] = str(refusal.retry_after_s)
-            return response
-        subject = principal.sub
-        return StreamedResponse(
-            "text/csv; charset=utf-8",
-            self.history.csv(query),
-            "telemetry.csv",
-            write_timeout_s=self.config.export_write_timeout_s,
-            on_close=lambda: self._exports.release(subject),
-        )
-
-    def _http(self, path: str, request: Request) -> Response:
-        if dashboard.is_dashboard_path(path):  # a plain GET /: the page (with Upgrade: /ws)
-            return dashboard.response(path, request)
-        if path.startswith("/api/websocket/"):
-            return self._o1(path)
-        if path == "/health":
-            mqtt_ok = self.hub.connected.is_set()
-            db_ok = self.database_check() if self.database_check is not None else None
-            checks = {"mqtt": "ok" if mqtt_ok else "down"}
-            if db_ok is not None:
-                checks["database"] = "ok" if db_ok else "down"
-            healthy = mqtt_ok and db_ok is not False
-            status = "healthy" if healthy else ("degraded" if mqtt_ok or db_ok else "unhealthy")
-            code = 503 if status == "unhealthy" else 200
-            return _json_response(
-                code, {"status": status, "checks": checks, "timestamp": protocol.now_iso()}
-            )
-        if path == "/metrics":
-            accept = request.headers.get("Accept", "")
-            if "text/plain" in accept or "openmetrics" in accept:
-                return _text_response(
-                    200, self._prometheus(), "text/plain; version=0.0.4; charset=utf-8"
-                )
-            return _json_response(200, self._metrics())
-        if path == "/status":
-            return _json_response(200, self._status())
-        return _json_response(404, {"error": "not_found", "message": f"no endpoint {path}"})
-
-    def _o1(self, path: str) -> Response:
-        """The o1 seed's shapes of health, stats and metrics."""
-        s = self.stats
-        if path == "/api/websocket/health":
-            ok = self.hub.connected.is_set()
-            body = {
-                "status": "healthy" if ok else "unhealthy",
-                "connectionCount": s.current,
-                "timestamp": protocol.now_iso(),
-            }
-            return _json_response(200 if ok else 503, body)
-        m = self._metrics()
-        if path == "/api/websocket/metrics":
-            uptime = int(time.monotonic() - s.started)
-            cpu = os.times()
-            return _json_response(
-                200,
-                {
-                    "connections": {"current": s.current, "peak": s.peak, "total": s.total},
-                    "messages": m["messages"],
-                    "performance": {
-                        "uptime": _duration(uptime),
-                        "memoryUsage": f"{_rss_mb():.1f}MB",
-                        "cpuUsage": f"{100 * (cpu.user + cpu.system) / max(1, uptime):.1f}%",
-                    },
-                },
-            )
-        if path == "/api/websocket/stats":
-            queued = sum(len(x.queue) for x in self.sessions)
-            sent, received = m["messages"]["sent"], m["messages"]["received"]
-            errors = s.errors + sum(x.errors for x in self.sessions)
-            handling = sorted(s.handling_ms)
-
-            def rank(q: float) -> float:
-                return round(handling[int(q * (len(handling) - 1))], 3) if handling else 0.0
-
-            return _json_response(
-                200,
-                {
-                    "totalConnections": s.current,
-                    # active: connections with a subscription; idle: those without one
-                    "poolStats": {
-                        "active": sum(1 for x in self.sessions if x.subscriptions),
-                        "idle": sum(1 for x in self.sessions if not x.subscriptions),
-                        "total": s.current,
-                    },
-                    # a batch: the frames written to one client's connection at once
-                    "batcherStats": {
-                        "batchesProcessed": s.batches,
-                        "messagesProcessed": sent,
-                        "averageBatchSize": round(sent / s.batches, 2) if s.batches else 0.0,
-                        "queuedMessages": queued,
-                    },
-                    # the messages clients sent, and how many were answered with an error
-                    "processorStats": {
-                        "messagesProcessed": received,
-                        "errors": errors,
-                        "successRate": round(100 * max(0, received - errors) / received, 2)
-                        if received
-                        else 100.0,
-                        "dropped": m["messages"]["dropped"],
-                    },
-                    # handling one client message, in milliseconds (the most recent 1,000)
-                    "performanceMetrics": {
-                        "averageResponseTime": round(sum(handling) / len(handling), 3)
-                        if handling
-                        else 0.0,
-                        "p95": rank(0.95),
-                        "p99": rank(0.99),
-                        "unit": "ms",
-                    },
-                    # a count only: the filters name other clients' devices and sessions
-                    "brokerSubscriptionCount": len(self.hub.subscriptions()),
-                },
-            )
-        return _json_response(404, {"error": "not_found", "message": f"no endpoint {path}"})
-
-    def _metrics(self) -> dict[str, Any]:
-        s = self.stats
-        return {
-            "rate_limiting": {"enabled": True, "messages_per_s": self.config.limits.messages_per_s},
-            "connections": {
-                "current": s.current,
-                "peak": s.peak,
-                "total": s.total,
-                "refused": dict(s.refused),
-                "closed_slow_consumer": s.slow_consumer_closes,
-            },
-            "messages": {
-                "sent": s.sent,
-                "received": s.received + sum(x.received for x in self.sessions),
-                "dropped": s.dropped + sum(x.queue.dropped for x in self.sessions),
-            },
-            "broker": {
-                "subscriptions": len(self.hub.subscriptions()),
-                "received": self.hub.received,
-            },
-            "timestamp": protocol.now_iso(),
-        }
-
-    def _status(self) -> dict[str, Any]:
-        return {
-            "service": "telemetry-bridge",
-            "version": __version__,
-            "uptime_s": round(time.monotonic() - self.stats.started, 1),
-            "connections": self.stats.current,
-            "features": {
-                "wss_enabled": self.config.tls is not None,
-                "auth_required": self.config.auth_required,
-                "rate_limiting": True,
-                "compression": self.config.compression,
-            },
-            "timestamp": protocol.now_iso(),
-        }
-
-    def _prometheus(self) -> str:
-        m = self._metrics()
-        lines = [
-            "# TYPE bridge_connections gauge",
-            f"bridge_connections {m['connections']['current']}",
-            "# TYPE bridge_connections_total counter",
-            f"bridge_connections_total {m['connections']['total']}",
-            "# TYPE bridge_messages_sent_total counter",
-            f"bridge_messages_sent_total {m['messages']['sent']}",
-            "# TYPE bridge_messages_received_total counter",
-            f"bridge_messages_received_total {m['messages']['received']}",
-            "# TYPE bridge_messages_dropped_total counter",
-            f"bridge_messages_dropped_total {m['messages']['dropped']}",
-            "# TYPE bridge_broker_subscriptions gauge",
-            f"bridge_broker_subscriptions {m['broker']['subscriptions']}",
-        ]
-        return "\n".join(lines) + "\n"
-
-
-def _limit_unauthenticated(ws: ServerConnection, limits: FrontLimits) -> None:
-    """Before authentication a connection may hold only a few KiB: small frames, and one
-    received message buffered at a time (websockets queues up to 16 of ``max_size`` each)."""
-    ws.protocol.max_message_size = limits.preauth_frame_bytes
-    ws.recv_messages.high, ws.recv_messages.low = 1, 0
-
-
-def _lift_unauthenticated_limits(ws: ServerConnection, limits: FrontLimits) -> None:
-    ws.protocol.max_message_size = limits.max_frame_bytes
-    ws.recv_messages.high, ws.recv_messages.low = MAX_QUEUE, MAX_QUEUE // 4
-
-
-# Headers the front reads with Headers.get(), which raises when a header is repeated: a
-# request repeating one gets a 400 instead of a failed handshake (HTTP 500 or a drop).
-_SINGLE_HEADERS = ("Host", "Origin", "Authorization", "Upgrade", "Accept", "If-None-Match")
-
-
-def _repeated_header(request: Request) -> str | None:
-    for name in _SINGLE_HEADERS:
-        if len(request.headers.get_all(name)) > 1:
-            return name
-    return None
-
-
-def _batch_frame(frames: list[bytes]) -> bytes:
-    stamp = protocol.now_iso().encode()
-    return b'{"type":"batch","messages":[' + b",".join(frames) + b'],"timestamp":"' + stamp + b'"}'
-
-
-def _duration(seconds: int) -> str:
-    return f"{seconds // 86400}d {seconds % 86400 // 3600}h {seconds % 3600 // 60}m"
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def _with_default_channel(frame: str | bytes, channel: str) -> str | bytes:
-    """On /ws/{channel}, a subscribe that names no channel gets that one."""
-    try:
-        msg = orjson.loads(frame)
-    except orjson.JSONDecodeError:
-        return frame
-    if isinstance(msg, dict) and msg.get("type") == "subscribe" and "channel" not in msg:
-        if "topics" not in msg and "events" not in msg:
-            msg["channel"] = channel
-            return orjson.dumps(msg)
-    return frame
+    def _authenticated(self, session: Session, conn: Connection, principal: Principal) -> None:
+        self.gate.count_sub(session.principal, principal)  # may refuse (429): limits stay then
+        conn.lift_unauthenticated_limits()

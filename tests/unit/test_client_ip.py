@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from bridge.server import client_ip
+from bridge.handshake import client_ip
 
 PROXY = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))
 

@@ -1,0 +1,334 @@
+"""One client's connection, from the accepted handshake to the close, and the front's counters.
+
+:class:`Connection` is the one owner of a client's lifetime: the reader loop feeding its
+session, the writer draining the session's bounded queue (fan-out never awaits a socket),
+keepalive pings, the auth, expiry and slow-consumer checks, and the close. :class:`Connections`
+holds one front's open connections and the one ticker loop that runs all their timers.
+:class:`FrontStats` is what the front and its connections count, read by bridge.http_api.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import orjson
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from bridge import protocol
+from bridge.errors import ws_error
+from bridge.flow import close_within
+from bridge.protocol import ClientError
+from bridge.session import FrontLimits, Session
+
+MAX_QUEUE = 16  # received messages websockets buffers per connection before it stops reading
+TICK_S = 0.1  # interval flushes (the shortest frequency a subscription may ask for)
+CHECK_SLICES = 10  # keepalive, auth and expiry deadlines, slow consumers: once a second
+
+
+@dataclass
+class FrontStats:
+    started: float = field(default_factory=time.monotonic)
+    current: int = 0
+    peak: int = 0
+    total: int = 0
+    sent: int = 0
+    received: int = 0
+    dropped: int = 0
+    slow_consumer_closes: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    errors: int = 0  # error replies to closed connections (open ones count their own)
+    batches: int = 0  # writes of queued frames to a transport, each of one or more frames
+    # how long handling a client's message took (ms), the most recent ones (o1's stats)
+    handling_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+
+
+class Connections:
+    """The open connections of one front, and the one loop running all their timers."""
+
+    def __init__(self, stats: FrontStats, limits: FrontLimits) -> None:
+        self.stats = stats
+        self.limits = limits
+        self.live: dict[Session, Connection] = {}
+        self.closers: set[asyncio.Task[None]] = set()
+
+    def accept(self, ws: ServerConnection) -> Connection:
+        return Connection(ws, self, time.monotonic())
+
+    async def tick(self) -> None:
+        """One loop for every connection's timers (auth deadline, token expiry, interval
+        flushes, slow-consumer policing): a task per connection waking ten times a second
+        cost more CPU than the fan-out itself with 1,000 clients (bench/fanout.py).
+
+        Interval flushes need the 100 ms tick; the other checks are second-grained, so each
+        tick checks a tenth of the connections. One pass over 1,000 connections held the
+        event loop for ~4 ms, ten times a second: deliveries that arrived meanwhile waited.
+        """
+        pending: list[tuple[Session, Connection]] = []
+        per_tick = 1
+        while True:
+            await asyncio.sleep(TICK_S)
+            now, wall = time.monotonic(), time.time()
+            if not pending:
+                pending = list(self.live.items())
+                pending.reverse()  # popped from the end: oldest connections first
+                per_tick = -(-len(pending) // CHECK_SLICES)
+            for _ in range(min(per_tick, len(pending))):
+                session, conn = pending.pop()
+                if not conn.closing and session in self.live:
+                    conn.check(now, wall)
+            for session in self.live:
+                if session.has_intervals:
+                    session.flush_intervals(now)
+
+
+class Connection:
+    """Per-connection state of the front, kept small: an idle connection has no task of its
+    own besides websockets' handler (no writer, no keepalive task; bench/connections.py)."""
+
+    __slots__ = (
+        "closing",
+        "last_ping",
+        "owner",
+        "pong",
+        "room",
+        "session",
+        "started",
+        "warned_at",
+        "writer",
+        "ws",
+    )
+
+    session: Session  # set by the front once the session is built around this connection
+
+    def __init__(self, ws: ServerConnection, owner: Connections, started: float) -> None:
+        self.ws = ws
+        self.owner = owner
+        self.started = started
+        self.warned_at = 0.0
+        self.closing = False
+        self.writer: asyncio.Task[None] | None = None
+        self.last_ping = 0.0
+        self.pong: asyncio.Task[None] | None = None  # the keepalive ping in flight
+        self.room: asyncio.Future[None] | None = None  # the reader waiting for the client
+
+    # -- reading -----------------------------------------------------------------------------
+    async def serve(self, default_channel: str | None) -> None:
+        """Read the client's messages into its session until either side closes, then take
+        the connection down: writer, session (its broker subscriptions), socket."""
+        session, ws, stats = self.session, self.ws, self.owner.stats
+        self.owner.live[session] = self
+        try:
+            async for frame in ws:
+                if default_channel and isinstance(frame, str | bytes):
+                    frame = _with_default_channel(frame, default_channel)
+                began = time.perf_counter()
+                await session.handle_frame(frame)
+                stats.handling_ms.append((time.perf_counter() - began) * 1000)
+                # The next message is read only once this client has taken enough of what
+                # is queued for it: a client that sends and never reads stops being read.
+                if session.close_request or not await session.room():
+                    await asyncio.sleep(0)  # let the writer flush the reply first
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            if session.close_request:
+                self.kick()
+                if self.writer is not None:
+                    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                        await asyncio.wait_for(asyncio.shield(self.writer), 1)
+            self.owner.live.pop(session, None)
+            if self.room is not None and not self.room.done():
+                self.room.cancel()
+            if self.writer is not None and not self.writer.done():
+                self.writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.writer
+            stats.received += session.received
+            stats.errors += session.errors
+            stats.dropped += session.queue.dropped
+            await session.close()
+            # websockets closes the connection after this handler returns, and would wait
+            # forever for a peer that does not read: close here, abort past the deadline
+            code, reason = session.close_request or (1000, "")
+            await close_within(ws, code, reason)
+
+    def limit_unauthenticated(self) -> None:
+        """Before authentication a connection may hold only a few KiB: small frames, and one
+        received message buffered at a time (websockets queues up to 16 of ``max_size`` each)."""
+        self.ws.protocol.max_message_size = self.owner.limits.preauth_frame_bytes
+        self.ws.recv_messages.high, self.ws.recv_messages.low = 1, 0
+
+    def lift_unauthenticated_limits(self) -> None:
+        self.ws.protocol.max_message_size = self.owner.limits.max_frame_bytes
+        self.ws.recv_messages.high, self.ws.recv_messages.low = MAX_QUEUE, MAX_QUEUE // 4
+
+    # -- writing -----------------------------------------------------------------------------
+    def kick(self) -> None:
+        """Something is queued: make sure a writer runs. The writer lives only while there
+        is something to send, so idle connections hold no task."""
+        if self.writer is not None and not self.writer.done():
+            return  # the running writer picks it up
+        session, ws, stats = self.session, self.ws, self.owner.stats
+        if not session.batch_mode and not session.close_request and not ws.paused:
+            # Fast path, as websockets.broadcast() intends: the transport takes the frames
+            # now, no task is created and no task switch delays them. A writer task is
+            # only needed to wait for the transport (flow control) or to batch.
+            frames = session.queue.pop(100)
+            for frame in frames:
+                broadcast((ws,), frame, text=True)
+            stats.sent += len(frames)
+            stats.batches += 1 if frames else 0
+            self._notify_room()
+            if not len(session.queue) and not ws.paused:
+                return
+        self.writer = asyncio.create_task(self._write())
+
+    def _notify_room(self) -> None:
+        if self.room is not None and not self.room.done() and self.session.queue.room():
+            self.room.set_result(None)
+
+    async def wait_room(self) -> bool:
+        """Until the client has read enough of its queue (True), or has not within
+        ``max_behind_s`` (False: it is closed as a slow consumer)."""
+        if self.session.queue.room():
+            return True
+        if self.closing or self.ws.state is not State.OPEN:
+            return False
+        if self.room is None or self.room.done():
+            self.room = asyncio.get_running_loop().create_future()
+        lost = asyncio.shield(self.ws.connection_lost_waiter)
+        done, _ = await asyncio.wait(
+            (self.room, lost),
+            timeout=self.owner.limits.max_behind_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if self.room in done and not self.room.cancelled():
+            return True
+        if not done:
+            self.owner.stats.slow_consumer_closes += 1
+            self.close_later(4008, "slow consumer")
+        return False
+
+    def send_now(self, frame: bytes) -> bool:
+        """A live frame for a client with nothing queued: hand it to the transport now,
+        skipping the queue, unless a writer is waiting on flow control or batching."""
+        if (self.writer is not None and not self.writer.done()) or self.ws.paused:
+            return False
+        if self.session.batch_mode or self.session.close_request:
+            return False
+        broadcast((self.ws,), frame, text=True)
+        self.owner.stats.sent += 1
+        self.owner.stats.batches += 1
+        return True
+
+    async def _write(self) -> None:
+        session, ws, stats = self.session, self.ws, self.owner.stats
+        queue = session.queue
+        try:
+            while frames := queue.pop(100):
+                messages = len(frames)
+                if session.batch_mode and len(frames) > 1:
+                    # clients that asked for "batch": true get one envelope per writer pass
+                    frames = [_batch_frame(frames)]
+                # broadcast() writes synchronously: no awaited send per frame (the front's
+                # largest cost at 1,000 clients, bench/fanout.py); drain() then applies the
+                # transport's flow control once per pass.
+                for frame in frames:
+                    broadcast((ws,), frame, text=True)
+                self._notify_room()
+                await ws.drain()
+                stats.sent += messages
+                stats.batches += 1
+            # no await between the last (empty) pop and here: a frame queued meanwhile
+            # would have found this task still running and been picked up by the loop
+            if session.close_request:
+                code, reason = session.close_request
+                await close_within(ws, code, reason)
+        except ConnectionClosed:
+            pass
+
+    # -- timers (run by Connections.tick) ------------------------------------------------------
+    def check(self, now: float, wall: float) -> None:
+        session, limits = self.session, self.owner.limits
+        heartbeat = limits.heartbeat_s
+        if (self.pong is None or self.pong.done()) and now - self.last_ping >= heartbeat:
+            self.last_ping = now
+            self.pong = asyncio.create_task(self._ping(heartbeat))
+        principal = session.principal
+        if principal is None:
+            if now - self.started >= limits.auth_timeout_s:
+                self.close_later(1008, "authentication timeout")
+            return
+        if principal.expires_at <= wall:
+            session.reply(ws_error(ClientError(401, "token_expired", "token has expired")))
+            self.close_later(4001, "token_expired", delay=0.05)
+            return
+        queue = session.queue
+        if queue.too_far_behind(now):
+            self.owner.stats.slow_consumer_closes += 1
+            self.close_later(4008, "slow consumer")
+            return
+        if now - self.warned_at >= 1.0:
+            dropped = queue.take_unreported_drops()
+            if dropped:
+                self.warned_at = now
+                queue.put(
+                    protocol.encode(
+                        protocol.message("warning", error="slow_consumer", dropped=dropped)
+                    ),
+                    now,
+                    force=True,
+                    urgent=True,
+                )
+                session.reply_wake()
+
+    async def _ping(self, within_s: float) -> None:
+        """Keepalive: a client that does not answer a ping within the heartbeat is gone.
+        Sending the ping counts too: it waits for the transport, which a client that does not
+        read never drains."""
+        try:
+            async with asyncio.timeout(within_s):
+                pong = await self.ws.ping()
+                await pong
+        except TimeoutError:
+            if not self.closing:
+                self.close_later(1011, "keepalive ping timeout")
+        except ConnectionClosed:
+            pass
+
+    def close_later(self, code: int, reason: str, delay: float = 0.0) -> None:
+        self.closing = True
+
+        async def close() -> None:
+            if delay:
+                await asyncio.sleep(delay)  # let the writer send the reply first
+            await close_within(self.ws, code, reason)
+
+        task = asyncio.create_task(close())
+        self.owner.closers.add(task)
+        task.add_done_callback(self.owner.closers.discard)
+
+
+def _batch_frame(frames: list[bytes]) -> bytes:
+    stamp = protocol.now_iso().encode()
+    return b'{"type":"batch","messages":[' + b",".join(frames) + b'],"timestamp":"' + stamp + b'"}'
+
+
+def _with_default_channel(frame: str | bytes, channel: str) -> str | bytes:
+    """On /ws/{channel}, a subscribe that names no channel gets that one."""
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return frame
+    if isinstance(msg, dict) and msg.get("type") == "subscribe" and "channel" not in msg:
+        if "topics" not in msg and "events" not in msg:
+            msg["channel"] = channel
+            return orjson.dumps(msg)
+    return frame

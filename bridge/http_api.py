@@ -1,0 +1,351 @@
+"""Plain HTTP on the WebSocket port: REST, CSV export planning, the dashboard, /health,
+/metrics, /status and the o1 endpoints (/api/websocket/...).
+
+:class:`HttpApi` answers from the front's state (stats, hub, sessions, pool, history) and
+never touches a WebSocket. Errors go through the one ladder of bridge.errors. ``/metrics``
+is JSON by default and Prometheus text (prometheus-client, a registry per front) when the
+``Accept`` header asks for text/plain or OpenMetrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from bridge import __version__, dashboard, protocol, rest
+from bridge.auth import JwtVerifier, Principal
+from bridge.errors import http_error, json_response
+from bridge.exports import ExportSlots
+from bridge.handshake import origin_ok, repeated_header
+from bridge.history import History, checked_query
+from bridge.http_stream import StreamedResponse
+from bridge.hub import Hub
+
+if TYPE_CHECKING:
+    from bridge.connection import FrontStats
+    from bridge.server import FrontConfig
+    from bridge.session import Session
+
+OPEN_TIMEOUT_S = 10.0
+REST_DEADLINE_S = OPEN_TIMEOUT_S - 2
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def text_response(
+    status: int, text: str, content_type: str = "text/plain; charset=utf-8"
+) -> Response:
+    data = text.encode()
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data)))])
+    return Response(status, http.HTTPStatus(status).phrase, headers, data)
+
+
+class HttpApi:
+    def __init__(
+        self,
+        config: FrontConfig,
+        stats: FrontStats,
+        hub: Hub,
+        sessions: set[Session],
+        verifier: JwtVerifier | None,
+        database_check: Callable[[], bool] | None,
+        pool: Any,
+        history: History | None,
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self.hub = hub
+        self.sessions = sessions  # the front's live set, read only
+        self.verifier = verifier
+        self.database_check = database_check
+        self.pool = pool
+        self.history = history
+        self.exports = ExportSlots(config.export_max_concurrent, config.export_max_per_subject)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_FrontCollector(self.metrics))
+
+    # -- REST ------------------------------------------------------------------------------------
+    async def rest(self, path: str, query: str, request: Request) -> Response:
+        if self.pool is None:
+            return json_response(503, {"error": "unavailable", "message": "no database"})
+        try:
+            # plain HTTP shares the handshake's deadline: answer before it drops the request
+            async with asyncio.timeout(REST_DEADLINE_S):
+                body = await self._rest_body(path, query, request)
+        except TimeoutError:
+            message = f"no answer within {REST_DEADLINE_S:g} s; narrow the range or retry"
+            return json_response(504, {"error": "timeout", "message": message})
+        except Exception as exc:
+            return http_error(exc, "REST request")
+        if body is None:
+            return json_response(404, {"error": "not_found", "message": "no such endpoint"})
+        return json_response(200, body)
+
+    async def _rest_body(self, path: str, query: str, request: Request) -> Any:
+        assert self.pool is not None
+        principal = self.principal(request)
+        if path == "/api/v1/devices":
+            return await rest.devices(self.pool, principal, None)
+        if path.startswith("/api/v1/devices/"):
+            return await rest.devices(self.pool, principal, path.removeprefix("/api/v1/devices/"))
+        if path == "/api/v1/alerts":
+            return await rest.alerts(self.pool, principal, query)
+        if path == "/api/v1/telemetry":
+            assert self.history is not None
+            return await self.history.query(principal, rest.query_params(query))
+        return None
+
+    def principal(self, request: Request) -> Principal:
+        """Who a REST request acts for: its Bearer token, else (BRIDGE_AUTH_REQUIRED=false)
+        the same anonymous admin as the WebSocket handshake, so the dashboard's anonymous mode
+        can list devices and load history; but only for the bridge's own pages and listed
+        origins, or any web page could read everything through the visitor's browser."""
+        authorization = request.headers.get("Authorization")
+        if authorization is None and not self.config.auth_required:
+            if not origin_ok(request, self.config):
+                raise protocol.ClientError(403, "forbidden", "origin not allowed")
+            return Principal("anonymous", frozenset({"admin"}))
+        return rest.authenticate(self.verifier, authorization, time.time())
+
+    async def plan_stream(self, request: Request) -> StreamedResponse | Response | None:
+        """CSV export of /api/v1/telemetry streams; anything else (including a CSV request
+        that fails validation, which then gets its JSON error) takes the normal path. An
+        export over its budget (bridge.exports) is answered at once with 429/503."""
+        parts = urlsplit(request.path)
+        if parts.path.rstrip("/") != "/api/v1/telemetry" or self.history is None:
+            return None
+        if repeated_header(request) is not None:
+            return None
+        try:
+            params = rest.query_params(parts.query)
+            if params.get("format") != "csv":
+                return None
+            principal = self.principal(request)
+            query = checked_query(principal, params)
+        except protocol.ClientError:
+            return None
+        refusal = self.exports.acquire(principal.sub)
+        if refusal is not None:
+            self.stats.refused["export"] += 1
+            response = json_response(
+                refusal.status,
+                {
+                    "error": refusal.error,
+                    "message": refusal.message,
+                    "retry_after": refusal.retry_after_s,
+                },
+            )
+            response.headers["Retry-After"] = str(refusal.retry_after_s)
+            return response
+        subject = principal.sub
+        return StreamedResponse(
+            "text/csv; charset=utf-8",
+            self.history.csv(query),
+            "telemetry.csv",
+            write_timeout_s=self.config.export_write_timeout_s,
+            on_close=lambda: self.exports.release(subject),
+        )
+
+    # -- plain HTTP ------------------------------------------------------------------------------
+    def http(self, path: str, request: Request) -> Response:
+        try:
+            return self._http(path, request)
+        except Exception as exc:
+            return http_error(exc, f"GET {path}")
+
+    def _http(self, path: str, request: Request) -> Response:
+        if dashboard.is_dashboard_path(path):  # a plain GET /: the page (with Upgrade: /ws)
+            return dashboard.response(path, request)
+        if path.startswith("/api/websocket/"):
+            return self._o1(path)
+        if path == "/health":
+            mqtt_ok = self.hub.connected.is_set()
+            db_ok = self.database_check() if self.database_check is not None else None
+            checks = {"mqtt": "ok" if mqtt_ok else "down"}
+            if db_ok is not None:
+                checks["database"] = "ok" if db_ok else "down"
+            healthy = mqtt_ok and db_ok is not False
+            status = "healthy" if healthy else ("degraded" if mqtt_ok or db_ok else "unhealthy")
+            code = 503 if status == "unhealthy" else 200
+            return json_response(
+                code, {"status": status, "checks": checks, "timestamp": protocol.now_iso()}
+            )
+        if path == "/metrics":
+            accept = request.headers.get("Accept", "")
+            if "text/plain" in accept or "openmetrics" in accept:
+                return text_response(200, generate_latest(self.registry).decode(), PROMETHEUS_TEXT)
+            return json_response(200, self.metrics())
+        if path == "/status":
+            return json_response(200, self.status())
+        return json_response(404, {"error": "not_found", "message": f"no endpoint {path}"})
+
+    def _o1(self, path: str) -> Response:
+        """The o1 seed's shapes of health, stats and metrics."""
+        s = self.stats
+        if path == "/api/websocket/health":
+            ok = self.hub.connected.is_set()
+            body = {
+                "status": "healthy" if ok else "unhealthy",
+                "connectionCount": s.current,
+                "timestamp": protocol.now_iso(),
+            }
+            return json_response(200 if ok else 503, body)
+        m = self.metrics()
+        if path == "/api/websocket/metrics":
+            uptime = int(time.monotonic() - s.started)
+            cpu = os.times()
+            return json_response(
+                200,
+                {
+                    "connections": {"current": s.current, "peak": s.peak, "total": s.total},
+                    "messages": m["messages"],
+                    "performance": {
+                        "uptime": _duration(uptime),
+                        "memoryUsage": f"{_rss_mb():.1f}MB",
+                        "cpuUsage": f"{100 * (cpu.user + cpu.system) / max(1, uptime):.1f}%",
+                    },
+                },
+            )
+        if path == "/api/websocket/stats":
+            return json_response(200, self._o1_stats(m))
+        return json_response(404, {"error": "not_found", "message": f"no endpoint {path}"})
+
+    def _o1_stats(self, m: dict[str, Any]) -> dict[str, Any]:
+        s = self.stats
+        queued = sum(len(x.queue) for x in self.sessions)
+        sent, received = m["messages"]["sent"], m["messages"]["received"]
+        errors = s.errors + sum(x.errors for x in self.sessions)
+        handling = sorted(s.handling_ms)
+
+        def rank(q: float) -> float:
+            return round(handling[int(q * (len(handling) - 1))], 3) if handling else 0.0
+
+        return {
+            "totalConnections": s.current,
+            # active: connections with a subscription; idle: those without one
+            "poolStats": {
+                "active": sum(1 for x in self.sessions if x.subscriptions),
+                "idle": sum(1 for x in self.sessions if not x.subscriptions),
+                "total": s.current,
+            },
+            # a batch: the frames written to one client's connection at once
+            "batcherStats": {
+                "batchesProcessed": s.batches,
+                "messagesProcessed": sent,
+                "averageBatchSize": round(sent / s.batches, 2) if s.batches else 0.0,
+                "queuedMessages": queued,
+            },
+            # the messages clients sent, and how many were answered with an error
+            "processorStats": {
+                "messagesProcessed": received,
+                "errors": errors,
+                "successRate": round(100 * max(0, received - errors) / received, 2)
+                if received
+                else 100.0,
+                "dropped": m["messages"]["dropped"],
+            },
+            # handling one client message, in milliseconds (the most recent 1,000)
+            "performanceMetrics": {
+                "averageResponseTime": round(sum(handling) / len(handling), 3) if handling else 0.0,
+                "p95": rank(0.95),
+                "p99": rank(0.99),
+                "unit": "ms",
+            },
+            # a count only: the filters name other clients' devices and sessions
+            "brokerSubscriptionCount": len(self.hub.subscriptions()),
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "rate_limiting": {"enabled": True, "messages_per_s": self.config.limits.messages_per_s},
+            "connections": {
+                "current": s.current,
+                "peak": s.peak,
+                "total": s.total,
+                "refused": dict(s.refused),
+                "closed_slow_consumer": s.slow_consumer_closes,
+            },
+            "messages": {
+                "sent": s.sent,
+                "received": s.received + sum(x.received for x in self.sessions),
+                "dropped": s.dropped + sum(x.queue.dropped for x in self.sessions),
+            },
+            "broker": {
+                "subscriptions": len(self.hub.subscriptions()),
+                "received": self.hub.received,
+            },
+            "timestamp": protocol.now_iso(),
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "service": "telemetry-bridge",
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.stats.started, 1),
+            "connections": self.stats.current,
+            "features": {
+                "wss_enabled": self.config.tls is not None,
+                "auth_required": self.config.auth_required,
+                "rate_limiting": True,
+                "compression": self.config.compression,
+            },
+            "timestamp": protocol.now_iso(),
+        }
+
+
+class _FrontCollector:
+    """The front's counters for Prometheus, read from the same numbers as the JSON /metrics
+    at scrape time (nothing is counted twice). The names are what dashboards query."""
+
+    def __init__(self, metrics: Callable[[], dict[str, Any]]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._metrics()
+        connections, messages = m["connections"], m["messages"]
+        yield GaugeMetricFamily(
+            "bridge_connections", "WebSocket clients connected now", value=connections["current"]
+        )
+        yield CounterMetricFamily(
+            "bridge_connections_total", "WebSocket clients accepted", value=connections["total"]
+        )
+        yield CounterMetricFamily(
+            "bridge_messages_sent_total", "messages sent to clients", value=messages["sent"]
+        )
+        yield CounterMetricFamily(
+            "bridge_messages_received_total",
+            "messages received from clients",
+            value=messages["received"],
+        )
+        yield CounterMetricFamily(
+            "bridge_messages_dropped_total",
+            "messages dropped for clients that did not keep up",
+            value=messages["dropped"],
+        )
+        yield GaugeMetricFamily(
+            "bridge_broker_subscriptions",
+            "MQTT subscriptions held at the broker",
+            value=m["broker"]["subscriptions"],
+        )
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds // 86400}d {seconds % 86400 // 3600}h {seconds % 3600 // 60}m"
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return 0.0
