@@ -25,8 +25,8 @@ from bridge.dbprobe import DatabaseProbe
 from bridge.device_sessions import DeviceSessions
 from bridge.embedded import EmbeddedServices
 from bridge.hub import Hub
+from bridge.limits import FrontLimits
 from bridge.server import Front, FrontConfig
-from bridge.session import FrontLimits
 from bridge.snapshot import make_snapshot
 from bridge.system import SystemSampler, component_name
 from ingest import names

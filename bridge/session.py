@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +25,7 @@ from bridge.device_sessions import DeviceSession, DeviceSessions
 from bridge.dialects import EVENT_CHANNELS, live_frame, shared_frame
 from bridge.history import History, replay_key
 from bridge.hub import Hub
-from bridge.limits import TokenBucket
+from bridge.limits import FrontLimits, TokenBucket
 from bridge.outbound import OutboundQueue, SharedBudget
 from bridge.protocol import ClientError, bad_request, encode, message
 from bridge.subscription_set import (
@@ -52,41 +51,14 @@ from ingest.payload import parse_timestamp
 
 log = logging.getLogger(__name__)
 
+__all__ = ["CLOSE_TOO_MANY_CONNECTIONS", "FrontLimits", "Session"]  # FrontLimits: bridge/limits.py
+
 MAX_BATCH = 50
 REPLAY_CHUNK = 500  # replayed frames queued before waiting for the client to read them
 REPLAY_DEDUP_S = 10.0
 # A connection refused because its subject has too many: the close code mirrors the handshake's
 # HTTP 429, as 4001 (token expired) mirrors 401.
 CLOSE_TOO_MANY_CONNECTIONS = 4029
-
-
-@dataclass
-class FrontLimits:
-    auth_timeout_s: float = 10.0
-    max_frame_bytes: int = 64 * 1024
-    messages_per_s: float = 100.0
-    burst: float = 200.0
-    max_subscriptions: int = 100
-    queue_capacity: int = 1000
-    max_behind_s: float = 10.0
-    heartbeat_s: float = 20.0
-    replay_max: int = 10_000
-    # Bytes queued for one client: live frames past this are dropped, and while more than
-    # ``room_bytes`` wait, the client's next message is not read (backpressure).
-    queue_max_bytes: int = 1 << 20
-    room_bytes: int = 256 * 1024
-    # Before authentication a connection may send only this much (auth, ping).
-    preauth_frame_bytes: int = 16 * 1024
-    preauth_messages: int = 10
-    # Frames of every kind (data, ping, pong) read per second and saved up: past them
-    # reading pauses; far past them the connection is failed with 1008 (bridge/flow.py).
-    frames_per_s: float = 400.0
-    frame_burst: float = 800.0
-    # Messages refused for the rate limit, per second and saved up, before the connection
-    # is closed (1008): a client that ignores its 429s is not served more 429s forever.
-    rate_strikes_per_s: float = 100.0
-    rate_strike_burst: float = 1000.0
-    commands_in_flight: int = 8
 
 
 class Session:

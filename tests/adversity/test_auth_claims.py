@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.session import FrontLimits
+from bridge.limits import FrontLimits
 from tests.adversity.httpkit import Running, bearer, front_fixture, http
 from tests.integration.frontkit import SECRET, recv
 
