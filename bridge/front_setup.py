@@ -9,8 +9,8 @@ from pathlib import Path
 
 from bridge.auth import HMAC_ALGORITHMS, JwtVerifier
 from bridge.config import Settings
+from bridge.limits import FrontLimits
 from bridge.server import FrontConfig
-from bridge.session import FrontLimits
 
 
 class ConfigError(RuntimeError):

@@ -1,8 +1,12 @@
-"""Rate limits (pure; the caller passes the time)."""
+"""Rate limits (pure; the caller passes the time) and the front's per-connection limits.
+
+The limits and their defaults are listed in docs/protocol.md (section 3, Limits).
+"""
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 
 class TokenBucket:
@@ -51,3 +55,34 @@ class WindowCounter:
     def _prune(self, now: float) -> None:
         for key in [k for k, ev in self._events.items() if not ev or now - ev[-1] >= self.window_s]:
             del self._events[key]
+
+
+@dataclass
+class FrontLimits:
+    """What one WebSocket connection may do and hold (set from the settings in bridge/app.py)."""
+
+    auth_timeout_s: float = 10.0
+    max_frame_bytes: int = 64 * 1024
+    messages_per_s: float = 100.0
+    burst: float = 200.0
+    max_subscriptions: int = 100
+    queue_capacity: int = 1000
+    max_behind_s: float = 10.0
+    heartbeat_s: float = 20.0
+    replay_max: int = 10_000
+    # Bytes queued for one client: live frames past this are dropped, and while more than
+    # ``room_bytes`` wait, the client's next message is not read (backpressure).
+    queue_max_bytes: int = 1 << 20
+    room_bytes: int = 256 * 1024
+    # Before authentication a connection may send only this much (auth, ping).
+    preauth_frame_bytes: int = 16 * 1024
+    preauth_messages: int = 10
+    # Frames of every kind (data, ping, pong) read per second and saved up: past them
+    # reading pauses; far past them the connection is failed with 1008 (bridge/flow.py).
+    frames_per_s: float = 400.0
+    frame_burst: float = 800.0
+    # Messages refused for the rate limit, per second and saved up, before the connection
+    # is closed (1008): a client that ignores its 429s is not served more 429s forever.
+    rate_strikes_per_s: float = 100.0
+    rate_strike_burst: float = 1000.0
+    commands_in_flight: int = 8

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.session import FrontLimits
+from bridge.limits import FrontLimits
 from tests.adversity.httpkit import bearer, http
 from tests.integration.frontkit import recv
 from tests.stack import SECRET, Stack, front_fixture

@@ -5,7 +5,8 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge.session import Subscription, device_of, live_frame, shared_frame
+from bridge.dialects import live_frame, shared_frame
+from bridge.subscription_set import Subscription, device_of
 from bridge.subscriptions import Selector
 
 EVENTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
