@@ -9,8 +9,8 @@ from pathlib import Path
 
 from bridge.auth import HMAC_ALGORITHMS, JwtVerifier
 from bridge.config import Settings
+from bridge.front_config import FrontConfig
 from bridge.limits import FrontLimits
-from bridge.server import FrontConfig
 
 
 class ConfigError(RuntimeError):

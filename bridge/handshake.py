@@ -16,13 +16,13 @@ from websockets.http11 import Request, Response
 
 from bridge.auth import AuthError, JwtVerifier, Principal
 from bridge.errors import json_response
+from bridge.front_config import FrontConfig
 from bridge.limits import WindowCounter
 from bridge.origins import origin_allowed
 from bridge.protocol import ClientError
 
 if TYPE_CHECKING:
     from bridge.connection import FrontStats
-    from bridge.server import FrontConfig
 
 WS_PATHS = {
     "/ws": None,

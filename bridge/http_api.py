@@ -26,6 +26,7 @@ from bridge import __version__, dashboard, protocol, rest
 from bridge.auth import JwtVerifier, Principal
 from bridge.errors import http_error, json_response
 from bridge.exports import ExportSlots
+from bridge.front_config import FrontConfig
 from bridge.handshake import origin_ok, repeated_header
 from bridge.history import History, checked_query
 from bridge.http_stream import StreamedResponse
@@ -33,7 +34,6 @@ from bridge.hub import Hub
 
 if TYPE_CHECKING:
     from bridge.connection import FrontStats
-    from bridge.server import FrontConfig
     from bridge.session import Session
 
 OPEN_TIMEOUT_S = 10.0

@@ -12,12 +12,9 @@ its bounded queue; fan-out never awaits a socket.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import ssl
 import uuid
 import weakref
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +26,7 @@ from bridge.auth import JwtVerifier, Principal
 from bridge.connection import MAX_QUEUE, Connection, Connections, FrontStats
 from bridge.errors import json_response
 from bridge.flow import bounded_connection
+from bridge.front_config import FrontConfig
 from bridge.handshake import WS_PATHS, Admission, Gate, repeated_header
 from bridge.history import History
 from bridge.http_api import OPEN_TIMEOUT_S, HttpApi
@@ -36,34 +34,11 @@ from bridge.http_stream import streaming_connection
 from bridge.hub import Hub
 from bridge.logs import redact_library_loggers
 from bridge.outbound import SharedBudget
-from bridge.session import FrontLimits, Session
+from bridge.session import Session
 
 __all__ = ["Front", "FrontConfig", "FrontStats"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FrontConfig:
-    host: str = "127.0.0.1"
-    port: int = 8765
-    auth_required: bool = True
-    allowed_origins: tuple[str, ...] = ()
-    max_connections: int = 10_000
-    max_connections_per_sub: int = 100
-    new_connections_per_ip_per_min: int = 10
-    compression: bool = True
-    reuse_port: bool = False
-    # proxies (nginx) whose X-Forwarded-For names the real client, for the per-IP limit
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    tls: ssl.SSLContext | None = None  # wss:// and https:// on the same port
-    limits: FrontLimits = field(default_factory=FrontLimits)
-    # bytes queued for all clients of this process together (replies beyond it wait)
-    queue_budget_bytes: int = 256 << 20
-    # CSV exports: each holds a pool connection while it streams (bridge.exports)
-    export_max_concurrent: int = 2
-    export_max_per_subject: int = 1
-    export_write_timeout_s: float = 30.0
 
 
 class Front:

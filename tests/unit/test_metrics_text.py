@@ -9,8 +9,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.connection import FrontStats
+from bridge.front_config import FrontConfig
 from bridge.http_api import HttpApi
-from bridge.server import FrontConfig
 
 
 def test_prometheus_names_and_values() -> None:
