@@ -7,13 +7,19 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bridge.client.errors import BridgeError
 from bridge.client.messages import Update, identity
 
-if TYPE_CHECKING:
-    from bridge.client.core import BridgeClient
+
+class _Owner(Protocol):
+    """What a subscription needs of the client that made it (BridgeClient, bridge.client.core)."""
+
+    async def _unsubscribe(self, sub: Subscription) -> None: ...
+
+    async def _add_subscription(self, request: dict[str, Any]) -> Subscription: ...
+
 
 RESUMABLE = ("telemetry", "alerts", "devices")
 SEEN_MEMORY = 10_000  # delivered-message keys kept per subscription to drop repeats
@@ -74,7 +80,7 @@ class Subscription:
     """An async iterator of typed messages; survives reconnections. Use ``async with`` or
     call :meth:`close` to unsubscribe."""
 
-    def __init__(self, client: BridgeClient, request: dict[str, Any], max_queue: int) -> None:
+    def __init__(self, client: _Owner, request: dict[str, Any], max_queue: int) -> None:
         self._client = client
         self.request = request  # the subscribe message, without `id` and `since`
         self.channel = str(request.get("channel"))
@@ -157,7 +163,7 @@ class Subscribing:
     """What ``client.subscribe(...)`` returns: ``await`` it for the :class:`Subscription`, or
     use ``async with`` to unsubscribe at the end of the block."""
 
-    def __init__(self, client: BridgeClient, request: dict[str, Any]) -> None:
+    def __init__(self, client: _Owner, request: dict[str, Any]) -> None:
         self._client, self._request = client, request
         self._sub: Subscription | None = None
 
