@@ -1,9 +1,9 @@
 """The one exception-to-error ladder of the front: an exception in, the error a client is told
 out (no I/O but logging an unknown error).
 
-REST, plain HTTP and the connection's own WebSocket errors turn an exception into the error
-format of PROTOCOL.md through :func:`client_error` (bridge/session.py still spells the same
-rungs out in its message handler):
+REST, plain HTTP, the connection's own WebSocket errors and every client message
+(bridge/session.py) turn an exception into the error format of docs/protocol.md through
+:func:`client_error`:
 
 - ``ClientError``: the client caused it or must know; it goes out as it is;
 - ``SubscriptionError`` (bridge.subscriptions): a refused subscription, with its own code;

@@ -23,9 +23,9 @@ from typing import Any
 
 import orjson
 
-from bridge import protocol
 from bridge.auth import AuthError, Principal
 from bridge.device_sessions import DeviceSession
+from bridge.errors import ws_error
 from bridge.handlers import Handlers
 from bridge.limits import FrontLimits
 from bridge.protocol import ClientError, bad_request, message
@@ -95,16 +95,9 @@ class Session(Subscribing, Handlers):
             if type_ == "batch" and in_batch:
                 raise bad_request("a batch cannot contain a batch")
             await handler(msg, id_)
-        except ClientError as exc:
-            self.error(exc, id_)
-        except SubscriptionError as exc:
-            self.error(ClientError(exc.code, exc.error, exc.message), id_)
-        except Exception:
-            log.exception(
-                "error handling a %s message",
-                protocol_excerpt(msg.get("type")) if isinstance(msg, dict) else "?",
-            )
-            self.reply(protocol.internal_error(id_))
+        except Exception as exc:  # the one ladder (bridge/errors.py): only unknown ones log
+            kind = protocol_excerpt(msg.get("type")) if isinstance(msg, dict) else "?"
+            self.reply(ws_error(exc, id_, what=f"handling a {kind} message"))
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any], Any], Awaitable[None]]]:
         return {
