@@ -334,11 +334,3 @@ async def canary(
                 await asyncio.wait_for(arrived.wait(), left)
         task.cancel()
     return [latencies.get(k, float("inf")) for k in range(i)]
-
-
-async def canary_latencies(
-    ws_url: str, token: str, publish: object, device: str, count: int, interval_s: float
-) -> list[float]:
-    """Publish ``count`` stream messages for ``device`` and return each one's delivery
-    latency to a subscribed client (seconds); a missing one is infinity."""
-    return await canary(ws_url, token, publish, device, interval_s, count=count)  # type: ignore[arg-type]

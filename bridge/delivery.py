@@ -17,8 +17,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from bridge import protocol
 from bridge.dialects import live_frame, shared_frame
+from bridge.errors import ws_error
 from bridge.history import replay_key
 from bridge.protocol import ClientError, message
 from bridge.session_state import SessionState
@@ -205,11 +205,8 @@ class Delivery(SessionState):
     async def _replay_logged(self, sub: Subscription, since: datetime) -> None:
         try:
             await self._replay(sub, since)
-        except ClientError as exc:
-            self.error(exc)
-        except Exception:
-            log.exception("replay after the broker reconnected failed")
-            self.reply(protocol.internal_error(None))
+        except Exception as exc:  # the one ladder: only unknown errors log
+            self.reply(ws_error(exc, what="replay after the broker reconnected"))
         if sub.replay_again and not self.closed:
             sub.replay_again = False
             self._broker_link_restored()

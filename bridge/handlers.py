@@ -16,6 +16,7 @@ from typing import Any
 from bridge import protocol
 from bridge.actions import FrontActions
 from bridge.commands import Commands
+from bridge.errors import ws_error
 from bridge.protocol import ClientError, message
 from bridge.session_state import SessionState
 
@@ -80,11 +81,8 @@ class Handlers(SessionState):
         async def run() -> None:
             try:
                 await commands.run(principal, msg, id_, self.reply)
-            except ClientError as exc:
-                self.error(exc, id_)
-            except Exception:
-                log.exception("command failed")
-                self.reply(protocol.internal_error(id_))
+            except Exception as exc:  # the one ladder: only unknown errors log
+                self.reply(ws_error(exc, id_, what="command"))
 
         task = asyncio.create_task(run(), name=f"command-{self.client_id}")
         self._tasks.add(task)

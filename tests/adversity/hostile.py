@@ -4,7 +4,6 @@ benchmark (``bench/floods.py``), so the tests and the benchmark attack the front
 from bench.hostile import (
     RawClient,
     canary,
-    canary_latencies,
     close_code_of,
     frame,
     start_front,
@@ -18,7 +17,6 @@ __all__ = [
     "FrontProcess",
     "RawClient",
     "canary",
-    "canary_latencies",
     "close_code_of",
     "frame",
     "start_front",
