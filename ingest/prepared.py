@@ -1,0 +1,220 @@
+"""What the ingest works on, apart from the service that runs it: its configuration and
+counters, a message as received, a batch prepared for storage (rows, dead letters, status
+changes, what to acknowledge), and the pure step from stored rows to stream messages."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+from ingest.mqtt import MqttEndpoint
+from ingest.payload import MAX_PAYLOAD_BYTES, Reading
+from ingest.topics import Topics
+from ingest.wire import (
+    device_time,
+    reading_event,
+    resume_time,
+)
+from storage.readings import DeadLetterRow, ReadingRow, StatusRow, WriteResult
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    mqtt: MqttEndpoint
+    database_url: str
+    topics: Topics = field(default_factory=Topics)
+    client_id: str = "telemetry-bridge-ingest"
+    shared_subscription: bool = False
+    batch_max_messages: int = 5000
+    batch_max_wait_s: float = 0.02
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    max_future: timedelta = timedelta(hours=1)
+    max_past: timedelta = timedelta(days=30)
+    publish_stream: bool = True
+    # A persistent session outlives an ingest restart or a long outage by this much.
+    session_expiry_s: int = 7 * 24 * 3600
+    # The broker's in-flight window towards us (MQTT v5 Receive Maximum). A few batches' worth
+    # keeps the writer busy; more only holds messages in Python memory (and costs GC time).
+    receive_maximum: int = 10_000
+    shutdown_timeout_s: float = 15.0
+    # When set, the final counters and latency percentiles are written here as JSON on exit.
+    stats_file: Path | None = None
+    # Rule changes arrive by LISTEN/NOTIFY (ingest/rules_listener.py) and apply after this
+    # quiet period, which folds a burst of changes into one reload; every ``rules_reload_s``
+    # the rules are read regardless, in case a notification was missed.
+    rules_reload_s: float = 10.0
+    rules_debounce_s: float = 0.1
+    rules_listen: bool = True
+    rules_listen_ping_s: float = 15.0
+    # Dead letters stored per device id (messages without a valid id share one budget);
+    # beyond it they are counted and acknowledged, not stored.
+    dead_letter_per_device_per_min: float = 60.0
+    dead_letter_tracked_devices: int = 10_000
+    # A dead letter keeps this much of its payload: enough to see what was wrong.
+    dead_letter_max_payload_bytes: int = 4096
+    # Topics whose last retained message is remembered (copies are not dead-lettered again).
+    retained_topics_max: int = 100_000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Inbound(NamedTuple):
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_at: float
+    generation: int
+    retain: bool = False
+
+
+@dataclass
+class IngestStats:
+    """Counters since start; ``latencies_ms`` samples device ts -> commit for the benchmark."""
+
+    messages: int = 0
+    readings_stored: int = 0
+    readings_duplicate: int = 0
+    dead_letters: int = 0
+    dead_letters_dropped: int = 0  # over the per-device budget: counted, not stored
+    retained_skipped: int = 0  # copies of retained garbage dead-lettered before
+    batches: int = 0
+    db_writes: int = 0  # write transactions attempted
+    db_refused: int = 0  # of which the database refused for their content
+    db_retries: int = 0
+    alerts: int = 0
+    rules_reloads: int = 0  # after the first load: on a notification or the periodic timer
+    started: float = field(default_factory=time.monotonic)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
+
+    def summary(self) -> dict[str, float | int]:
+        lat = sorted(self.latencies_ms)
+
+        def pct(p: float) -> float:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else 0.0
+
+        return {
+            "messages": self.messages,
+            "readings_stored": self.readings_stored,
+            "readings_duplicate": self.readings_duplicate,
+            "dead_letters": self.dead_letters,
+            "dead_letters_dropped": self.dead_letters_dropped,
+            "retained_skipped": self.retained_skipped,
+            "batches": self.batches,
+            "db_writes": self.db_writes,
+            "db_refused": self.db_refused,
+            "db_retries": self.db_retries,
+            "alert_events": self.alerts,
+            "rules_reloads": self.rules_reloads,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "latency_p50_ms": pct(0.50),
+            "latency_p99_ms": pct(0.99),
+        }
+
+
+_Ends = tuple[int, int, int, int, int]
+
+
+@dataclass
+class _Prepared:
+    messages: list[Inbound]
+    rows: list[ReadingRow] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)  # parallel to rows
+    dead: list[DeadLetterRow] = field(default_factory=list)
+    errors: list[tuple[str, bytes]] = field(default_factory=list)  # for devices/{id}/errors
+    statuses: list[StatusRow] = field(default_factory=list)
+    logs: list[tuple[str, bytes]] = field(default_factory=list)  # (logs/{id} topic, event)
+    # Where each message's output ends in (rows, dead, errors, statuses, logs): a range of
+    # messages can then be written on its own without parsing it again (``part``).
+    ends: list[_Ends] = field(default_factory=list)
+    # topic -> digest of the retained messages handled in this batch (kept once it commits)
+    retained: dict[str, bytes] = field(default_factory=dict)
+
+    def mark(self) -> None:
+        """Close the output of the message just prepared."""
+        self.ends.append(
+            (len(self.rows), len(self.dead), len(self.errors), len(self.statuses), len(self.logs))
+        )
+
+    def part(self, lo: int, hi: int) -> _Prepared:
+        """The output of messages ``[lo, hi)`` alone."""
+        a = self.ends[lo - 1] if lo else (0, 0, 0, 0, 0)
+        b = self.ends[hi - 1]
+        return _Prepared(
+            self.messages[lo:hi],
+            self.rows[a[0] : b[0]],
+            self.readings[a[0] : b[0]],
+            self.dead[a[1] : b[1]],
+            self.errors[a[2] : b[2]],
+            self.statuses[a[3] : b[3]],
+            self.logs[a[4] : b[4]],
+        )
+
+    def extend(self, other: _Prepared) -> None:
+        """Append another part's output (not its messages)."""
+        self.rows += other.rows
+        self.readings += other.readings
+        self.dead += other.dead
+        self.errors += other.errors
+        self.statuses += other.statuses
+        self.logs += other.logs
+
+
+class _GaveUp(Exception):
+    """Shutting down with the database unavailable: nothing of the batch is acknowledged."""
+
+
+def stream_readings(
+    readings: Sequence[Reading],
+    rows: Sequence[ReadingRow],
+    keys: frozenset[tuple[str, str, datetime]] | None,
+    topics: Topics,
+    cache: dict[tuple[str, str], str],
+) -> list[tuple[str, bytes]]:
+    """(topic, payload) of every newly stored reading on the validated stream (pure).
+
+    ``rows`` are the stored rows, parallel to ``readings``; ``keys`` those the batch inserted
+    (None: all of them); ``cache`` maps (device, metric) to its topic across batches.
+    """
+    if len(cache) > 200_000:
+        cache.clear()  # bound memory against fleets that churn through ids
+    items: list[tuple[str, bytes]] = []
+    last_ts = last_rx = None
+    ts_text = rx_text = ""
+    for r, row in zip(readings, rows, strict=True):
+        if keys is not None and (r.device_id, r.metric, r.ts) not in keys:
+            continue  # a redelivery: it was published when it was first stored
+        if r.ts is not last_ts:
+            last_ts, ts_text = r.ts, device_time(r.ts)
+        if row[5] is not last_rx:
+            last_rx, rx_text = row[5], resume_time(row[5])
+        key = (r.device_id, r.metric)
+        topic = cache.get(key)
+        if topic is None:
+            topic = cache[key] = topics.telemetry(r.device_id, r.metric)
+        items.append(
+            (topic, reading_event(r.device_id, r.metric, r.value, r.unit, ts_text, rx_text))
+        )
+    return items
+
+
+def _merged(results: list[WriteResult], parts: list[_Prepared]) -> WriteResult:
+    """One result for the parts of a batch written in separate transactions."""
+    keys: set[tuple[str, str, datetime]] = set()
+    for result, part in zip(results, parts, strict=True):
+        if result.inserted_keys is None:  # every staged row was new
+            keys.update((r[0], r[1], r[2]) for r in part.rows)
+        else:
+            keys.update(result.inserted_keys)
+    return WriteResult(
+        staged=sum(r.staged for r in results),
+        inserted=sum(r.inserted for r in results),
+        inserted_keys=frozenset(keys),
+        status_changes=tuple(c for r in results for c in r.status_changes),
+    )
