@@ -54,6 +54,16 @@ class RulesListener:
         self.listening = False
         self.connections = 0  # successful LISTENs since start (more than 1: it reconnected)
         self.notifications = 0
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop for good: the loop ends at its next step even if a cancellation was lost.
+
+        Python 3.11's ``asyncio.wait_for`` returns the inner result instead of raising when a
+        cancellation arrives just as the awaited thing completes, so a loop that reconnects on
+        every error could outlive its cancellation (and then retry against a dropped database
+        forever). Owners call this before they cancel the task."""
+        self._closed = True
 
     def _notified(self, _conn: object, _pid: int, _channel: str, _payload: object) -> None:
         self.notifications += 1
@@ -61,10 +71,12 @@ class RulesListener:
 
     async def run(self) -> None:
         delay = 0.2
-        while True:
+        while not self._stopping():
             try:
                 await self._listen()
             except Exception as exc:
+                if self._stopping():
+                    break
                 if self.listening:  # it was up: start the backoff over
                     delay = 0.2
                 log.log(
@@ -79,6 +91,10 @@ class RulesListener:
                 self.listening = False
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self._max_backoff_s)
+
+    def _stopping(self) -> bool:
+        task = asyncio.current_task()
+        return self._closed or (task is not None and task.cancelling() > 0)
 
     async def _listen(self) -> None:
         """One connection: LISTEN, then watch it until it is lost (raises)."""
@@ -100,7 +116,7 @@ class RulesListener:
     async def _watch(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
         """Return never; raise once the connection is gone. An idle connection learns of a
         silently dead peer only when it sends something, hence the ping."""
-        while not lost.is_set():
+        while not lost.is_set() and not self._stopping():
             try:
                 await asyncio.wait_for(lost.wait(), self._ping_s)
             except TimeoutError:

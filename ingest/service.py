@@ -86,6 +86,9 @@ class IngestService:
         self._faults = Faults.from_env()
         self._writer = ReadingWriter(config.database_url, self._faults)
         self._accepting = True
+        # Set before the background tasks are cancelled: their loops end on it even when
+        # Python 3.11's wait_for swallows a cancellation (see RulesListener.close).
+        self._closing = False
         self._mqtt: AsyncMqtt | None = None
         self._stream = StreamPublisher(
             config.mqtt, f"{config.client_id}-stream", resync_topic=config.topics.stream_resync()
@@ -182,9 +185,13 @@ class IngestService:
             log.warning("shutdown timed out; unacknowledged messages stay with the broker")
         finally:
             self._accepting = False
+            self._closing = True
+            self.rules_listener.close()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _, stuck = await asyncio.wait(tasks, timeout=10)
+            if stuck:  # never expected; logged so a hang at exit has a name
+                log.error("tasks still running at shutdown: %s", [t.get_name() for t in stuck])
             if self._pool is not None:
                 await self._pool.close()
             await self._mqtt.stop()
@@ -209,7 +216,7 @@ class IngestService:
         changed = self._rules_changed
         last_load = 0.0
         next_tick = 0.0
-        while True:
+        while not self._closing:
             try:
                 if not self._rules_restored:
                     changed.clear()  # what this load reads needs no second reload
