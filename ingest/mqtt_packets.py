@@ -1,0 +1,502 @@
+"""MQTT 3.1.1 / 5 packets as bytes, and a decoder fed bytes: no I/O, no asyncio.
+
+The asyncio shell (ingest/mqtt.py, ingest/stream.py) only moves bytes in and out of this
+module, as the websockets library keeps its protocol sans-I/O. Only what this project sends
+and receives is here: a client that connects, subscribes, publishes at QoS 0/1 and receives.
+
+Receiving is the hot path (every reading of the ingest, every delivery of the front), so a
+PUBLISH becomes exactly one :class:`Message` whose fields are read straight from the packet:
+no property objects, and properties other than Subscription Identifier are skipped by length.
+Section numbers below refer to the MQTT 5.0 standard (OASIS, 2019).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "DISCONNECT",
+    "PINGREQ",
+    "PINGRESP",
+    "ConnAck",
+    "Decoder",
+    "Disconnect",
+    "Message",
+    "Packet",
+    "PingResp",
+    "ProtocolError",
+    "PubAck",
+    "SubAck",
+    "UnsubAck",
+    "connack_reason",
+    "connect",
+    "puback",
+    "publish",
+    "publish_many",
+    "read_varint",
+    "subscribe",
+    "unsubscribe",
+    "varint",
+]
+
+
+class ProtocolError(ValueError):
+    """The peer sent bytes that are not a packet we accept (malformed, or not for a client).
+
+    The only error the decoder raises; the connection that produced it must be closed."""
+
+
+# -- encoding ----------------------------------------------------------------------------------
+_SMALL = [bytes((i,)) for i in range(128)]  # one-byte varints, the common remaining lengths
+
+PINGREQ = b"\xc0\x00"
+PINGRESP = b"\xd0\x00"
+# Normal disconnection: 3.1.1's DISCONNECT, and MQTT 5's with reason 0 and no properties
+# (a remaining length of 0 means exactly that, section 3.14.2.1).
+DISCONNECT = b"\xe0\x00"
+
+
+def varint(n: int) -> bytes:
+    """Variable Byte Integer (section 1.5.5): 7 bits a byte, least significant first."""
+    if n < 128:
+        if n < 0:
+            raise ValueError("a variable byte integer is not negative")
+        return _SMALL[n]
+    if n > 268_435_455:
+        raise ValueError("a variable byte integer has at most 4 bytes")
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def _string(data: bytes) -> bytes:
+    if len(data) > 0xFFFF:
+        raise ValueError("an MQTT string has at most 65535 bytes")
+    return len(data).to_bytes(2, "big") + data
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    return bytes((first,)) + varint(len(body)) + body
+
+
+def connect(
+    client_id: str,
+    *,
+    v5: bool,
+    clean_start: bool = True,
+    keepalive: int = 30,
+    username: str | None = None,
+    password: str | None = None,
+    session_expiry_s: int = 0,
+    receive_maximum: int = 65535,
+) -> bytes:
+    """CONNECT (section 3.1). For 3.1.1, ``clean_start`` is its Clean Session flag and the
+    v5 properties are left out."""
+    flags = 0x02 if clean_start else 0
+    if username is not None:
+        flags |= 0x80
+        if password is not None:
+            flags |= 0x40
+    variable = _string(b"MQTT") + bytes((5 if v5 else 4, flags)) + keepalive.to_bytes(2, "big")
+    if v5:
+        props = b""
+        if session_expiry_s:
+            props += b"\x11" + session_expiry_s.to_bytes(4, "big")
+        if receive_maximum != 65535:  # 65535 is the default (section 3.1.2.11.3)
+            props += b"\x21" + receive_maximum.to_bytes(2, "big")
+        variable += varint(len(props)) + props
+    payload = _string(client_id.encode())
+    if username is not None:
+        payload += _string(username.encode())
+        if password is not None:
+            payload += _string(password.encode())
+    return _packet(0x10, variable + payload)
+
+
+def subscribe(
+    packet_id: int,
+    filters: Sequence[str],
+    *,
+    v5: bool,
+    qos: int = 0,
+    no_local: bool = False,
+    retain_as_published: bool = False,
+    retain_handling: int = 0,
+    subscription_id: int = 0,
+) -> bytes:
+    """SUBSCRIBE (section 3.8): every filter with the same options; ``subscription_id`` (0:
+    none) names the subscriptions in the copies the broker sends for them (section 3.8.2.1.2).
+    3.1.1 has only the QoS bits of the options byte."""
+    if not filters:
+        raise ValueError("SUBSCRIBE needs at least one filter")
+    options = qos
+    if v5:
+        options |= (no_local << 2) | (retain_as_published << 3) | (retain_handling << 4)
+        props = b"\x0b" + varint(subscription_id) if subscription_id else b""
+        head = packet_id.to_bytes(2, "big") + varint(len(props)) + props
+    else:
+        head = packet_id.to_bytes(2, "big")
+    option = bytes((options,))
+    body = head + b"".join(_string(f.encode()) + option for f in filters)
+    return _packet(0x82, body)
+
+
+def unsubscribe(packet_id: int, filters: Sequence[str], *, v5: bool) -> bytes:
+    """UNSUBSCRIBE (section 3.10)."""
+    if not filters:
+        raise ValueError("UNSUBSCRIBE needs at least one filter")
+    head = packet_id.to_bytes(2, "big") + (b"\x00" if v5 else b"")
+    return _packet(0xA2, head + b"".join(_string(f.encode()) for f in filters))
+
+
+def publish(
+    topic: str | bytes,
+    payload: bytes,
+    *,
+    v5: bool,
+    qos: int = 0,
+    retain: bool = False,
+    packet_id: int = 0,
+    dup: bool = False,
+) -> bytes:
+    """PUBLISH (section 3.3); ``packet_id`` only for QoS 1 and 2."""
+    name = topic.encode() if isinstance(topic, str) else topic
+    if qos and not packet_id:
+        raise ValueError("a QoS 1 or 2 PUBLISH needs a packet id")
+    first = 0x30 | (dup << 3) | (qos << 1) | retain
+    pid = packet_id.to_bytes(2, "big") if qos else b""
+    props = b"\x00" if v5 else b""
+    size = 2 + len(name) + len(pid) + len(props) + len(payload)
+    return b"".join(
+        (bytes((first,)), varint(size), len(name).to_bytes(2, "big"), name, pid, props, payload)
+    )
+
+
+def publish_many(
+    items: Iterable[tuple[str, bytes]], *, v5: bool, retain: bool = False
+) -> tuple[bytes, int]:
+    """Many QoS 0 PUBLISH packets framed into one bytes for one write: (bytes, how many)."""
+    first = _SMALL[0x31 if retain else 0x30]
+    extra = 3 if v5 else 2  # topic length field, and the empty property list of MQTT 5
+    props = b"\x00" if v5 else b""
+    parts: list[bytes] = []
+    add = parts.append
+    n = 0
+    for topic, payload in items:
+        name = topic.encode()
+        tlen = len(name)
+        size = extra + tlen + len(payload)
+        add(first)
+        add(_SMALL[size] if size < 128 else varint(size))
+        add(tlen.to_bytes(2, "big"))
+        add(name)
+        if v5:
+            add(props)
+        add(payload)
+        n += 1
+    return b"".join(parts), n
+
+
+def puback(packet_id: int) -> bytes:
+    """PUBACK with success: the same four bytes in 3.1.1 and 5 (section 3.4.2.1)."""
+    return b"\x40\x02" + packet_id.to_bytes(2, "big")
+
+
+# -- decoding ----------------------------------------------------------------------------------
+class Message:
+    """A received PUBLISH: what the ingest and the front read, and nothing else.
+
+    ``mid`` is the packet id (0 at QoS 0); ``subscription_ids`` the Subscription Identifiers
+    the broker named (an empty tuple when none, as always over 3.1.1)."""
+
+    __slots__ = ("dup", "mid", "payload", "qos", "retain", "subscription_ids", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        mid: int = 0,
+        subscription_ids: tuple[int, ...] = (),
+        dup: bool = False,
+    ) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.mid = mid
+        self.subscription_ids = subscription_ids
+        self.dup = dup
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(topic={self.topic!r}, payload={self.payload[:40]!r}, qos={self.qos}, "
+            f"retain={self.retain}, mid={self.mid}, subscription_ids={self.subscription_ids})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnAck:
+    session_present: bool
+    reason_code: int
+    # from the MQTT 5 properties; a broker that says nothing offers both (section 3.2.2.3)
+    subscription_ids_available: bool = True
+    server_keepalive: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubAck:
+    packet_id: int
+    reason_codes: tuple[int, ...]  # granted QoS (0-2) or a failure (0x80 and up)
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubAck:
+    packet_id: int
+    reason_codes: tuple[int, ...]  # empty over 3.1.1, which has none
+
+
+@dataclass(frozen=True, slots=True)
+class PubAck:
+    packet_id: int
+    reason_code: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PingResp:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    reason_code: int = 0
+
+
+Packet = Message | ConnAck | SubAck | UnsubAck | PubAck | PingResp | Disconnect
+
+_PING_RESP = PingResp()
+
+# Property identifier -> how its value is laid out (section 2.2.2.2): 1, 2 or 4 fixed bytes;
+# "v" a variable byte integer; "s" a length-prefixed string or binary; "p" a string pair.
+_PROPERTY_KIND: dict[int, int | str] = {
+    0x01: 1, 0x02: 4, 0x03: "s", 0x08: "s", 0x09: "s", 0x0B: "v", 0x11: 4, 0x12: "s",
+    0x13: 2, 0x15: "s", 0x16: "s", 0x17: 1, 0x18: 4, 0x19: 1, 0x1A: "s", 0x1C: "s",
+    0x1F: "s", 0x21: 2, 0x22: 2, 0x23: 2, 0x24: 1, 0x25: 1, 0x26: "p", 0x27: 4,
+    0x28: 1, 0x29: 1, 0x2A: 1,
+}  # fmt: skip
+
+
+def read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(value, position after it) of the variable byte integer at ``pos``."""
+    value = shift = 0
+    while True:
+        if pos >= end:
+            raise ProtocolError("truncated variable byte integer")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 21:
+            raise ProtocolError("variable byte integer longer than 4 bytes")
+
+
+def _properties(data: bytes, pos: int, end: int) -> tuple[dict[int, int], list[int], int]:
+    """Walk a property list: (integer properties by id, subscription identifiers, position
+    after the list). Strings and binaries are skipped by their length, never copied."""
+    length, pos = read_varint(data, pos, end)
+    stop = pos + length
+    if stop > end:
+        raise ProtocolError("property length beyond the packet")
+    numbers: dict[int, int] = {}
+    sids: list[int] = []
+    while pos < stop:
+        ident = data[pos]
+        kind = _PROPERTY_KIND.get(ident)
+        pos += 1
+        if kind is None:
+            raise ProtocolError(f"unknown property 0x{ident:02x}")
+        if kind == "v":
+            value, pos = read_varint(data, pos, stop)
+            if ident == 0x0B:
+                if value == 0:
+                    raise ProtocolError("subscription identifier 0")
+                sids.append(value)
+            continue
+        if kind == "s" or kind == "p":
+            for _ in range(1 if kind == "s" else 2):
+                if pos + 2 > stop:
+                    raise ProtocolError("truncated property")
+                pos += 2 + int.from_bytes(data[pos : pos + 2], "big")
+            if pos > stop:
+                raise ProtocolError("truncated property")
+            continue
+        assert isinstance(kind, int)
+        if pos + kind > stop:
+            raise ProtocolError("truncated property")
+        numbers[ident] = int.from_bytes(data[pos : pos + kind], "big")
+        pos += kind
+    return numbers, sids, stop
+
+
+class Decoder:
+    """Incremental: :meth:`feed` takes whatever bytes arrived and returns every packet they
+    complete, in order; an incomplete tail waits for the next call."""
+
+    __slots__ = ("_rest", "v5")
+
+    def __init__(self, *, v5: bool) -> None:
+        self.v5 = v5
+        self._rest = b""
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete packet waiting for more."""
+        return len(self._rest)
+
+    def feed(self, data: bytes) -> list[Packet]:
+        if self._rest:
+            data = self._rest + data
+        out: list[Packet] = []
+        add = out.append
+        end = len(data)
+        pos = 0
+        v5 = self.v5
+        try:
+            while pos + 2 <= end:
+                first = data[pos]
+                # remaining length (section 2.1.4): the one-byte case inline, it is the usual
+                size = data[pos + 1]
+                start = pos + 2
+                if size & 0x80:
+                    size, start = read_varint(data, pos + 1, end)
+                stop = start + size
+                if stop > end:
+                    break
+                if first & 0xF0 == 0x30:  # PUBLISH, the hot path
+                    qos = (first >> 1) & 3
+                    tlen = (data[start] << 8) | data[start + 1]
+                    at = start + 2 + tlen
+                    topic = data[start + 2 : at].decode()
+                    mid = 0
+                    if qos:
+                        if qos == 3:
+                            raise ProtocolError("PUBLISH with QoS 3")
+                        mid = (data[at] << 8) | data[at + 1]
+                        at += 2
+                    sids: tuple[int, ...] = ()
+                    if v5:
+                        if data[at] == 0:  # no properties: the usual case
+                            at += 1
+                        else:
+                            _, found, at = _properties(data, at, stop)
+                            if found:
+                                sids = tuple(found)
+                    if at > stop:
+                        raise ProtocolError("PUBLISH shorter than its topic")
+                    add(
+                        Message(
+                            topic,
+                            data[at:stop],
+                            qos,
+                            bool(first & 1),
+                            mid,
+                            sids,
+                            bool(first & 8),
+                        )
+                    )
+                else:
+                    add(self._control(first, data, start, stop))
+                pos = stop
+        except IndexError:
+            raise ProtocolError("packet shorter than its fields") from None
+        except UnicodeDecodeError:
+            raise ProtocolError("topic name is not UTF-8") from None
+        self._rest = data[pos:] if pos < end else b""
+        return out
+
+    def _control(self, first: int, data: bytes, start: int, stop: int) -> Packet:
+        kind = first >> 4
+        size = stop - start
+        v5 = self.v5
+        if kind == 2:  # CONNACK, section 3.2
+            if size < 2 or first & 0x0F:
+                raise ProtocolError("malformed CONNACK")
+            sids_ok, keepalive = True, None
+            if v5 and size > 2:
+                numbers, _, _ = _properties(data, start + 2, stop)
+                sids_ok = numbers.get(0x29, 1) == 1
+                keepalive = numbers.get(0x13)
+            return ConnAck(bool(data[start] & 1), data[start + 1], sids_ok, keepalive)
+        if kind in (9, 11):  # SUBACK, UNSUBACK: sections 3.9, 3.11
+            if size < 2:
+                raise ProtocolError("malformed SUBACK/UNSUBACK")
+            pid = (data[start] << 8) | data[start + 1]
+            at = start + 2
+            if v5:
+                _, _, at = _properties(data, at, stop)
+            codes = tuple(data[at:stop])
+            if kind == 9:
+                if not codes:
+                    raise ProtocolError("SUBACK without reason codes")
+                return SubAck(pid, codes)
+            return UnsubAck(pid, codes)
+        if kind == 4:  # PUBACK, section 3.4: reason code and properties may be left out
+            if size < 2:
+                raise ProtocolError("malformed PUBACK")
+            return PubAck((data[start] << 8) | data[start + 1], data[start + 2] if size > 2 else 0)
+        if kind == 13:  # PINGRESP
+            if size:
+                raise ProtocolError("malformed PINGRESP")
+            return _PING_RESP
+        if kind == 14 and v5:  # DISCONNECT from the server, section 3.14
+            return Disconnect(data[start] if size else 0)
+        raise ProtocolError(f"unexpected packet type {kind} for a client")
+
+
+# CONNACK refusals, for one clear line in the log (sections 3.2.2.2 and 3.1.1's 3.2.2.3).
+_REASONS_5 = {
+    0x80: "unspecified error",
+    0x81: "malformed packet",
+    0x82: "protocol error",
+    0x83: "implementation specific error",
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+    0x8C: "bad authentication method",
+    0x95: "packet too large",
+    0x97: "quota exceeded",
+    0x9C: "use another server",
+    0x9D: "server moved",
+    0x9F: "connection rate exceeded",
+}
+_REASONS_311 = {
+    1: "unacceptable protocol version",
+    2: "identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+}
+
+
+def connack_reason(code: int, *, v5: bool) -> str:
+    """``"bad user name or password (0x86)"``: a CONNACK reason code in words."""
+    words = (_REASONS_5 if v5 else _REASONS_311).get(code, "refused")
+    return f"{words} (0x{code:02x})"
