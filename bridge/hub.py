@@ -23,22 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import socket
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
-import aiomqtt
 import orjson
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.broker_filters import Cover
 from bridge.broker_filters import matches as topic_matches
 from bridge.routes import Echoes, Route, Routes
-from ingest.acyclic_matcher import install as install_acyclic_matcher
-from ingest.mqtt import MqttEndpoint
+from ingest.mqtt import AsyncMqtt, Message, MqttEndpoint
+from ingest.mqtt_packets import ConnAck
 from ingest.topics import Topics
 
 __all__ = ["Hub", "Listener", "topic_matches"]
@@ -50,8 +44,54 @@ log = logging.getLogger(__name__)
 # same subscription shape reuse the frame the first of them built (serialise once).
 Listener = Callable[[tuple[str, ...], dict[str, Any], bool, dict[Any, Any]], None]
 
-# SUBSCRIBE/UNSUBSCRIBE calls in flight at once (aiomqtt scans its pending calls on each one)
+# SUBSCRIBE/UNSUBSCRIBE requests in flight at once
 _BATCH = 256
+# MQTT 5 retain handling 2: the broker sends no retained copies on subscribing (they would be
+# dropped on arrival anyway, _dispatch)
+_NO_RETAINED = 2
+
+
+class BrokerClient(Protocol):
+    """What the hub asks of its connection (ingest/mqtt.py's AsyncMqtt; tests stand in)."""
+
+    async def subscribe_and_wait(
+        self, filter_: str, *, qos: int = 0, subscription_id: int = 0, retain_handling: int = 0
+    ) -> int: ...
+
+    async def unsubscribe_and_wait(self, filters: Sequence[str]) -> None: ...
+
+    async def publish_and_wait(self, topic: str, payload: bytes, *, qos: int = 1) -> None: ...
+
+
+class _ThisConnection:
+    """The client for as long as the connection it has now lasts. A new one is made for each
+    connection, so the hub's ``self._client is client`` checks see a reconnection as a
+    different client, and requests of a connection given up fail instead of reaching the
+    next one."""
+
+    __slots__ = ("_client", "_generation")
+
+    def __init__(self, client: AsyncMqtt) -> None:
+        self._client = client
+        self._generation = client.generation
+
+    def _check(self) -> AsyncMqtt:
+        if self._client.generation != self._generation:
+            raise ConnectionError("that MQTT connection is gone")
+        return self._client
+
+    async def subscribe_and_wait(
+        self, filter_: str, *, qos: int = 0, subscription_id: int = 0, retain_handling: int = 0
+    ) -> int:
+        return await self._check().subscribe_and_wait(
+            filter_, qos=qos, subscription_id=subscription_id, retain_handling=retain_handling
+        )
+
+    async def unsubscribe_and_wait(self, filters: Sequence[str]) -> None:
+        await self._check().unsubscribe_and_wait(filters)
+
+    async def publish_and_wait(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        await self._check().publish_and_wait(topic, payload, qos=qos)
 
 
 class Hub:
@@ -68,7 +108,11 @@ class Hub:
         self._dirty: dict[str, None] = {}  # broker filters to reconcile, in order
         self._sync_lock = asyncio.Lock()
         self._echoes = Echoes()
-        self._client: aiomqtt.Client | None = None
+        self._client: BrokerClient | None = None
+        # Messages of a new connection read while it is being set up (resubscribing): handed
+        # to listeners once that is done, after the reconnection callbacks. None otherwise.
+        self._held: list[Message] | None = None
+        self._on_burst_end: set[Callable[[], None]] = set()
         self.connected = asyncio.Event()
         self.received = 0
         self.reconnects = 0
@@ -92,6 +136,19 @@ class Hub:
         """Register ``callback`` for every reconnection; returns the function that removes it."""
         self._on_resubscribed.add(callback)
         return lambda: self._on_resubscribed.discard(callback)
+
+    def on_burst_end(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Register ``callback`` to run after the messages of one broker read were handed to
+        listeners (a place to flush what they queued); returns the function that removes it."""
+        self._on_burst_end.add(callback)
+        return lambda: self._on_burst_end.discard(callback)
+
+    def _burst_end(self) -> None:
+        for callback in list(self._on_burst_end):
+            try:
+                callback()
+            except Exception:  # one listener's bug must not take the broker connection down
+                log.exception("a burst-end listener failed")
 
     # -- subscriptions -----------------------------------------------------------------------
     def subscriptions(self) -> dict[str, int]:
@@ -166,13 +223,19 @@ class Hub:
                     # the broker holds these as the routes in use say; copies it sent
                     # otherwise have all arrived: the queued ones, and at most one taken off
                     # the queue but not yet dispatched
-                    last = self.received + len(client.messages) + 1
+                    last = self._numbered_so_far()
                     for f in batch:
                         if f not in self._dirty:  # else changed again meanwhile
                             self._routes.settled(f, last)
 
+    def _numbered_so_far(self) -> int:
+        """The number the last message read so far will have been dispatched under. Our client
+        hands messages over as it reads them, before any SUBACK read after them wakes its
+        waiter; those of a connection being set up wait in ``_held``."""
+        return self.received + (len(self._held) if self._held is not None else 0)
+
     async def _apply(
-        self, client: aiomqtt.Client, subscribe: list[tuple[str, int]], unsubscribe: list[str]
+        self, client: BrokerClient, subscribe: list[tuple[str, int]], unsubscribe: list[str]
     ) -> bool:
         """Send the changes, subscriptions first; whether the broker acknowledged them all."""
         # Replacing disjoint broker filters: subscribe the new ones first (nothing in use is
@@ -194,117 +257,116 @@ class Hub:
                 for f in chunk:
                     self._on_broker.pop(f, None)
                 try:
-                    await client.unsubscribe(chunk)
-                except aiomqtt.MqttError:
+                    await client.unsubscribe_and_wait(chunk)
+                except (ConnectionError, TimeoutError):
                     done = False
         finally:
             if replacing:
                 # every copy routed before the last UNSUBACK has arrived by now: the ones
                 # queued, and at most one taken off the queue but not yet dispatched
-                self._echoes.close_after(self.received + len(client.messages) + 1)
+                self._echoes.close_after(self._numbered_so_far())
         return done
 
-    async def _subscribe(self, client: aiomqtt.Client, filter_: str, sid: int) -> bool:
-        properties = options = None
-        if sid:
-            properties = Properties(PacketTypes.SUBSCRIBE)
-            properties.SubscriptionIdentifier = sid
-        if self.endpoint.protocol == "5":
-            # retained copies are dropped on arrival (_dispatch): do not have them sent
-            options = SubscribeOptions(qos=0, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+    async def _subscribe(self, client: BrokerClient, filter_: str, sid: int) -> bool:
         try:
-            await client.subscribe(filter_, qos=0, options=options, properties=properties)
-        except aiomqtt.MqttError:
+            code = await client.subscribe_and_wait(
+                filter_, qos=0, subscription_id=sid, retain_handling=_NO_RETAINED
+            )
+        except (ConnectionError, TimeoutError):
             return False  # resubscribed on reconnect
+        if code >= 0x80:
+            log.warning("the MQTT broker refused a subscription to %s (0x%02x)", filter_, code)
         if self._client is client:  # not a connection given up meanwhile
             self._on_broker[filter_] = sid
         return True
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """QoS 1 publish on the front's connection (commands, telemetry from clients)."""
+        """QoS 1 publish on the front's connection (commands, telemetry from clients); returns
+        once the broker has it."""
         client = self._client
         if client is None or not self.connected.is_set():
             raise ConnectionError("the MQTT broker is not connected")
-        await client.publish(topic, payload, qos=qos)
+        await client.publish_and_wait(topic, payload, qos=qos)
 
     # -- the connection --------------------------------------------------------------------
     async def run(self) -> None:
-        """Stay connected until cancelled."""
-        delay = 0.2
-        ep = self.endpoint
-        while True:
-            try:
-                client = aiomqtt.Client(
-                    ep.host,
-                    ep.port,
-                    username=ep.username,
-                    password=ep.password,
-                    identifier=self.client_id,
-                    protocol=aiomqtt.ProtocolVersion.V5
-                    if ep.protocol == "5"
-                    else aiomqtt.ProtocolVersion.V311,
-                    keepalive=30,
-                    tls_context=None,
-                    # the front's publishes (commands) must not wait behind Nagle
-                    socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-                )
-                # aiomqtt wraps paho: give its client the matcher that leaves no garbage
-                # cycle per message (ingest/acyclic_matcher.py)
-                install_acyclic_matcher(client._client)
-                # aiomqtt warns past 10 outstanding calls; a thousand dashboards
-                # (re)subscribing at once is normal here, not a sign of trouble
-                client.pending_calls_threshold = 100_000
-                connack: dict[str, Any] = {}
-                _capture_connack(client, connack)
-                async with client:
-                    await client.subscribe(self._resync_topic, qos=0)
-                    if self._cover is None and connack.get("SubscriptionIdentifierAvailable") == 0:
-                        log.warning(
-                            "the MQTT broker offers no subscription identifiers: holding "
-                            "only disjoint filters on it instead"
-                        )
-                        self._cover = Cover(r.filter for r in self._routes)
-                    if self._cover is None:
-                        self._routes.plain_again()
-                    # a new session holds nothing: everything in use is to subscribe, oldest
-                    # first (filters added from now on queue up behind)
-                    self._on_broker.clear()
-                    self._echoes = Echoes()
-                    self._dirty.clear()
-                    in_use: Iterable[str] = (
-                        (r.filter for r in self._routes)
-                        if self._cover is None
-                        else self._cover.broker_filters()
-                    )
-                    self._dirty.update(dict.fromkeys(in_use))
-                    self._client = client
-                    await self._sync()
-                    self.connected.set()
-                    delay = 0.2
-                    if self._was_connected:
-                        self._resubscribed()  # before any message of the new connection is read
-                    self._was_connected = True
-                    log.info("front connected to MQTT broker %s", ep.redacted())
-                    async for msg in client.messages:
-                        self._dispatch(msg)
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()
-                self._client = None
-                self.reconnects += 1
-                log.warning(
-                    "front lost MQTT broker %s (%s); retry in %.1fs", ep.redacted(), exc, delay
-                )
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 10.0)
+        """Stay connected until cancelled (the client reconnects with jittered backoff)."""
+        client = AsyncMqtt(
+            self.endpoint,
+            self.client_id,
+            on_message=self._receive,
+            on_burst_end=self._burst_end,
+            subscriptions=[(self._resync_topic, 0)],
+            keepalive=30,
+            on_connect=lambda ack: self._connected(client, ack),
+            on_connection_lost=self._lost,
+        )
+        try:
+            await client.start()
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            await client.stop()
+            self._client = None
+            self.connected.clear()
 
-    def _dispatch(self, msg: aiomqtt.Message) -> None:
+    async def _connected(self, client: AsyncMqtt, connack: ConnAck) -> None:
+        """A new connection (a new, empty session): subscribe everything in use again."""
+        self._held = []
+        try:
+            if self._cover is None and not connack.subscription_ids_available:
+                log.warning(
+                    "the MQTT broker offers no subscription identifiers: holding "
+                    "only disjoint filters on it instead"
+                )
+                self._cover = Cover(r.filter for r in self._routes)
+            if self._cover is None:
+                self._routes.plain_again()
+            # a new session holds nothing: everything in use is to subscribe, oldest first
+            # (filters added from now on queue up behind)
+            self._on_broker.clear()
+            self._echoes = Echoes()
+            self._dirty.clear()
+            in_use: Iterable[str] = (
+                (r.filter for r in self._routes)
+                if self._cover is None
+                else self._cover.broker_filters()
+            )
+            self._dirty.update(dict.fromkeys(in_use))
+            self._client = _ThisConnection(client)
+            await self._sync()
+            self.connected.set()
+            if self._was_connected:
+                self._resubscribed()  # before any message of the new connection is handled
+            self._was_connected = True
+            log.info("front connected to MQTT broker %s", self.endpoint.redacted())
+        finally:
+            held, self._held = self._held, None
+            for msg in held:
+                self._dispatch(msg)
+            if held:
+                self._burst_end()
+
+    def _lost(self) -> None:
+        if self._client is not None:
+            self.reconnects += 1
+        self.connected.clear()
+        self._client = None
+
+    def _receive(self, msg: Message) -> None:
+        held = self._held
+        if held is not None:
+            held.append(msg)
+        else:
+            self._dispatch(msg)
+
+    def _dispatch(self, msg: Message) -> None:
         self.received += 1
         if msg.retain:
             # Retained copies arrive only for a broker subscription that is new, i.e. only
             # for the first of the clients sharing it. Current values come from `snapshot`
             # (the database) for everyone alike; the live stream carries only new readings.
             return
-        topic = msg.topic.value
+        topic = msg.topic
         if topic == self._resync_topic:
             log.info("a stream publisher reconnected after dropping messages: replaying")
             self._resubscribed()
@@ -317,8 +379,6 @@ class Hub:
             if rest is None or not rest.startswith("devices/"):
                 return
             levels = tuple(rest.split("/"))
-        if not isinstance(msg.payload, bytes | bytearray):
-            return
         try:
             event = orjson.loads(msg.payload)
         except orjson.JSONDecodeError:
@@ -327,10 +387,7 @@ class Hub:
         if not isinstance(event, dict):
             return
         if self._cover is None:
-            props = msg.properties
-            # (paho keeps properties as instance attributes: a lookup that raises nothing
-            # when absent, as getattr with a default would, at a cost, on every plain copy)
-            sids = props.__dict__.get("SubscriptionIdentifier") if props is not None else None
+            sids = msg.subscription_ids
             listeners = self._for_sids(sids, topic) if sids else self._routes.for_plain(topic)
         elif self._echoes.active and self._echoes.repeat(self.received, topic, msg.payload):
             return
@@ -341,7 +398,7 @@ class Hub:
         for listener in listeners:
             listener(levels, event, retained, frames)
 
-    def _for_sids(self, sids: list[int], topic: str) -> list[Listener]:
+    def _for_sids(self, sids: tuple[int, ...], topic: str) -> list[Listener]:
         """Listeners of a copy sent for the subscription(s) with these identifiers."""
         routes: list[Route] = []
         for sid in sids:
@@ -349,21 +406,3 @@ class Hub:
             if route is not None:  # else sent for a filter no longer in use
                 routes.append(route)
         return self._routes.for_copy(routes, topic) if routes else []
-
-
-def _capture_connack(client: aiomqtt.Client, into: dict[str, Any]) -> None:
-    """Keep the CONNACK's properties (whether the broker offers subscription identifiers);
-    aiomqtt does not expose them."""
-    paho_client = client._client
-    inner = paho_client.on_connect
-
-    def on_connect(*args: Any) -> None:
-        props = args[4] if len(args) > 4 else None
-        if props is not None:
-            available = getattr(props, "SubscriptionIdentifierAvailable", None)
-            if available is not None:
-                into["SubscriptionIdentifierAvailable"] = available
-        if inner is not None:
-            inner(*args)
-
-    paho_client.on_connect = on_connect

@@ -1,10 +1,15 @@
-"""paho-mqtt driven by the asyncio event loop, with manual acknowledgement.
+"""One MQTT connection on an asyncio Protocol over our own codec (ingest/mqtt_packets.py).
 
-The ingest must acknowledge a QoS 1 message only after its rows are committed. aiomqtt 2.x
-acknowledges before user code runs; paho-mqtt 2.x has ``manual_ack=True`` and ``ack(mid,
-qos)``. Instead of paho's own network thread we register its socket with the event loop
-(paho's ``on_socket_*`` hooks), so every callback runs on the loop thread and no lock or
-thread hop sits on the hot path. See docs/decisions.md for the measurements.
+Why not paho or aiomqtt (numbers in docs/decisions.md): the ingest must acknowledge a QoS 1
+message only after its rows are committed, which aiomqtt 2.x does not allow; and paho builds
+an MQTT 5 ``Properties`` object and more per received message, about half of its ~25 us
+receive cost, which was a third of the ingest's and the front's busy time. Here one read of
+the socket is decoded at once and each PUBLISH becomes one slotted ``Message``, handed to the
+handler; nothing is acknowledged unless ``manual_ack`` is off or ``ack()`` is called.
+
+``generation`` increases on every connection loss: a message id from an older generation must
+never be acknowledged on the new connection (ids are reused; the broker redelivers the
+unacknowledged messages of a persistent session instead).
 """
 
 from __future__ import annotations
@@ -15,90 +20,60 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
+from ingest import mqtt_packets as mp
+from ingest.mqtt_endpoint import MqttEndpoint, set_nodelay
+from ingest.mqtt_packets import ConnAck, Message, Packet, ProtocolError
 
-from ingest.acyclic_matcher import install as install_acyclic_matcher
+__all__ = ["AsyncMqtt", "Message", "MessageHandler", "MqttEndpoint", "set_nodelay"]
 
 log = logging.getLogger(__name__)
 
+MessageHandler = Callable[[Message], None]
+_WAIT_S = 10.0  # CONNACK, SUBACK, UNSUBACK, PUBACK: every wait has a deadline
 
-@dataclass(frozen=True, slots=True)
-class MqttEndpoint:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    # "5" (default) or "3.1.1" for brokers without MQTT v5 (the embedded fallback broker).
-    protocol: str = "5"
 
-    @classmethod
-    def from_url(cls, url: str) -> MqttEndpoint:
-        """Parse ``mqtt://user:pass@host:port`` (``mqtts://`` for TLS, default ports 1883/8883)."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise ValueError(
-                f"unsupported MQTT URL scheme {parts.scheme!r}: use mqtt://host:port "
-                "or mqtts://host:port"
-            )
-        tls = parts.scheme in ("mqtts", "ssl")
-        if not parts.hostname:
-            raise ValueError("MQTT URL has no host: use mqtt://host:port")
+class _Refused(Exception):
+    pass
+
+
+class _Link(asyncio.Protocol):
+    """One TCP (or TLS) connection: bytes to the decoder, packets to the client."""
+
+    def __init__(self, owner: AsyncMqtt) -> None:
+        self.owner = owner
+        self.decoder = mp.Decoder(v5=owner.endpoint.protocol == "5")
+        self.transport: asyncio.Transport | None = None
+        self.connack: asyncio.Future[ConnAck] = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check here
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
         try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError:
-            raise ValueError("MQTT URL has an invalid port") from None
-        query = parse_qs(parts.query)
-        protocol = query.get("protocol", ["5"])[0]
-        if protocol not in ("5", "3.1.1"):
-            raise ValueError("MQTT URL protocol must be 5 or 3.1.1 (?protocol=3.1.1)")
-        return cls(
-            protocol=protocol,
-            host=parts.hostname,
-            port=port,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls,
-        )
+            packets = self.decoder.feed(data)
+        except ProtocolError as exc:
+            log.warning(
+                "malformed packet from MQTT broker %s: %s", self.owner.endpoint.redacted(), exc
+            )
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self.owner._received(self, packets)
 
-    def redacted(self) -> str:
-        """For logs: never the password."""
-        user = f"{self.username}:***@" if self.username else ""
-        query = "?protocol=3.1.1" if self.protocol == "3.1.1" else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}{query}"
-
-    @property
-    def paho_protocol(self) -> paho.MQTTProtocolVersion:
-        return paho.MQTTv5 if self.protocol == "5" else paho.MQTTv311
-
-
-MessageHandler = Callable[[paho.MQTTMessage], None]
-
-
-def set_nodelay(client: paho.Client) -> None:
-    """Turn Nagle off on a connected paho client's socket (paho leaves it on): a small publish
-    queued behind unacknowledged data would otherwise wait for the broker's delayed ACK."""
-    sock = client.socket()
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.connack.done():
+            self.connack.set_exception(ConnectionError(exc or "closed before CONNACK"))
+        self.closed.set()
+        self.owner._lost(self, exc)
 
 
 class AsyncMqtt:
-    """One MQTT v5 connection whose network I/O runs on the asyncio loop.
-
-    ``generation`` increases on every connection loss: a message id from an older
-    generation must never be acknowledged on the new connection (ids are reused; the broker
-    redelivers the unacknowledged messages of a persistent session instead).
-    """
+    """Keeps one MQTT connection up (jittered backoff) and hands received messages over."""
 
     def __init__(
         self,
@@ -115,73 +90,52 @@ class AsyncMqtt:
         on_connection_lost: Callable[[], None] | None = None,
         retained_on_resubscribe: bool = True,
         retain_as_published: bool = False,
+        on_connect: Callable[[ConnAck], Awaitable[None]] | None = None,
+        on_burst_end: Callable[[], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.client_id = client_id
         self.generation = 0
         self.connected = asyncio.Event()
+        self.connack: ConnAck | None = None
         self._loop = asyncio.get_running_loop()
+        self._v5 = endpoint.protocol == "5"
         self._subscriptions = list(subscriptions or [])
         self._clean_start = clean_start
         self._session_expiry_s = session_expiry_s
         self._receive_maximum = receive_maximum
+        self._auto_ack = not manual_ack
         self._keepalive = keepalive
+        self._on_message = on_message
         self._on_connection_lost = on_connection_lost
-        # MQTT 5 "retain handling": False asks the broker for retained messages only when a
+        self._on_connect = on_connect
+        # called after the messages of one read were handed over (the front flushes then)
+        self._on_burst_end = on_burst_end
+        # MQTT 5 "retain handling": 1 asks the broker for retained messages only when a
         # subscription is new, not each time a reconnect subscribes again to what the
         # persistent session still holds. (MQTT 3.1.1 has no such option.)
-        self._retain_handling = (
-            SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE
-            if retained_on_resubscribe
-            else SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
-        )
+        self._retain_handling = 0 if retained_on_resubscribe else 1
         # MQTT 5 "retain as published": live messages keep the retain flag their publisher set
         # (by default the broker clears it, and only copies sent on subscribing carry it).
         self._retain_as_published = retain_as_published
-        self._stopping = False
-        self._reconnect_task: asyncio.Task[None] | None = None
-        self._misc_task: asyncio.Task[None] | None = None
-        self._messages_seen = 0
-        self._user_on_message = on_message
-        self._socket_closed = asyncio.Event()
+        self._link: _Link | None = None
+        self._pending: dict[int, asyncio.Future[Packet] | None] = {}  # packet id -> waiter
+        self._next_id = 0
+        self._out: list[bytes] = []  # written together once per loop turn
+        self._flush_handle: asyncio.Handle | None = None
         self._paused = False
-
-        self._v5 = endpoint.protocol == "5"
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=endpoint.paho_protocol,
-            manual_ack=manual_ack,
-            # v3.1.1 has no clean_start/session expiry; its persistence is clean_session=False
-            clean_session=None if self._v5 else clean_start,
-        )
-        if endpoint.username:
-            client.username_pw_set(endpoint.username, endpoint.password)
-        if endpoint.tls:
-            client.tls_set_context(ssl.create_default_context())
-        client.on_connect = self._handle_connect
-        client.on_disconnect = self._handle_disconnect
-        client.on_message = self._handle_message
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
-        # QoS 0 stream publishes are queued in paho; QoS 1 ones are bounded by this window.
-        client.max_inflight_messages_set(1000)
-        client.max_queued_messages_set(0)
-        # connect() is a blocking TCP connect: bounded here, normally a LAN hop. (paho refuses
-        # to change this while a connection exists, so it is set once.)
-        client.connect_timeout = 5.0
-        install_acyclic_matcher(client)  # no garbage cycle per received message
-        self.client = client
+        self._backlog: list[Message] = []  # read before a pause, handed over on resume
+        self._last_heard = 0.0
+        self._stopping = False
+        self._connect_task: asyncio.Task[None] | None = None
+        self._ping_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Connect (retrying with backoff until it works) and wait for the CONNACK.
-
-        Callers bound the wait with ``asyncio.timeout`` when they want a deadline.
-        """
-        self._misc_task = asyncio.create_task(self._misc_loop(), name="mqtt-misc")
-        self._reconnect_task = asyncio.create_task(self._connect_loop(), name="mqtt-connect")
+        """Connect (retrying with backoff until it works), subscribe, and return once the
+        broker has answered. Callers bound the wait with ``asyncio.timeout`` if they want."""
+        self._ping_task = asyncio.create_task(self._ping_loop(), name="mqtt-ping")
+        self._connect_task = asyncio.create_task(self._connect_loop(), name="mqtt-connect")
         await self.connected.wait()
 
     async def stop(self) -> None:
@@ -189,157 +143,257 @@ class AsyncMqtt:
         if self._stopping:
             return
         self._stopping = True
-        for task in (self._reconnect_task, self._misc_task):
-            if task is not None:
-                task.cancel()
-        if self.connected.is_set():
-            self.client.disconnect()
-            # Let the DISCONNECT packet (and queued publishes) leave before the socket goes.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._socket_closed.wait(), 2)
+        tasks = [t for t in (self._connect_task, self._ping_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        link = self._link
+        if link is not None and link.transport is not None:
+            if self.connected.is_set():
+                self._flush()  # acknowledgements and publishes still queued leave first
+                link.transport.write(mp.DISCONNECT)
+                link.transport.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(link.closed.wait(), 2)
+            link.transport.abort()
         self.connected.clear()
 
     # -- operations ------------------------------------------------------------------------
     def ack(self, mid: int, qos: int) -> None:
-        self.client.ack(mid, qos)
+        """PUBACK a QoS 1 message of the current connection (the caller checks the generation
+        it received it in, as ingest/service.py does)."""
+        if qos == 1:
+            self._send(mp.puback(mid))
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=qos, retain=retain)
+        """Fire and forget; dropped while disconnected."""
+        pid = self._packet_id(None) if qos else 0
+        self._send(mp.publish(topic, payload, v5=self._v5, qos=qos, retain=retain, packet_id=pid))
+
+    async def publish_and_wait(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        """Publish and, at QoS 1, wait for the PUBACK. ConnectionError if not connected or
+        lost meanwhile; TimeoutError if the broker does not answer in time."""
+        if qos == 0:
+            self._require_link()
+            self.publish(topic, payload)
+            return
+        await self._request(
+            lambda pid: mp.publish(topic, payload, v5=self._v5, qos=qos, packet_id=pid)
+        )
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Subscribe now (when connected) and again on every reconnection."""
         self._subscriptions.append((topic, qos))
         if self.connected.is_set():
-            self._subscribe(topic, qos)
+            self._send(self._subscribe_packet(self._packet_id(None), topic, qos))
 
-    # -- paho callbacks (all on the loop thread) -------------------------------------------
-    def _handle_connect(self, client: paho.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
-        if rc.is_failure:
-            log.error("MQTT broker %s refused the connection: %s", self.endpoint.redacted(), rc)
-            return
-        log.info(
-            "connected to MQTT broker %s (session present: %s)",
-            self.endpoint.redacted(),
-            flags.session_present,
+    async def subscribe_and_wait(
+        self, filter_: str, *, qos: int = 0, subscription_id: int = 0, retain_handling: int = 0
+    ) -> int:
+        """One subscription, not remembered across reconnections; the SUBACK's reason code."""
+        ack = await self._request(
+            lambda pid: mp.subscribe(
+                pid,
+                [filter_],
+                v5=self._v5,
+                qos=qos,
+                retain_handling=retain_handling,
+                subscription_id=subscription_id,
+            )
         )
-        for topic, qos in self._subscriptions:
-            self._subscribe(topic, qos)
-        self.connected.set()
+        assert isinstance(ack, mp.SubAck)
+        return ack.reason_codes[0]
 
-    def _subscribe(self, topic: str, qos: int) -> None:
-        if self._v5:
-            self.client.subscribe(
-                topic,
-                options=SubscribeOptions(
-                    qos=qos,
-                    retainAsPublished=self._retain_as_published,
-                    retainHandling=self._retain_handling,
-                ),
-            )
-        else:
-            self.client.subscribe(topic, qos)
-
-    def _handle_disconnect(self, _c: Any, _u: Any, _flags: Any, rc: Any, _p: Any) -> None:
-        was_connected = self.connected.is_set()
-        self.connected.clear()
-        self.generation += 1
-        if self._stopping:
-            return
-        if was_connected:
-            log.warning("lost MQTT connection to %s: %s", self.endpoint.redacted(), rc)
-        if self._on_connection_lost is not None:
-            self._on_connection_lost()
-        if self._reconnect_task is None or self._reconnect_task.done():
-            self._reconnect_task = self._loop.create_task(
-                self._connect_loop(), name="mqtt-reconnect"
-            )
-
-    def _handle_message(self, _c: Any, _u: Any, message: paho.MQTTMessage) -> None:
-        self._messages_seen += 1
-        self._user_on_message(message)
-
-    def _on_socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
-        self._socket_closed.clear()
-        self._paused = False
-        self._loop.add_reader(sock, self._read)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        except OSError:  # pragma: no cover - best effort
-            pass
-        # the stream publishes must not wait up to 40 ms behind Nagle (set_nodelay)
-        set_nodelay(client)
-
-    def _on_socket_close(self, _c: Any, _u: Any, sock: Any) -> None:
-        self._loop.remove_reader(sock)
-        self._loop.remove_writer(sock)
-        self._socket_closed.set()
-
-    def _on_register_write(self, client: paho.Client, _u: Any, sock: Any) -> None:
-        self._loop.add_writer(sock, client.loop_write)
-
-    def _on_unregister_write(self, _c: Any, _u: Any, sock: Any) -> None:
-        self._loop.remove_writer(sock)
+    async def unsubscribe_and_wait(self, filters: Sequence[str]) -> None:
+        await self._request(lambda pid: mp.unsubscribe(pid, filters, v5=self._v5))
 
     def pause_reading(self) -> None:
         """Stop reading the socket: TCP flow control then holds the broker back.
 
         Our own bound on buffered messages, independent of whether the broker honours the
         Receive Maximum we asked for (mosquitto 2.0.11 was seen exceeding it while draining a
-        large queued session).
+        large queued session). Messages already read stay here until ``resume_reading``.
         """
-        sock = self.client.socket()
-        if not self._paused and sock is not None:
-            self._loop.remove_reader(sock)
+        if not self._paused and self._link is not None and self._link.transport is not None:
+            self._link.transport.pause_reading()
         self._paused = True
 
     def resume_reading(self) -> None:
-        sock = self.client.socket()
-        if self._paused and sock is not None:
-            self._loop.add_reader(sock, self._read)
+        if not self._paused:
+            return
         self._paused = False
+        link = self._link
+        if link is not None and link.transport is not None:
+            self._last_heard = self._loop.time()  # nothing was read while paused
+            link.transport.resume_reading()
+            if self._backlog:
+                # not from inside the caller's own stack: the handler may be what called us
+                self._loop.call_soon(self._deliver_backlog, link)
 
     @property
     def paused(self) -> bool:
         return self._paused
 
-    def _read(self) -> None:
-        # paho reads one packet per loop_read(); drain what the socket holds while it keeps
-        # yielding messages, so one wake-up of the event loop handles many of them.
-        for _ in range(512):
-            if self._paused:
-                return
-            before = self._messages_seen
-            rc = self.client.loop_read()
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._messages_seen == before:
-                return
+    def socket(self) -> socket.socket | None:
+        """The connection's socket (tests cut it as a network failure would)."""
+        link = self._link
+        if link is None or link.transport is None:
+            return None
+        return cast("socket.socket | None", link.transport.get_extra_info("socket"))
+
+    # -- receiving (on the loop, from _Link) -----------------------------------------------
+    def _received(self, link: _Link, packets: list[Packet]) -> None:
+        if link is not self._link:
+            return  # a connection given up already
+        self._last_heard = self._loop.time()
+        if self._paused or self._backlog:
+            # keep the order: messages wait behind the ones already held back
+            self._hold(link, packets)
+            return
+        self._deliver(link, packets)
+
+    def _deliver(self, link: _Link, packets: Sequence[Packet]) -> None:
+        on_message = self._on_message
+        acks: list[bytes] | None = [] if self._auto_ack else None
+        handed = False
+        for i, packet in enumerate(packets):
+            if type(packet) is Message:
+                if self._paused:  # the handler paused us: hold the rest of this read
+                    self._hold(link, packets[i:])
+                    break
+                on_message(packet)
+                handed = True
+                if acks is not None and packet.qos == 1:
+                    acks.append(mp.puback(packet.mid))
+            else:
+                self._control(link, packet)
+        if acks:
+            self._send(b"".join(acks))
+        if handed and self._on_burst_end is not None:
+            self._on_burst_end()
+
+    def _hold(self, link: _Link, packets: Sequence[Packet]) -> None:
+        """While paused: keep the messages (in order, behind those held already); answers to
+        our own requests are handled now."""
+        for packet in packets:
+            if isinstance(packet, Message):
+                self._backlog.append(packet)
+            else:
+                self._control(link, packet)
+
+    def _deliver_backlog(self, link: _Link) -> None:
+        if link is not self._link or self._paused or not self._backlog:
+            return
+        held, self._backlog = self._backlog, []
+        self._deliver(link, held)
+
+    def _control(self, link: _Link, packet: Packet) -> None:
+        if isinstance(packet, ConnAck):
+            if not link.connack.done():
+                link.connack.set_result(packet)
+        elif isinstance(packet, mp.SubAck | mp.UnsubAck | mp.PubAck):
+            waiter = self._pending.pop(packet.packet_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(packet)
+        elif isinstance(packet, mp.Disconnect):
+            log.warning(
+                "MQTT broker %s disconnected us: reason 0x%02x",
+                self.endpoint.redacted(),
+                packet.reason_code,
+            )
+            if link.transport is not None:
+                link.transport.close()
+        # PINGRESP: hearing anything is what the keepalive check looks at
+
+    def _lost(self, link: _Link, exc: Exception | None) -> None:
+        if link is not self._link:
+            return
+        self._link = None
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        self.generation += 1
+        self._out.clear()  # acknowledgements of this connection must not reach the next one
+        self._backlog = []
+        self._paused = False
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ConnectionError("MQTT connection lost"))
+        if self._stopping:
+            return
+        if was_connected:
+            log.warning("lost MQTT connection to %s: %s", self.endpoint.redacted(), exc)
+        if self._on_connection_lost is not None:
+            self._on_connection_lost()
+        if self._connect_task is None or self._connect_task.done():
+            self._connect_task = self._loop.create_task(self._connect_loop(), name="mqtt-reconnect")
+
+    # -- sending ---------------------------------------------------------------------------
+    def _send(self, data: bytes) -> None:
+        """Queue ``data`` for this loop turn's one write (dropped while disconnected)."""
+        if self._link is None:
+            return
+        self._out.append(data)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        link = self._link
+        if self._out and link is not None and link.transport is not None:
+            link.transport.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
+        self._out.clear()
+
+    def _packet_id(self, waiter: asyncio.Future[Packet] | None) -> int:
+        for _ in range(65535):
+            self._next_id = self._next_id % 65535 + 1
+            if self._next_id not in self._pending:
+                self._pending[self._next_id] = waiter
+                return self._next_id
+        raise RuntimeError("all 65535 MQTT packet ids are in use")
+
+    def _require_link(self) -> _Link:
+        link = self._link
+        if link is None or link.transport is None or link.transport.is_closing():
+            raise ConnectionError("the MQTT broker is not connected")
+        return link
+
+    async def _request(self, build: Callable[[int], bytes]) -> Packet:
+        self._require_link()
+        waiter: asyncio.Future[Packet] = self._loop.create_future()
+        pid = self._packet_id(waiter)
+        self._send(build(pid))
+        try:
+            return await asyncio.wait_for(waiter, _WAIT_S)
+        finally:
+            if self._pending.get(pid) is waiter:
+                del self._pending[pid]
+
+    def _subscribe_packet(self, pid: int, topic: str, qos: int) -> bytes:
+        return mp.subscribe(
+            pid,
+            [topic],
+            v5=self._v5,
+            qos=qos,
+            retain_as_published=self._retain_as_published,
+            retain_handling=self._retain_handling,
+        )
 
     # -- background ------------------------------------------------------------------------
-    async def _misc_loop(self) -> None:
-        while True:
-            await asyncio.sleep(1)
-            if self.client.socket() is not None:
-                self.client.loop_misc()  # keepalive pings, timeouts
-
     async def _connect_loop(self) -> None:
         delay = 0.2
         while not self._stopping:
             try:
-                props = Properties(PacketTypes.CONNECT)
-                if self._session_expiry_s:
-                    props.SessionExpiryInterval = self._session_expiry_s
-                props.ReceiveMaximum = self._receive_maximum
-                if self.generation == 0 and not self.client.is_connected():
-                    v5: dict[str, Any] = (
-                        {"clean_start": self._clean_start, "properties": props} if self._v5 else {}
-                    )
-                    self.client.connect(
-                        self.endpoint.host, self.endpoint.port, keepalive=self._keepalive, **v5
-                    )
-                else:
-                    self.client.reconnect()
-                # CONNACK arrives through the reader; wait for it before declaring success.
-                await asyncio.wait_for(self.connected.wait(), 10)
+                await self._connect_once()
                 return
-            except (OSError, TimeoutError, ssl.SSLError) as exc:
+            except _Refused as exc:
+                log.error(
+                    "MQTT broker %s refused the connection: %s; retrying in %.1fs",
+                    self.endpoint.redacted(),
+                    exc,
+                    delay,
+                )
+            except (OSError, TimeoutError, ssl.SSLError, ProtocolError) as exc:
                 log.warning(
                     "cannot reach MQTT broker %s (%s); retrying in %.1fs. Is the broker "
                     "running, and is BRIDGE_MQTT_URL right? (`telemetry-bridge doctor` checks)",
@@ -349,10 +403,83 @@ class AsyncMqtt:
                 )
             except Exception:
                 # Never let the reconnect task die quietly: that would leave us offline forever.
-                log.exception(
-                    "unexpected error connecting to %s; retrying", self.endpoint.redacted()
-                )
-                if self.client.socket() is not None:
-                    self.client._sock_close()  # drop a half-open attempt before retrying
+                log.exception("unexpected error connecting to %s", self.endpoint.redacted())
+            link = self._link
+            if link is not None and link.transport is not None:
+                link.transport.abort()  # drop a half-open attempt before retrying
             await asyncio.sleep(delay * (0.5 + random.random()))  # jitter: no reconnect herds
             delay = min(delay * 2, 10.0)
+
+    async def _connect_once(self) -> None:
+        ep = self.endpoint
+        ctx = ssl.create_default_context() if ep.tls else None
+        async with asyncio.timeout(_WAIT_S):
+            transport, link = await self._loop.create_connection(
+                lambda: _Link(self), ep.host, ep.port, ssl=ctx
+            )
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # our acknowledgements and publishes must not wait up to 40 ms behind Nagle
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self._link = link
+        self._paused = False
+        transport.write(
+            mp.connect(
+                self.client_id,
+                v5=self._v5,
+                clean_start=self._clean_start,
+                keepalive=self._keepalive,
+                username=ep.username,
+                password=ep.password,
+                session_expiry_s=self._session_expiry_s,
+                receive_maximum=self._receive_maximum,
+            )
+        )
+        ack = await asyncio.wait_for(link.connack, _WAIT_S)
+        if ack.reason_code:
+            raise _Refused(mp.connack_reason(ack.reason_code, v5=self._v5))
+        self.connack = ack
+        self._last_heard = self._loop.time()
+        log.info(
+            "connected to MQTT broker %s (session present: %s)", ep.redacted(), ack.session_present
+        )
+        results = await asyncio.gather(
+            *(self._subscribe_once(topic, qos) for topic, qos in self._subscriptions)
+        )
+        for (topic, _), code in zip(self._subscriptions, results, strict=True):
+            if code >= 0x80:
+                log.error("MQTT broker %s refused the subscription to %s: reason 0x%02x",
+                          ep.redacted(), topic, code)  # fmt: skip
+        if self._on_connect is not None:
+            await self._on_connect(ack)
+        if link is not self._link:
+            raise ConnectionError("connection lost while subscribing")
+        self.connected.set()
+
+    async def _subscribe_once(self, topic: str, qos: int) -> int:
+        ack = await self._request(lambda pid: self._subscribe_packet(pid, topic, qos))
+        assert isinstance(ack, mp.SubAck)
+        return ack.reason_codes[0]
+
+    async def _ping_loop(self) -> None:
+        """PINGREQ twice per keepalive; a connection that says nothing for a whole keepalive
+        (while we read it) is dead, whatever TCP believes."""
+        while not self._stopping:
+            keepalive = (self.connack and self.connack.server_keepalive) or self._keepalive
+            await asyncio.sleep(max(keepalive / 2, 0.5) if keepalive else 5)
+            link = self._link
+            if not keepalive or link is None or link.transport is None:
+                continue
+            if not self.connected.is_set():
+                continue
+            if not self._paused and self._loop.time() - self._last_heard > keepalive:
+                log.warning(
+                    "MQTT broker %s did not answer for %ds: dropping the connection",
+                    self.endpoint.redacted(),
+                    keepalive,
+                )
+                link.transport.abort()
+                continue
+            self._send(mp.PINGREQ)

@@ -28,14 +28,13 @@ import time
 from datetime import datetime, timedelta
 
 import asyncpg
-import paho.mqtt.client as paho
 
 from ingest.batcher import Batcher
 from ingest.bisect import isolate
 from ingest.dead_letters import DeadLetterBudget, keep_payload
 from ingest.faults import Faults
 from ingest.logs import parse_log
-from ingest.mqtt import AsyncMqtt
+from ingest.mqtt import AsyncMqtt, Message
 from ingest.payload import PayloadError, parse_telemetry
 from ingest.prepared import (
     _EPOCH,
@@ -109,7 +108,7 @@ class IngestService:
         self._retained = LastRetained(config.retained_topics_max)
 
     # -- MQTT side ---------------------------------------------------------------------------
-    def _on_message(self, message: paho.MQTTMessage) -> None:
+    def _on_message(self, message: Message) -> None:
         if not self._accepting:
             return  # not acknowledged: the broker keeps it for the next run
         assert self._mqtt is not None

@@ -1,12 +1,10 @@
 """Publish-only MQTT connection for the validated stream (QoS 0, retained).
 
-Why not paho: the ingest republishes every stored reading, 5 or more per device message.
-paho's ``publish()`` costs ~15 us per call here (it allocates a message-info object with a
-threading.Condition and issues one ``send()`` per packet), which alone capped the ingest below
-its target. A QoS 0 PUBLISH needs no state at all, so this module frames packets itself and
-writes a whole batch with one ``transport.write`` (~1 us per reading; numbers in
-docs/decisions.md). Everything stateful (QoS 1 consumption, manual acks, sessions) stays on
-paho. The wire format is MQTT 3.1.1 section 3.3 / MQTT 5 section 3.3.
+Its own connection, apart from the ingest's QoS 1 consumer (ingest/mqtt.py): the ingest
+republishes every stored reading, 5 or more per device message, and a QoS 0 PUBLISH needs no
+state at all, so a whole batch is framed at once by the codec (ingest/mqtt_packets.py) and
+written with one ``transport.write`` (~1 us per reading; numbers in docs/decisions.md), and
+no publish waits behind the consumer's flow control.
 
 QoS 0 means best effort by definition: while disconnected, or while the broker reads slower
 than we write (more than ``max_buffer`` bytes queued), stream messages are dropped and
@@ -26,81 +24,16 @@ from typing import cast
 
 import orjson
 
-from ingest.mqtt import MqttEndpoint
+from ingest import mqtt_packets as mp
+from ingest.mqtt_endpoint import MqttEndpoint
 
 log = logging.getLogger(__name__)
-
-PINGREQ = b"\xc0\x00"
-DISCONNECT = b"\xe0\x00"
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | 0x80 if n else byte)
-        if not n:
-            return bytes(out)
-
-
-def _string(data: bytes) -> bytes:
-    return len(data).to_bytes(2, "big") + data
-
-
-def publish_packet(topic: bytes, payload: bytes, *, retain: bool, v5: bool) -> bytes:
-    """One QoS 0 PUBLISH packet (no packet id; an empty property list for MQTT 5)."""
-    body_len = 2 + len(topic) + (1 if v5 else 0) + len(payload)
-    header = (0x31 if retain else 0x30).to_bytes(1, "big") + _varint(body_len)
-    return b"".join((header, len(topic).to_bytes(2, "big"), topic, b"\x00" if v5 else b"", payload))
-
-
-def connect_packet(
-    client_id: str, *, username: str | None, password: str | None, keepalive: int, v5: bool
-) -> bytes:
-    flags = 0x02  # clean session: a QoS 0 publisher has nothing to resume
-    if username is not None:
-        flags |= 0x80
-        if password is not None:
-            flags |= 0x40
-    variable = _string(b"MQTT") + bytes([5 if v5 else 4, flags]) + keepalive.to_bytes(2, "big")
-    if v5:
-        variable += b"\x00"  # no properties
-    payload = _string(client_id.encode())
-    if username is not None:
-        payload += _string(username.encode())
-        if password is not None:
-            payload += _string(password.encode())
-    body = variable + payload
-    return b"\x10" + _varint(len(body)) + body
-
-
-def parse_packets(buffer: bytearray) -> list[tuple[int, bytes]]:
-    """Split complete packets off the front of ``buffer``: [(packet type, body)]."""
-    packets: list[tuple[int, bytes]] = []
-    while len(buffer) >= 2:
-        length, shift, pos = 0, 0, 1
-        while True:
-            if pos >= len(buffer):
-                return packets  # remaining length not complete yet
-            byte = buffer[pos]
-            length |= (byte & 0x7F) << shift
-            pos += 1
-            if not byte & 0x80:
-                break
-            shift += 7
-            if shift > 21:
-                raise ValueError("malformed remaining length")
-        if len(buffer) < pos + length:
-            return packets
-        packets.append((buffer[0] >> 4, bytes(buffer[pos : pos + length])))
-        del buffer[: pos + length]
-    return packets
 
 
 class _Protocol(asyncio.Protocol):
     def __init__(self, owner: StreamPublisher) -> None:
         self.owner = owner
-        self.buffer = bytearray()
+        self.decoder = mp.Decoder(v5=owner.v5)
         self.connack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.Event()
@@ -110,17 +43,16 @@ class _Protocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
         try:
-            packets = parse_packets(self.buffer)
-        except ValueError:
+            packets = self.decoder.feed(data)
+        except mp.ProtocolError:
             if self.transport is not None:
                 self.transport.close()
             return
-        for kind, body in packets:
-            if kind == 2 and not self.connack.done():  # CONNACK: byte 1 is the return code
-                self.connack.set_result(body[1] if len(body) > 1 else 255)
-            elif kind == 14 and self.transport is not None:  # server DISCONNECT (v5)
+        for packet in packets:
+            if isinstance(packet, mp.ConnAck) and not self.connack.done():
+                self.connack.set_result(packet.reason_code)
+            elif isinstance(packet, mp.Disconnect) and self.transport is not None:
                 self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -164,7 +96,7 @@ class StreamPublisher:
         self._stopping = True
         proto = self._proto
         if proto is not None and proto.transport is not None:
-            proto.transport.write(DISCONNECT)
+            proto.transport.write(mp.DISCONNECT)
             proto.transport.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proto.closed.wait(), 2)
@@ -182,10 +114,9 @@ class StreamPublisher:
             self.dropped += n
             self._dropped_unannounced += n
             return
-        v5 = self.v5
-        packets = [publish_packet(t.encode(), p, retain=retain, v5=v5) for t, p in items]
-        transport.write(b"".join(packets))
-        self.published += len(packets)
+        framed, n = mp.publish_many(items, v5=self.v5, retain=retain)
+        transport.write(framed)
+        self.published += n
         if self._dropped_unannounced and self._announcing is False:
             # dropped earlier while connected (the broker did not keep up): say so now
             self._announcing = True
@@ -221,12 +152,13 @@ class StreamPublisher:
                 )
                 assert proto.transport is not None
                 proto.transport.write(
-                    connect_packet(
+                    mp.connect(
                         self.client_id,
+                        v5=self.v5,
+                        clean_start=True,  # a QoS 0 publisher has nothing to resume
+                        keepalive=self.keepalive,
                         username=self.endpoint.username,
                         password=self.endpoint.password,
-                        keepalive=self.keepalive,
-                        v5=self.v5,
                     )
                 )
                 code = await asyncio.wait_for(proto.connack, 10)
@@ -242,7 +174,7 @@ class StreamPublisher:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(proto.closed.wait(), self.keepalive / 2)
                     if not proto.closed.is_set() and proto.transport is not None:
-                        proto.transport.write(PINGREQ)
+                        proto.transport.write(mp.PINGREQ)
                 if not self._stopping:
                     log.warning("stream connection to %s lost", self.endpoint.redacted())
             except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as exc:

@@ -71,8 +71,8 @@ async def cut_connection(service: IngestService) -> None:
     mqtt = service._mqtt
     assert mqtt is not None
     generation = mqtt.generation
-    sock = mqtt.client.socket()
-    assert isinstance(sock, socket.socket)
+    sock = mqtt.socket()
+    assert sock is not None  # asyncio hands out a wrapper that can still shut down
     sock.shutdown(socket.SHUT_RDWR)
 
     async def back() -> bool:

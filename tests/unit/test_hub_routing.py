@@ -2,7 +2,8 @@
 every listener gets every message it is subscribed to exactly once.
 
 Brokers simulated (no I/O; packets take effect in the order sent, acknowledgements come a
-loop turn later, and messages wait in the connection's queue until the hub takes them):
+loop turn later, and messages wait in the connection's queue until the hub takes them; as
+on a real connection, a SUBACK or UNSUBACK is read only after the messages sent before it):
 
 - MQTT 5, one copy per matching subscription, each with its own identifier (mosquitto 2.0);
 - MQTT 5, one copy naming every identifier that matched (allowed by the standard);
@@ -14,19 +15,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
-import aiomqtt
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from bridge.broker_filters import matches
 from bridge.hub import Hub
-from ingest.mqtt import MqttEndpoint
+from ingest.mqtt import Message, MqttEndpoint
 from ingest.topics import Topics
 
 FILTERS = [
@@ -51,33 +50,53 @@ BROKERS = ["5-per-subscription", "5-combined", "3.1.1-per-subscription", "3.1.1-
 
 
 class FakeBroker:
-    """Stands in for the hub's aiomqtt client and the broker behind it."""
+    """Stands in for the hub's MQTT client and the broker behind it."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, hub: Hub) -> None:
         self.kind = kind
+        self.hub = hub
         self.subs: dict[str, int | None] = {}  # filter -> subscription identifier
-        self.queue: deque[aiomqtt.Message] = deque()
-        self.messages = self  # len(client.messages): what waits in the queue
+        self.queue: deque[Message] = deque()
         self.packets: list[tuple[str, str, int | None]] = []
+        self.sent = 0  # messages put in the connection so far
+        self.taken = 0  # messages the hub has read so far
+        # how the hub reads k messages; tests that track what it was owed replace it
+        self.deliver: Callable[[int], None] = self.take
 
-    def __len__(self) -> int:
-        return len(self.queue)
+    def take(self, k: int) -> None:
+        for _ in range(k):
+            if self.queue:
+                self.hub._dispatch(self.pop())
 
-    async def subscribe(
-        self, filter_: str, qos: int = 0, options: Any = None, properties: Any = None
-    ) -> list[int]:
-        sid = properties.SubscriptionIdentifier[0] if properties is not None else None
+    def pop(self) -> Message:
+        self.taken += 1
+        return self.queue.popleft()
+
+    async def _ack(self) -> None:
+        """The acknowledgement of a packet just processed: it follows the messages sent
+        before it, so those are read (handed to the hub) before the caller resumes."""
+        sent_before = self.sent
+        await asyncio.sleep(0)
+        self.deliver(max(0, sent_before - self.taken))
+
+    async def subscribe_and_wait(
+        self, filter_: str, *, qos: int = 0, subscription_id: int = 0, retain_handling: int = 0
+    ) -> int:
+        sid = subscription_id or None
         assert self.kind.startswith("5") or sid is None
         self.subs[filter_] = sid  # a subscription of the same filter is replaced
         self.packets.append(("subscribe", filter_, sid))
-        await asyncio.sleep(0)  # the SUBACK
-        return [0]
+        await self._ack()
+        return 0
 
-    async def unsubscribe(self, filters: list[str]) -> None:
+    async def unsubscribe_and_wait(self, filters: list[str]) -> None:
         for f in filters:
             self.subs.pop(f, None)
             self.packets.append(("unsubscribe", f, None))
-        await asyncio.sleep(0)
+        await self._ack()
+
+    async def publish_and_wait(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        raise AssertionError("not used here")
 
     def publish(self, topic: str, n: int) -> None:
         payload = orjson.dumps({"n": n})
@@ -91,12 +110,8 @@ class FakeBroker:
         else:
             copies = [[sid] if sid is not None else [] for sid in held]
         for sids in copies:
-            props = None
-            if self.kind.startswith("5"):
-                props = Properties(PacketTypes.PUBLISH)
-                for sid in sids:
-                    props.SubscriptionIdentifier = sid
-            self.queue.append(aiomqtt.Message(topic, payload, 0, False, 0, props))
+            self.queue.append(Message(topic, payload, 0, False, 0, tuple(sids)))
+            self.sent += 1
 
 
 class Recorder:
@@ -112,7 +127,7 @@ class Recorder:
 def new_hub(kind: str) -> tuple[Hub, FakeBroker]:
     url = "mqtt://127.0.0.1:1" + ("" if kind.startswith("5") else "?protocol=3.1.1")
     hub = Hub(MqttEndpoint.from_url(url), Topics(""), "test")
-    broker = FakeBroker(kind)
+    broker = FakeBroker(kind, hub)
     hub._client = broker  # type: ignore[assignment]
     hub.connected.set()
     return hub, broker
@@ -161,12 +176,14 @@ def test_exactly_once_while_subscriptions_change(
         def take(k: int) -> None:
             for _ in range(k):
                 if broker.queue:
-                    msg = broker.queue.popleft()
+                    msg = broker.pop()
                     n = orjson.loads(msg.payload)["n"]
                     for (name, f), since in live.items():
-                        if since <= n and matches(f, msg.topic.value):
+                        if since <= n and matches(f, msg.topic):
                             owed.add((name, n))
                     hub._dispatch(msg)
+
+        broker.deliver = take
 
         async def add(c: Recorder, f: str) -> None:
             calls[(c.name, f)] += 1
@@ -265,7 +282,7 @@ def test_one_client_with_overlapping_subscriptions_gets_one_frame_for_each(kind:
 
 def drain(hub: Hub, broker: FakeBroker) -> None:
     while broker.queue:
-        hub._dispatch(broker.queue.popleft())
+        hub._dispatch(broker.pop())
 
 
 def test_a_message_routed_while_disjoint_filters_are_replaced_comes_once() -> None:

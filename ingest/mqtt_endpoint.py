@@ -1,0 +1,73 @@
+"""Where the broker is (``BRIDGE_MQTT_URL``), and two helpers for paho clients.
+
+paho-mqtt stays for the device simulator, the doctor and the tests' peers (blocking clients on
+their own thread); the bridge's own connections use ingest/mqtt.py.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import paho.mqtt.client as paho
+
+__all__ = ["MqttEndpoint", "set_nodelay"]
+
+
+@dataclass(frozen=True, slots=True)
+class MqttEndpoint:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    # "5" (default) or "3.1.1" for brokers without MQTT v5 (the embedded fallback broker).
+    protocol: str = "5"
+
+    @classmethod
+    def from_url(cls, url: str) -> MqttEndpoint:
+        """Parse ``mqtt://user:pass@host:port`` (``mqtts://`` for TLS, default ports 1883/8883)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError(
+                f"unsupported MQTT URL scheme {parts.scheme!r}: use mqtt://host:port "
+                "or mqtts://host:port"
+            )
+        tls = parts.scheme in ("mqtts", "ssl")
+        if not parts.hostname:
+            raise ValueError("MQTT URL has no host: use mqtt://host:port")
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError:
+            raise ValueError("MQTT URL has an invalid port") from None
+        query = parse_qs(parts.query)
+        protocol = query.get("protocol", ["5"])[0]
+        if protocol not in ("5", "3.1.1"):
+            raise ValueError("MQTT URL protocol must be 5 or 3.1.1 (?protocol=3.1.1)")
+        return cls(
+            protocol=protocol,
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+    def redacted(self) -> str:
+        """For logs: never the password."""
+        user = f"{self.username}:***@" if self.username else ""
+        query = "?protocol=3.1.1" if self.protocol == "3.1.1" else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}{query}"
+
+    @property
+    def paho_protocol(self) -> paho.MQTTProtocolVersion:
+        return paho.MQTTv5 if self.protocol == "5" else paho.MQTTv311
+
+
+def set_nodelay(client: paho.Client) -> None:
+    """Turn Nagle off on a connected paho client's socket (paho leaves it on): a small publish
+    queued behind unacknowledged data would otherwise wait for the broker's delayed ACK."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
