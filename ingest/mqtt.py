@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[Message], None]
 _WAIT_S = 10.0  # CONNACK, SUBACK, UNSUBACK, PUBACK: every wait has a deadline
+_TURN_BYTES = 64 * 1024  # payload bytes handed over per loop turn (_deliver)
 
 
 class _Refused(Exception):
@@ -123,8 +124,11 @@ class AsyncMqtt:
         self._next_id = 0
         self._out: list[bytes] = []  # written together once per loop turn
         self._flush_handle: asyncio.Handle | None = None
-        self._paused = False
-        self._backlog: list[Message] = []  # read before a pause, handed over on resume
+        self._paused = False  # by the caller (pause_reading)
+        self._reading_paused = False  # the transport's reading: paused by the caller, or
+        # while messages already read wait for the next loop turn
+        self._backlog: list[Message] = []  # read, not handed over yet
+        self._more_scheduled = False
         self._last_heard = 0.0
         self._stopping = False
         self._connect_task: asyncio.Task[None] | None = None
@@ -214,21 +218,19 @@ class AsyncMqtt:
         Receive Maximum we asked for (mosquitto 2.0.11 was seen exceeding it while draining a
         large queued session). Messages already read stay here until ``resume_reading``.
         """
-        if not self._paused and self._link is not None and self._link.transport is not None:
-            self._link.transport.pause_reading()
         self._paused = True
+        self._read_less()
 
     def resume_reading(self) -> None:
         if not self._paused:
             return
         self._paused = False
-        link = self._link
-        if link is not None and link.transport is not None:
-            self._last_heard = self._loop.time()  # nothing was read while paused
-            link.transport.resume_reading()
-            if self._backlog:
-                # not from inside the caller's own stack: the handler may be what called us
-                self._loop.call_soon(self._deliver_backlog, link)
+        self._last_heard = self._loop.time()  # nothing was read while paused
+        if self._backlog:
+            # not from inside the caller's own stack: the handler may be what called us
+            self._loop.call_soon(self._deliver_backlog, self._link)
+        else:
+            self._read_more()
 
     @property
     def paused(self) -> bool:
@@ -246,23 +248,28 @@ class AsyncMqtt:
         if link is not self._link:
             return  # a connection given up already
         self._last_heard = self._loop.time()
-        if self._paused or self._backlog:
-            # keep the order: messages wait behind the ones already held back
-            self._hold(link, packets)
-            return
-        self._deliver(link, packets)
+        if self._backlog or self._paused:
+            self._hold(link, packets)  # behind the messages held already: order is kept
+        else:
+            self._deliver(link, packets)
 
     def _deliver(self, link: _Link, packets: Sequence[Packet]) -> None:
+        """Hand the messages over, up to a turn's budget of payload bytes. One read can hold
+        256 KiB of messages; handing all of them over at once would starve the loop's other
+        tasks (the front's WebSocket writers) for as long, so the rest waits a loop turn, and
+        the socket is not read meanwhile."""
         on_message = self._on_message
         acks: list[bytes] | None = [] if self._auto_ack else None
+        budget = _TURN_BYTES
         handed = False
         for i, packet in enumerate(packets):
             if type(packet) is Message:
-                if self._paused:  # the handler paused us: hold the rest of this read
+                if self._paused or budget < 0:
                     self._hold(link, packets[i:])
                     break
                 on_message(packet)
                 handed = True
+                budget -= len(packet.payload)
                 if acks is not None and packet.qos == 1:
                     acks.append(mp.puback(packet.mid))
             else:
@@ -273,19 +280,38 @@ class AsyncMqtt:
             self._on_burst_end()
 
     def _hold(self, link: _Link, packets: Sequence[Packet]) -> None:
-        """While paused: keep the messages (in order, behind those held already); answers to
-        our own requests are handled now."""
+        """Keep the messages for later (in order); answers to our own requests are handled
+        now. Unless the caller paused us, the rest is handed over on the next loop turn."""
         for packet in packets:
             if isinstance(packet, Message):
                 self._backlog.append(packet)
             else:
                 self._control(link, packet)
+        self._read_less()
+        if not self._paused and self._backlog and not self._more_scheduled:
+            self._more_scheduled = True
+            self._loop.call_soon(self._deliver_backlog, link)
 
-    def _deliver_backlog(self, link: _Link) -> None:
-        if link is not self._link or self._paused or not self._backlog:
+    def _deliver_backlog(self, link: _Link | None) -> None:
+        self._more_scheduled = False
+        if link is not self._link or link is None or self._paused:
             return
         held, self._backlog = self._backlog, []
         self._deliver(link, held)
+        if not self._backlog and not self._paused:
+            self._read_more()
+
+    def _read_less(self) -> None:
+        link = self._link
+        if not self._reading_paused and link is not None and link.transport is not None:
+            self._reading_paused = True
+            link.transport.pause_reading()
+
+    def _read_more(self) -> None:
+        link = self._link
+        if self._reading_paused and link is not None and link.transport is not None:
+            self._reading_paused = False
+            link.transport.resume_reading()
 
     def _control(self, link: _Link, packet: Packet) -> None:
         if isinstance(packet, ConnAck):
@@ -314,7 +340,7 @@ class AsyncMqtt:
         self.generation += 1
         self._out.clear()  # acknowledgements of this connection must not reach the next one
         self._backlog = []
-        self._paused = False
+        self._paused = self._reading_paused = False
         pending, self._pending = self._pending, {}
         for waiter in pending.values():
             if waiter is not None and not waiter.done():
@@ -424,7 +450,7 @@ class AsyncMqtt:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self._link = link
-        self._paused = False
+        self._paused = self._reading_paused = False
         transport.write(
             mp.connect(
                 self.client_id,
