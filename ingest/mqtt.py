@@ -156,7 +156,11 @@ class AsyncMqtt:
             if self.connected.is_set():
                 self._flush()  # acknowledgements and publishes still queued leave first
                 link.transport.write(mp.DISCONNECT)
-                link.transport.close()
+                # The broker closes once it has read the DISCONNECT. Closing first would throw
+                # away what it has not read yet when unread data of ours makes the kernel
+                # answer with a reset (seen: the last PUBACKs lost). What arrives meanwhile is
+                # read and dropped (_received), unacknowledged: the session keeps it.
+                self._read_more()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(link.closed.wait(), 2)
             link.transport.abort()
@@ -245,8 +249,8 @@ class AsyncMqtt:
 
     # -- receiving (on the loop, from _Link) -----------------------------------------------
     def _received(self, link: _Link, packets: list[Packet]) -> None:
-        if link is not self._link:
-            return  # a connection given up already
+        if link is not self._link or self._stopping:
+            return  # a connection given up already, or being closed
         self._last_heard = self._loop.time()
         if self._backlog or self._paused:
             self._hold(link, packets)  # behind the messages held already: order is kept
@@ -309,7 +313,11 @@ class AsyncMqtt:
 
     def _read_more(self) -> None:
         link = self._link
-        if self._reading_paused and link is not None and link.transport is not None:
+        if (
+            (self._reading_paused or self._stopping)
+            and link is not None
+            and link.transport is not None
+        ):
             self._reading_paused = False
             link.transport.resume_reading()
 
