@@ -314,13 +314,19 @@ def read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
             raise ProtocolError("variable byte integer longer than 4 bytes")
 
 
-def _properties(data: bytes, pos: int, end: int) -> tuple[dict[int, int], list[int], int]:
+def _properties(
+    data: bytes, pos: int, end: int, *, one: bool = False
+) -> tuple[dict[int, int], list[int], int]:
     """Walk a property list: (integer properties by id, subscription identifiers, position
-    after the list). Strings and binaries are skipped by their length, never copied."""
-    length, pos = read_varint(data, pos, end)
-    stop = pos + length
-    if stop > end:
-        raise ProtocolError("property length beyond the packet")
+    after the list). Strings and binaries are skipped by their length, never copied. With
+    ``one``, read just the property at ``pos`` (no length prefix) and return after it."""
+    if one:
+        stop = end
+    else:
+        length, pos = read_varint(data, pos, end)
+        stop = pos + length
+        if stop > end:
+            raise ProtocolError("property length beyond the packet")
     numbers: dict[int, int] = {}
     sids: list[int] = []
     while pos < stop:
@@ -335,6 +341,8 @@ def _properties(data: bytes, pos: int, end: int) -> tuple[dict[int, int], list[i
                 if value == 0:
                     raise ProtocolError("subscription identifier 0")
                 sids.append(value)
+            if one:
+                return numbers, sids, pos
             continue
         if kind == "s" or kind == "p":
             for _ in range(1 if kind == "s" else 2):
@@ -343,13 +351,42 @@ def _properties(data: bytes, pos: int, end: int) -> tuple[dict[int, int], list[i
                 pos += 2 + int.from_bytes(data[pos : pos + 2], "big")
             if pos > stop:
                 raise ProtocolError("truncated property")
+            if one:
+                return numbers, sids, pos
             continue
         assert isinstance(kind, int)
         if pos + kind > stop:
             raise ProtocolError("truncated property")
         numbers[ident] = int.from_bytes(data[pos : pos + kind], "big")
         pos += kind
+        if one:
+            return numbers, sids, pos
     return numbers, sids, stop
+
+
+def _publish_properties(data: bytes, pos: int, end: int) -> tuple[tuple[int, ...], int]:
+    """A PUBLISH's property list: (its subscription identifiers, position after the list).
+    Subscription identifiers are all the front receives, so they are read inline; any other
+    property goes through the general walk."""
+    length, pos = read_varint(data, pos, end)
+    stop = pos + length
+    if stop > end:
+        raise ProtocolError("property length beyond the packet")
+    sids: tuple[int, ...] = ()
+    while pos < stop:
+        if data[pos] == 0x0B:
+            value = data[pos + 1] if pos + 1 < stop else 0x80
+            if value < 0x80:
+                pos += 2
+            else:
+                value, pos = read_varint(data, pos + 1, stop)
+            if value == 0:
+                raise ProtocolError("subscription identifier 0")
+            sids += (value,)
+        else:
+            _, found, pos = _properties(data, pos, stop, one=True)
+            sids += tuple(found)
+    return sids, stop
 
 
 class Decoder:
@@ -402,9 +439,7 @@ class Decoder:
                         if data[at] == 0:  # no properties: the usual case
                             at += 1
                         else:
-                            _, found, at = _properties(data, at, stop)
-                            if found:
-                                sids = tuple(found)
+                            sids, at = _publish_properties(data, at, stop)
                     if at > stop:
                         raise ProtocolError("PUBLISH shorter than its topic")
                     add(
