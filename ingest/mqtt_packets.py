@@ -31,10 +31,12 @@ __all__ = [
     "UnsubAck",
     "connack_reason",
     "connect",
+    "mqtt_string",
     "puback",
     "publish",
     "publish_many",
     "read_varint",
+    "split_packets",
     "subscribe",
     "unsubscribe",
     "varint",
@@ -73,7 +75,8 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _string(data: bytes) -> bytes:
+def mqtt_string(data: bytes) -> bytes:
+    """A length-prefixed string or binary (section 1.5.4)."""
     if len(data) > 0xFFFF:
         raise ValueError("an MQTT string has at most 65535 bytes")
     return len(data).to_bytes(2, "big") + data
@@ -101,7 +104,7 @@ def connect(
         flags |= 0x80
         if password is not None:
             flags |= 0x40
-    variable = _string(b"MQTT") + bytes((5 if v5 else 4, flags)) + keepalive.to_bytes(2, "big")
+    variable = mqtt_string(b"MQTT") + bytes((5 if v5 else 4, flags)) + keepalive.to_bytes(2, "big")
     if v5:
         props = b""
         if session_expiry_s:
@@ -109,11 +112,11 @@ def connect(
         if receive_maximum != 65535:  # 65535 is the default (section 3.1.2.11.3)
             props += b"\x21" + receive_maximum.to_bytes(2, "big")
         variable += varint(len(props)) + props
-    payload = _string(client_id.encode())
+    payload = mqtt_string(client_id.encode())
     if username is not None:
-        payload += _string(username.encode())
+        payload += mqtt_string(username.encode())
         if password is not None:
-            payload += _string(password.encode())
+            payload += mqtt_string(password.encode())
     return _packet(0x10, variable + payload)
 
 
@@ -141,7 +144,7 @@ def subscribe(
     else:
         head = packet_id.to_bytes(2, "big")
     option = bytes((options,))
-    body = head + b"".join(_string(f.encode()) + option for f in filters)
+    body = head + b"".join(mqtt_string(f.encode()) + option for f in filters)
     return _packet(0x82, body)
 
 
@@ -150,7 +153,7 @@ def unsubscribe(packet_id: int, filters: Sequence[str], *, v5: bool) -> bytes:
     if not filters:
         raise ValueError("UNSUBSCRIBE needs at least one filter")
     head = packet_id.to_bytes(2, "big") + (b"\x00" if v5 else b"")
-    return _packet(0xA2, head + b"".join(_string(f.encode()) for f in filters))
+    return _packet(0xA2, head + b"".join(mqtt_string(f.encode()) for f in filters))
 
 
 def publish(
@@ -298,7 +301,7 @@ _PROPERTY_KIND: dict[int, int | str] = {
 }  # fmt: skip
 
 
-def read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+def read_varint(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
     """(value, position after it) of the variable byte integer at ``pos``."""
     value = shift = 0
     while True:
@@ -387,6 +390,27 @@ def _publish_properties(data: bytes, pos: int, end: int) -> tuple[tuple[int, ...
             _, found, pos = _properties(data, pos, stop, one=True)
             sids += tuple(found)
     return sids, stop
+
+
+def split_packets(buffer: bytearray) -> list[tuple[int, bytes]]:
+    """Take every complete packet off the front of ``buffer``, undecoded: [(packet type,
+    body)]. For tools that look at raw packets (bench/fanout.py's MQTT-over-WebSocket
+    clients); the bridge itself uses :class:`Decoder`."""
+    packets: list[tuple[int, bytes]] = []
+    pos, end = 0, len(buffer)
+    while pos + 2 <= end:
+        try:
+            size, start = read_varint(buffer, pos + 1, end)
+        except ProtocolError:
+            if end - pos > 5:
+                raise
+            break  # the remaining length itself is not complete yet
+        if start + size > end:
+            break
+        packets.append((buffer[pos] >> 4, bytes(buffer[start : start + size])))
+        pos = start + size
+    del buffer[:pos]
+    return packets
 
 
 class Decoder:

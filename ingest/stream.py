@@ -29,6 +29,12 @@ from ingest.mqtt_endpoint import MqttEndpoint
 
 log = logging.getLogger(__name__)
 
+# What bench/fanout.py's MQTT-over-WebSocket clients import from here (the codec's names)
+connect_packet = mp.connect
+parse_packets = mp.split_packets
+_varint = mp.varint
+_string = mp.mqtt_string
+
 
 class _Protocol(asyncio.Protocol):
     def __init__(self, owner: StreamPublisher) -> None:

@@ -24,6 +24,7 @@ from ingest.mqtt_packets import (
     publish,
     publish_many,
     read_varint,
+    split_packets,
     subscribe,
     unsubscribe,
     varint,
@@ -306,3 +307,12 @@ def test_connack_reasons_are_named() -> None:
     assert connack_reason(0x86, v5=True) == "bad user name or password (0x86)"
     assert connack_reason(4, v5=False) == "bad user name or password (0x04)"
     assert connack_reason(0xF0, v5=True) == "refused (0xf0)"
+
+
+def test_split_packets_leaves_an_incomplete_tail() -> None:
+    raw = publish("t", b"x" * 300, v5=False) + puback(1)
+    buffer = bytearray(raw + raw[:4])  # a third packet, its remaining length not complete
+    assert split_packets(buffer) == [(3, raw[3:-4]), (4, b"\x00\x01")]
+    assert buffer == bytearray(raw[:4])
+    with pytest.raises(ProtocolError):
+        split_packets(bytearray(h("30 ffffffff01")))
