@@ -332,8 +332,10 @@ class Hub:
                 else self._cover.broker_filters()
             )
             self._dirty.update(dict.fromkeys(in_use))
-            self._client = _ThisConnection(client)
+            this = self._client = _ThisConnection(client)
             await self._sync()
+            if self._client is not this:  # lost meanwhile: the client connects again
+                raise ConnectionError("MQTT connection lost while resubscribing")
             self.connected.set()
             if self._was_connected:
                 self._resubscribed()  # before any message of the new connection is handled
