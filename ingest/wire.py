@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ingest.rules import alert_from_row
+from ingest.rule_rows import alert_from_row
 
 
 def iso_ms(dt: datetime) -> str:
