@@ -39,9 +39,13 @@ class IngestConfig:
     # A persistent session outlives an ingest restart or a long outage by this much.
     session_expiry_s: int = 7 * 24 * 3600
     # The broker's in-flight window towards us (MQTT v5 Receive Maximum). A few batches' worth
-    # keeps the writer busy; more only holds messages in Python memory (and costs GC time).
-    receive_maximum: int = 10_000
+    # keeps both writers busy (two batches in flight and the next collecting); more only holds
+    # messages in Python memory (and costs GC time).
+    receive_maximum: int = 15_000
     shutdown_timeout_s: float = 15.0
+    # Batches written at once, each on its own connection: while one commits, the next is
+    # prepared and written (ingest/pipeline.py). 1 = one batch at a time.
+    writers: int = 2
     # When set, the final counters and latency percentiles are written here as JSON on exit.
     stats_file: Path | None = None
     # Rule changes arrive by LISTEN/NOTIFY (ingest/rules_listener.py) and apply after this

@@ -3,8 +3,10 @@
 Flow of one batch::
 
     on_message (loop thread) -> Batcher -> prepare (ingest/preparing.py)
-    -> COPY + INSERT .. ON CONFLICT -> COMMIT (ingest/storing.py)
-    -> PUBACK each message -> publish validated stream + device errors (ingest/after_commit.py)
+    -> COPY + INSERT .. ON CONFLICT -> COMMIT (ingest/storing.py, two batches in flight on
+       two connections: ingest/pipeline.py)
+    -> PUBACK each message -> publish validated stream + device errors (ingest/after_commit.py),
+       batch after batch in receive order
 
 Nothing is acknowledged before its transaction commits. A database outage keeps the batch
 and retries with jittered backoff; the broker holds everything else (QoS 1, persistent
@@ -32,6 +34,7 @@ from ingest.after_commit import AfterCommit
 from ingest.batcher import Batcher
 from ingest.faults import Faults
 from ingest.mqtt import AsyncMqtt
+from ingest.pipeline import Pipeline
 from ingest.prepared import Inbound, IngestConfig, IngestStats, stream_readings
 from ingest.preparing import Preparer
 from ingest.rules import RuleEngine
@@ -55,7 +58,6 @@ class IngestService:
         )
         self._wakeup = asyncio.Event()
         self._faults = Faults.from_env()
-        self._writer = ReadingWriter(config.database_url, self._faults)
         self._accepting = True
         self._stopping = False  # ``stop`` was set: a batch may give up on a dead database
         self._mqtt: AsyncMqtt | None = None
@@ -69,6 +71,14 @@ class IngestService:
         self._after = AfterCommit(
             config, self.stats, self._stream, self._preparer, self._rules, self._faults
         )
+        self._pipeline = Pipeline(
+            self._store,
+            self._after,
+            [ReadingWriter(config.database_url, self._faults) for _ in range(config.writers)],
+        )
+        # Set before the tasks are cancelled at shutdown: loops end on it even when Python
+        # 3.11's wait_for swallows a cancellation (see RulesListener.close).
+        self._closing = False
 
     @property
     def _engine(self) -> RuleEngine:
@@ -155,6 +165,7 @@ class IngestService:
             log.warning("shutdown timed out; unacknowledged messages stay with the broker")
         finally:
             self._accepting = False
+            self._closing = True
             self._rules.closing = True
             self.rules_listener.close()
             for task in tasks:
@@ -165,7 +176,7 @@ class IngestService:
             await self._rules.close()
             await self._mqtt.stop()
             await self._stream.stop()
-            await self._writer.close()
+            await self._pipeline.close()
             summary = self.summary()
             log.info("ingest stopped: %s", summary)
             if cfg.stats_file is not None:
@@ -193,7 +204,19 @@ class IngestService:
                 )
 
     async def _write_loop(self, stop: asyncio.Event) -> None:
-        while True:
+        """Cut, prepare and submit batches while earlier ones commit (ingest/pipeline.py);
+        after ``stop``, flush what was collected and finish every batch in flight."""
+        assert self._mqtt is not None
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._pipeline.run(self._mqtt), name="ingest-finish")
+            try:
+                await self._cut_batches(stop)
+            finally:
+                self._pipeline.end()
+
+    async def _cut_batches(self, stop: asyncio.Event) -> None:
+        assert self._mqtt is not None
+        while not self._closing:
             due = self._batcher.due_in(time.monotonic())
             if due is None:
                 if stop.is_set():
@@ -208,21 +231,15 @@ class IngestService:
                 except TimeoutError:
                     pass
                 continue
+            # Waiting for a free connection first lets the batch grow meanwhile, up to its
+            # maximum: under load, batches are full and the two connections always busy.
+            writer = await self._pipeline.writer()
             batch = self._batcher.take(time.monotonic())
-            if self._mqtt is not None and self._mqtt.paused:
-                if len(self._batcher) < self.config.receive_maximum // 2:
-                    self._mqtt.resume_reading()
-            await self._handle_batch(batch)
-
-    async def _handle_batch(self, batch: list[Inbound]) -> None:
-        assert self._mqtt is not None
-        generation = self._mqtt.generation
-        batch = [m for m in batch if m.generation == generation]
-        if not batch:
-            return
-        prep = self._preparer.prepare(batch)
-        stored = await self._store.store(self._writer, prep)
-        if stored is None:
-            return  # gave up at shutdown: nothing acknowledged, the broker redelivers
-        done, result = stored
-        await self._after.finish(self._mqtt, generation, done, result)
+            if self._mqtt.paused and len(self._batcher) < self.config.receive_maximum // 2:
+                self._mqtt.resume_reading()
+            generation = self._mqtt.generation
+            batch = [m for m in batch if m.generation == generation]
+            if not batch:  # delivered by a connection since lost: the broker redelivers
+                self._pipeline.release(writer)
+                continue
+            self._pipeline.submit(writer, generation, self._preparer.prepare(batch))
