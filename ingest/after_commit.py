@@ -15,7 +15,7 @@ from ingest.prepared import IngestConfig, IngestStats, _Prepared, stream_reading
 from ingest.preparing import Preparer
 from ingest.rules_loop import RulesLoop
 from ingest.stream import StreamPublisher
-from ingest.wire import status_event
+from ingest.wire import ReadingTemplates, status_event
 from storage.readings import FaultPoints, WriteResult
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class AfterCommit:
         self._preparer = preparer
         self._rules = rules
         self._faults = faults
-        self._topic_cache: dict[tuple[str, str], str] = {}
+        self._templates = ReadingTemplates(config.topics.telemetry)
 
     async def finish(
         self,
@@ -61,7 +61,7 @@ class AfterCommit:
         self._publish(done, result)
         if report := self._preparer.budget.report(time.monotonic()):
             log.warning("%s", report)
-        await self._rules.after_commit(done.readings, committed)
+        await self._rules.after_commit(done.rows, committed)
 
     def _account(self, prep: _Prepared, result: WriteResult, committed: float) -> None:
         stats = self.stats
@@ -72,10 +72,10 @@ class AfterCommit:
         stats.dead_letters += len(prep.dead)
         # Device timestamp -> commit; only meaningful for devices with a synced clock.
         seen_ts = None
-        for r in prep.readings:
-            if r.ts is not seen_ts:
-                seen_ts = r.ts
-                stats.latencies_ms.append((committed - r.ts.timestamp()) * 1000)
+        for row in prep.rows:
+            if row[2] is not seen_ts:
+                seen_ts = row[2]
+                stats.latencies_ms.append((committed - seen_ts.timestamp()) * 1000)
 
     def _publish(self, prep: _Prepared, result: WriteResult) -> None:
         """Device errors, then every newly stored reading on the validated stream."""
@@ -100,7 +100,6 @@ class AfterCommit:
             )
         if not self.config.publish_stream:
             return
-        items = stream_readings(
-            prep.readings, prep.rows, result.inserted_keys, self.config.topics, self._topic_cache
+        stream.publish_many(
+            stream_readings(prep.rows, result.inserted_keys, self._templates), retain=True
         )
-        stream.publish_many(items, retain=True)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from ingest.dead_letters import DeadLetterBudget, keep_payload
 from ingest.logs import parse_log
-from ingest.payload import PayloadError, parse_telemetry
+from ingest.payload import PayloadError, parse_entries
 from ingest.prepared import _EPOCH, Inbound, IngestConfig, IngestStats, _Prepared
 from ingest.retained import LastRetained, payload_digest
 from ingest.status import parse_status
@@ -23,6 +23,11 @@ from ingest.wire import device_error
 from storage import names
 
 log = logging.getLogger(__name__)
+
+# Offsets of a message's readings from its received_at, made once (a message rarely has more).
+_STEPS = [timedelta(microseconds=k) for k in range(256)]
+_NSTEPS = len(_STEPS)
+_TOPICS_MAX = 100_000
 
 
 class Preparer:
@@ -40,6 +45,8 @@ class Preparer:
             config.dead_letter_per_device_per_min, max_devices=config.dead_letter_tracked_devices
         )
         self.retained = LastRetained(config.retained_topics_max)
+        # telemetry topic -> its device: parsed once per topic (a fleet reuses its topics)
+        self._telemetry_devices: dict[str, str] = {}
 
     def prepare(self, batch: list[Inbound]) -> _Prepared:
         prep = _Prepared(batch)
@@ -55,7 +62,11 @@ class Preparer:
         # rounding here and a truncation there once made received_at 1 us before ts.
         base_us = int(msg.received_at * 1_000_000)
         received = _EPOCH + timedelta(microseconds=base_us)
-        device = cfg.topics.parse_device_topic(msg.topic, "telemetry")
+        device = self._telemetry_devices.get(msg.topic)
+        if device is None:
+            device = cfg.topics.parse_device_topic(msg.topic, "telemetry")
+            if device is not None and len(self._telemetry_devices) < _TOPICS_MAX:
+                self._telemetry_devices[msg.topic] = device
         try:
             if device is None and (reporter := cfg.topics.parse_device_topic(msg.topic, "status")):
                 device = reporter
@@ -73,7 +84,7 @@ class Preparer:
                 )
                 return
             device = device or ""
-            readings = parse_telemetry(
+            entries = parse_entries(
                 device,
                 msg.payload,
                 received,
@@ -93,11 +104,20 @@ class Preparer:
                     "unexpected error parsing a message on %s", names.safe_excerpt(msg.topic)
                 )
             return
-        prep.readings.extend(readings)
-        for r in readings:
-            prep.rows.append(
-                (r.device_id, r.metric, r.ts, r.value, r.unit, self._received_at(base_us))
-            )
+        # received_at: one no other reading of this process has, strictly increasing in
+        # microseconds, so ``since=<received_at of the last message seen>`` resumes exactly
+        # after it, even between two readings of one message.
+        us = base_us if base_us > self._last_received_us else self._last_received_us + 1
+        base = received if us == base_us else _EPOCH + timedelta(microseconds=us)
+        append = prep.rows.append
+        k = 0
+        for at, values in entries:
+            for name, (value, unit) in values.items():
+                step = _STEPS[k] if k < _NSTEPS else timedelta(microseconds=k)
+                append((device, name, at, value, unit, base + step))
+                k += 1
+        if k:
+            self._last_received_us = us + k - 1
 
     def _retained_repeat(self, prep: _Prepared, msg: Inbound) -> bool:
         """Whether ``msg`` is a copy of the last retained message handled on its topic
@@ -108,14 +128,6 @@ class Preparer:
         last = prep.retained.get(msg.topic) or self.retained.get(msg.topic)
         prep.retained[msg.topic] = digest
         return digest == last
-
-    def _received_at(self, at_us: int) -> datetime:
-        """A received_at no other reading of this process has: strictly increasing in
-        microseconds, so ``since=<received_at of the last message seen>`` resumes exactly
-        after it, even between two readings of one message."""
-        us = at_us if at_us > self._last_received_us else self._last_received_us + 1
-        self._last_received_us = us
-        return _EPOCH + timedelta(microseconds=us)
 
     def reject(
         self,

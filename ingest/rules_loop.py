@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from ingest.payload import Reading
 from ingest.prepared import IngestConfig, IngestStats
 from ingest.rule_rows import alert_from_row, rule_from_row
 from ingest.rules import AlertEvent, Rule, RuleEngine
@@ -31,6 +30,7 @@ from storage.alerts import (
 )
 from storage.errors import is_transient
 from storage.pool import create_pool
+from storage.readings import ReadingRow
 
 log = logging.getLogger(__name__)
 
@@ -144,23 +144,23 @@ class RulesLoop:
                 log.error("ignoring rule %s: %s", names.safe_excerpt(row.get("rule_id")), exc)
         return rules
 
-    def feed(self, readings: Sequence[Reading], now: float) -> list[AlertEvent]:
+    def feed(self, rows: Sequence[ReadingRow], now: float) -> list[AlertEvent]:
         """The alert events of a committed batch's readings, in device-time order."""
         engine = self.engine
         watched = engine.metrics
         if not watched:
             return []
         events: list[AlertEvent] = []
-        for r in sorted((r for r in readings if r.metric in watched), key=lambda r: r.ts):
-            events.extend(engine.feed(r.device_id, r.metric, r.value, now))
+        for r in sorted((r for r in rows if r[1] in watched), key=lambda r: r[2]):
+            events.extend(engine.feed(r[0], r[1], r[3], now))
         return events
 
-    async def after_commit(self, readings: Sequence[Reading], committed: float) -> None:
+    async def after_commit(self, rows: Sequence[ReadingRow], committed: float) -> None:
         """Evaluate a committed batch; a failed alert write is kept and retried later."""
         if not self.restored:  # not before the open alerts are known: no duplicates
             return
         try:
-            await self.handle_alerts(self.feed(readings, committed))
+            await self.handle_alerts(self.feed(rows, committed))
         except Exception as exc:  # kept in _unsaved and retried with the next batch/tick
             log.warning("storing alerts failed (%s); will retry", exc)
 
