@@ -15,7 +15,7 @@ from typing import NamedTuple
 from ingest.mqtt import MqttEndpoint
 from ingest.payload import MAX_PAYLOAD_BYTES
 from ingest.topics import Topics
-from ingest.wire import ReadingTemplates, ResumeTimes, device_time, reading_payload
+from ingest.wire import ReadingTemplates, UtcTimes, reading_payload
 from storage.readings import DeadLetterRow, ReadingRow, StatusRow, WriteResult
 
 
@@ -181,14 +181,15 @@ def stream_readings(
     items: list[tuple[str, bytes]] = []
     append = items.append
     pieces = templates.pieces
-    received = ResumeTimes().text
+    received = UtcTimes(6).text
+    device_ts = UtcTimes(3).text
     last_ts = None
     ts_text = ""
     for device_id, metric, ts, value, unit, received_at in rows:
         if keys is not None and (device_id, metric, ts) not in keys:
             continue  # a redelivery: it was published when it was first stored
         if ts is not last_ts:
-            last_ts, ts_text = ts, device_time(ts)
+            last_ts, ts_text = ts, device_ts(ts)
         topic, head, tail = pieces(device_id, metric, unit)
         append((topic, reading_payload(head, value, tail, ts_text, received(received_at))))
     return items

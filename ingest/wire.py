@@ -110,23 +110,28 @@ class ReadingTemplates:
         return found
 
 
-class ResumeTimes:
-    """:func:`resume_time` for a run of close UTC times (the received_at of a batch's readings,
-    microseconds apart): the text up to the seconds is made once per second, not per reading.
+class UtcTimes:
+    """:func:`device_time` (``digits=3``) or :func:`resume_time` (``digits=6``) for a run of
+    close UTC times (a batch's timestamps and received_at, milli- or microseconds apart): the
+    text up to the seconds is made once per second, not once per time.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, digits: int = 6) -> None:
+        if digits not in (3, 6):
+            raise ValueError("digits: 3 or 6")
         self._start = self._end = datetime.min.replace(tzinfo=UTC)
         self._prefix = ""
+        self._ms = digits == 3
 
     def text(self, dt: datetime) -> str:
-        if self._start <= dt < self._end:
-            return f"{self._prefix}{dt.microsecond:06d}Z"
-        if dt.tzinfo is not UTC:
-            return resume_time(dt)
-        self._start = dt.replace(microsecond=0)
-        self._end = self._start + _SECOND
-        self._prefix = self._start.isoformat(timespec="seconds")[:-6] + "."
+        if not self._start <= dt < self._end:
+            if dt.tzinfo is not UTC:
+                return device_time(dt) if self._ms else resume_time(dt)
+            self._start = dt.replace(microsecond=0)
+            self._end = self._start + _SECOND
+            self._prefix = self._start.isoformat(timespec="seconds")[:-6] + "."
+        if self._ms:
+            return f"{self._prefix}{dt.microsecond // 1000:03d}Z"
         return f"{self._prefix}{dt.microsecond:06d}Z"
 
 

@@ -7,6 +7,7 @@ import math
 import random
 import struct
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from ingest.prepared import stream_readings
 from ingest.topics import Topics
 from ingest.wire import (
     ReadingTemplates,
-    ResumeTimes,
+    UtcTimes,
     device_time,
     iso_ms,
     iso_us,
@@ -82,10 +83,12 @@ def test_templates_are_bounded() -> None:
     assert len(templates._pieces) <= 3
 
 
-def test_resume_times_of_a_run_match_one_by_one_formatting() -> None:
-    times = ResumeTimes()
+@pytest.mark.parametrize(("digits", "one_by_one"), [(3, device_time), (6, resume_time)])
+def test_times_of_a_run_match_one_by_one_formatting(digits: int, one_by_one: Any) -> None:
+    times = UtcTimes(digits)
     start = datetime(2026, 1, 1, 23, 59, 58, 999_990, tzinfo=UTC)
     run = [start + timedelta(microseconds=k * 7) for k in range(3000)]  # across midnight
+    run += [start + timedelta(milliseconds=k) for k in range(3000)]
     run.append(datetime(2026, 1, 2, 0, 0, 0, 5, tzinfo=timezone(timedelta(hours=1))))
     run.append(start)  # back in time
-    assert [times.text(dt) for dt in run] == [resume_time(dt) for dt in run]
+    assert [times.text(dt) for dt in run] == [one_by_one(dt) for dt in run]
