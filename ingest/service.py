@@ -42,7 +42,7 @@ from ingest.rules_listener import RulesListener
 from ingest.rules_loop import RulesLoop
 from ingest.storing import BatchStore
 from ingest.stream import StreamPublisher
-from storage.readings import ReadingWriter
+from storage.readings import KnownDays, ReadingWriter
 
 __all__ = ["Inbound", "IngestConfig", "IngestService", "IngestStats", "stream_readings"]
 
@@ -71,10 +71,14 @@ class IngestService:
         self._after = AfterCommit(
             config, self.stats, self._stream, self._preparer, self._rules, self._faults
         )
+        known_days = KnownDays()  # partitions: one writer creates a new day's, others wait
         self._pipeline = Pipeline(
             self._store,
             self._after,
-            [ReadingWriter(config.database_url, self._faults) for _ in range(config.writers)],
+            [
+                ReadingWriter(config.database_url, self._faults, known_days)
+                for _ in range(config.writers)
+            ],
         )
         # Set before the tasks are cancelled at shutdown: loops end on it even when Python
         # 3.11's wait_for swallows a cancellation (see RulesListener.close).
