@@ -7,10 +7,13 @@ batches were cut, each only after its own commit: MQTT requires QoS 1 acknowledg
 receive order, and the stream keeps the order of arrival. A batch whose commit comes first
 waits for the earlier one.
 
-Two transactions may touch the same devices and latest_values rows. The write path takes
-those row locks in device order in every statement (storage/readings.py), so they wait for
-each other instead of deadlocking; a deadlock all the same (a device's self-reported status
-in one batch, its readings in the other) is retried like any transient error.
+Two transactions may touch the same devices and latest_values rows (every batch of a busy
+fleet does). The write path takes those row locks in (device, metric) order in each statement
+(storage/readings.py), so the later transaction waits for the earlier one's commit there
+instead of deadlocking; its COPY and readings insert still overlap the earlier one's commit.
+The rare deadlock all the same (a device's self-reported status in one batch and its readings
+in the other, or a redelivery overlapping a batch in flight) is SQLSTATE class 40, retried
+like any transient error. New partitions are created by one writer at a time (KnownDays).
 """
 
 from __future__ import annotations
