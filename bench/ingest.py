@@ -10,10 +10,14 @@ mosquitto.conf on a free port):
 1. drain: publish a backlog of N messages (1,000 devices x 5 metrics, QoS 1, several publisher
    processes, every PUBACK awaited) while the ingest is stopped; start the ingest and measure
    readings/s from the first to the last received_at. This is how fast the ingest drains what
-   the broker holds, with no publisher competing for the 2 cores.
+   the broker holds, with no publisher competing for the 2 cores. CPU microseconds per stored
+   reading of the ingest, of every PostgreSQL process and of the private mosquitto
+   (bench/cpu.py) are reported with it; ratios drain/limit-* close the report.
 2. naive: the same kind of backlog, consumed by one INSERT per reading in autocommit.
-3. limit: the same rows written by COPY into staging + INSERT ... ON CONFLICT DO NOTHING in
-   batches of the ingest's size, straight from memory: the database's own ceiling.
+3. limit-bare / limit-own (bench/ingest_limits.py): the database's own ceiling, every row
+   built before the clock starts: the idempotent COPY path into a bare primary key, and the
+   ingest's own write (ReadingWriter) into the project's schema on one and on two connections.
+   (``limit``: the older variant, rows built batch by batch between timed writes.)
 4. live: the fleet publishes at a steady rate while the ingest runs; the ingest reports
    device-timestamp -> commit latency p50/p99.
 
@@ -38,6 +42,8 @@ import asyncpg
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench import cpu
+from bench import ingest_limits as limits
 from bench.services import (
     DEFAULT_ADMIN,
     fresh_database,
@@ -96,7 +102,7 @@ async def wait_rows(url: str, expected: int, within: float, interval: float = 1.
 
 
 async def phase_drain(
-    args: argparse.Namespace, mqtt_url: str, tmp: Path, ingests: int = 1
+    args: argparse.Namespace, mqtt_url: str, mosquitto_pid: int, tmp: Path, ingests: int = 1
 ) -> dict[str, Any]:
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     async with fresh_database(args.admin_url) as url:
@@ -110,11 +116,17 @@ async def phase_drain(
         pub = publish(mqtt_url, prefix, args.messages, 1e6, args.publishers)
         print(f"drain: backlog published in {time.monotonic() - t0:.1f}s", flush=True)
         expected = pub["messages_acked"] * METRICS
-        with ingest_processes(env, log, ingests):
+        with ingest_processes(env, log, ingests) as procs:
+            # CPU from the moment the ingests are subscribed (their start-up is not the
+            # drain's) to the moment every row is stored, before they are stopped.
+            wait_log(log, "ingest subscribed", 2 * ingests, timeout=60)
+            parties = {"ingest": [p.pid for p in procs], "mosquitto": [mosquitto_pid]}
+            cpu_before = cpu.snapshot(parties)
             stored = await wait_rows(
                 url, expected, within=args.messages / 1000 + 120, interval=0.25
             )
             all_stored_at = time.time()  # within one poll (+ one count(*)) of the last commit
+            spent = cpu.snapshot(parties).minus(cpu_before)
         results_dir = Path(__file__).parent / "results"
         results_dir.mkdir(exist_ok=True)
         (results_dir / "drain-ingest.log").write_text(log.read_text())
@@ -132,6 +144,8 @@ async def phase_drain(
         "lost": expected - stored,
         "seconds": round(span, 2),
         "readings_per_s": round(stored / span),
+        "cpu_s": {k: round(v, 2) for k, v in spent.items()},
+        "cpu_us_per_reading": cpu.per_reading_us(spent, stored),
     }
 
 
@@ -290,29 +304,45 @@ async def main() -> None:
     p.add_argument("--naive-messages", type=int, default=30_000)
     p.add_argument("--naive-seconds", type=float, default=30)
     p.add_argument("--limit-readings", type=int, default=0, help="default: as many as drain")
-    p.add_argument("--batch-readings", type=int, default=10_000)
+    p.add_argument(
+        "--batch-readings", type=int, default=25_000, help="the ingest's 5,000 messages x 5"
+    )
     p.add_argument("--live-rate", type=float, default=2000, help="messages/s in the live phase")
     p.add_argument("--live-seconds", type=float, default=60)
     p.add_argument(
         "--phases",
-        default="drain,naive,limit,live",
-        help="also drainN: the drain with N ingest processes on the shared subscription",
+        default="drain,limit-bare,limit-own,naive,live",
+        help="also drainN: the drain with N ingest processes on the shared subscription; "
+        "limit: the old from-memory limit (rows built inside the loop, bare schema's readings)",
     )
     args = p.parse_args()
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmpdir, mosquitto(Path(tmpdir) / "mosquitto") as broker:
         tmp, mqtt_url = Path(tmpdir), broker.url
+        assert broker.proc is not None
+        broker_pid = broker.proc.pid
+        prepared: list[list[Any]] | None = None
         for phase in args.phases.split(","):
             t0 = time.monotonic()
             if phase == "drain":
-                results[phase] = await phase_drain(args, mqtt_url, tmp)
+                results[phase] = await phase_drain(args, mqtt_url, broker_pid, tmp)
             elif phase.startswith("drain"):  # drain2: the same with two shared ingests
-                results[phase] = await phase_drain(args, mqtt_url, tmp, int(phase[5:]))
+                n = int(phase[5:])
+                results[phase] = await phase_drain(args, mqtt_url, broker_pid, tmp, n)
             elif phase == "naive":
                 results[phase] = await phase_naive(args, mqtt_url)
             elif phase == "limit":
                 results[phase] = await phase_limit(args)
+            elif phase.startswith("limit-"):
+                if prepared is None:  # built once, before any clock starts
+                    total = args.limit_readings or args.messages * METRICS
+                    prepared = limits.batches(DEVICES, METRICS, total, args.batch_readings)
+                if phase == "limit-bare":
+                    results[phase] = await limits.limit_bare(args.admin_url, prepared)
+                elif phase == "limit-own":
+                    results[phase] = await limits.limit_own(args.admin_url, prepared, 1)
+                    results["limit-own2"] = await limits.limit_own(args.admin_url, prepared, 2)
             elif phase == "live":
                 results[phase] = await phase_live(args, mqtt_url, tmp)
             print(f"{phase}: {results[phase]} ({time.monotonic() - t0:.0f}s)", flush=True)
@@ -322,6 +352,13 @@ async def main() -> None:
             "ingest_over_naive": round(d / results["naive"]["readings_per_s"], 1),
             "ingest_over_limit": round(d / results["limit"]["readings_per_s"], 2),
         }
+    if "drain" in results:
+        d = results["drain"]["readings_per_s"]
+        for limit in ("limit-bare", "limit-own", "limit-own2"):
+            if limit in results:
+                results.setdefault("ratios", {})[f"drain_over_{limit}"] = round(
+                    d / results[limit]["readings_per_s"], 2
+                )
     print(json.dumps(results, indent=2))
 
 

@@ -14,7 +14,8 @@ import asyncpg
 from bridge.auth import Principal
 from bridge.protocol import ClientError
 from ingest import names
-from ingest.rules import RuleError, alert_from_row, new_rule_id, rule_row
+from ingest.rule_rows import alert_from_row, new_rule_id, rule_row
+from ingest.rules import RuleError
 from ingest.stream import StreamPublisher
 from ingest.topics import Topics
 from ingest.wire import alert_event

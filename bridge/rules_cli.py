@@ -11,7 +11,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ingest.rules import Rule, RuleError, new_rule_id, rule_row
+from ingest.rule_rows import new_rule_id, rule_row
+from ingest.rules import Rule, RuleError
 from storage.alerts import (
     RULE_COLUMNS,
     delete_rule,

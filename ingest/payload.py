@@ -143,6 +143,34 @@ def parse_telemetry(
     ``received_at`` (timezone-aware) stands in for a missing ``ts`` and anchors the accepted
     time window. Raises :class:`PayloadError` for anything that cannot be stored.
     """
+    return [
+        Reading(device_id, name, at, value, unit)
+        for at, values in parse_entries(
+            device_id,
+            payload,
+            received_at,
+            max_bytes=max_bytes,
+            max_future=max_future,
+            max_past=max_past,
+        )
+        for name, (value, unit) in values.items()
+    ]
+
+
+Entries = list[tuple[datetime, dict[str, tuple[float, str | None]]]]
+
+
+def parse_entries(
+    device_id: str,
+    payload: bytes,
+    received_at: datetime,
+    *,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    max_future: timedelta = timedelta(hours=1),
+    max_past: timedelta = timedelta(days=30),
+) -> Entries:
+    """:func:`parse_telemetry` without the Reading objects: (ts, {metric: (value, unit)}) per
+    entry, for callers that build their own rows."""
     if not names.is_device_id(device_id):
         raise PayloadError("invalid_device_id", str(_invalid(names.device_id, device_id)))
     if len(payload) > max_bytes:
@@ -154,7 +182,29 @@ def parse_telemetry(
     except orjson.JSONDecodeError as exc:
         raise PayloadError("invalid_json", f"not UTF-8 JSON: {exc}") from None
 
-    entries: list[tuple[datetime | None, dict[str, Any]]]
+    entries = _common_entries(doc)
+    if entries is None:
+        entries = _validated_entries(doc)
+        _remember_units(entries)
+    out: Entries = []
+    count = 0
+    for ts, values in entries:
+        at = ts if ts is not None else received_at
+        _check_time(at, received_at, max_future, max_past)
+        out.append((at, values))
+        count += len(values)
+    if count > MAX_READINGS:
+        raise PayloadError(
+            "too_many_readings", f"{count} readings exceed the limit of {MAX_READINGS}"
+        )
+    return out
+
+
+_Unchecked = list[tuple[datetime | None, dict[str, tuple[float, str | None]]]]
+
+
+def _validated_entries(doc: Any) -> _Unchecked:
+    """Every accepted form, through the pydantic models (and their error messages)."""
     try:
         if isinstance(doc, list):
             if not doc:
@@ -164,34 +214,83 @@ def parse_telemetry(
                     "too_many_entries", f"{len(doc)} entries exceed the limit of {MAX_ENTRIES}"
                 )
             parsed = _ENTRIES.validate_python(doc)
-            entries = [(e.ts, e.values) for e in parsed]
-        elif isinstance(doc, dict) and "values" in doc:
+            return [(e.ts, e.values) for e in parsed]
+        if isinstance(doc, dict) and "values" in doc:
             entry = _ENTRY.validate_python(doc)
-            entries = [(entry.ts, entry.values)]
-        elif isinstance(doc, dict):
+            return [(entry.ts, entry.values)]
+        if isinstance(doc, dict):
             flat = dict(doc)
             raw_ts = flat.pop("ts", None)
             try:
                 ts = _TS.validate_python(raw_ts) if raw_ts is not None else None
             except ValidationError as exc:
                 raise PayloadError("validation_error", "ts: " + _first_error(exc)) from None
-            entries = [(ts, _FLAT.validate_python(flat))]
-        else:
-            raise PayloadError("invalid_shape", "payload must be a JSON object or a list of them")
+            return [(ts, _FLAT.validate_python(flat))]
+        raise PayloadError("invalid_shape", "payload must be a JSON object or a list of them")
     except ValidationError as exc:
         raise PayloadError("validation_error", _first_error(exc)) from None
 
-    readings: list[Reading] = []
-    for ts, values in entries:
-        at = ts if ts is not None else received_at
-        _check_time(at, received_at, max_future, max_past)
-        for name, (value, unit) in values.items():
-            readings.append(Reading(device_id, name, at, value, unit))
-    if len(readings) > MAX_READINGS:
-        raise PayloadError(
-            "too_many_readings", f"{len(readings)} readings exceed the limit of {MAX_READINGS}"
-        )
-    return readings
+
+# Metric names and units seen valid: checked once, then a set lookup (bounded).
+_GOOD_METRICS: set[str] = set()
+_GOOD_UNITS: set[str] = set()
+_GOOD_MAX = 10_000
+
+
+def _common_entries(doc: Any) -> _Unchecked | None:
+    """The forms devices send all the time (one object, ``{"ts", "values"}`` or flat), checked
+    by hand: the same rules as the models, several times faster. None when anything is
+    unusual or wrong: the models then decide, and word the error."""
+    if type(doc) is not dict:
+        return None
+    if "values" in doc:
+        values = doc["values"]
+        if type(values) is not dict or len(doc) > (2 if "ts" in doc else 1):
+            return None
+    else:
+        values = doc
+    raw_ts = doc.get("ts")
+    ts: datetime | None = None
+    if raw_ts is not None:
+        if type(raw_ts) is not str and type(raw_ts) is not int:
+            return None
+        try:
+            ts = parse_timestamp(raw_ts)
+        except ValueError:
+            return None
+    checked: dict[str, tuple[float, str | None]] = {}
+    flat = values is doc
+    for name, raw in values.items():
+        if flat and name == "ts":
+            continue  # the flat form's timestamp, not a metric
+        if name not in _GOOD_METRICS:
+            if not names.is_metric(name):
+                return None
+            if len(_GOOD_METRICS) < _GOOD_MAX:
+                _GOOD_METRICS.add(name)
+        kind = type(raw)
+        if kind is dict and len(raw) == 2 and "value" in raw and "unit" in raw:
+            number, unit = raw["value"], raw["unit"]
+            if unit is not None and (type(unit) is not str or unit not in _GOOD_UNITS):
+                return None  # first sight of this unit (or not text): _value checks it
+            kind = type(number)
+            if not (kind is int or (kind is float and math.isfinite(number))):
+                return None
+            checked[name] = (float(number), unit)
+        elif (kind is float and math.isfinite(raw)) or kind is int:
+            checked[name] = (float(raw), None)
+        else:
+            return None
+    if not checked:
+        return None
+    return [(ts, checked)]
+
+
+def _remember_units(entries: _Unchecked) -> None:
+    for _, values in entries:
+        for _, unit in values.values():
+            if unit is not None and len(_GOOD_UNITS) < _GOOD_MAX:
+                _GOOD_UNITS.add(unit)
 
 
 def _invalid(check: Any, value: object) -> names.InvalidName:

@@ -13,13 +13,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ingest.mqtt import MqttEndpoint
-from ingest.payload import MAX_PAYLOAD_BYTES, Reading
+from ingest.payload import MAX_PAYLOAD_BYTES
 from ingest.topics import Topics
-from ingest.wire import (
-    device_time,
-    reading_event,
-    resume_time,
-)
+from ingest.wire import ReadingTemplates, UtcTimes, reading_payload
 from storage.readings import DeadLetterRow, ReadingRow, StatusRow, WriteResult
 
 
@@ -39,9 +35,13 @@ class IngestConfig:
     # A persistent session outlives an ingest restart or a long outage by this much.
     session_expiry_s: int = 7 * 24 * 3600
     # The broker's in-flight window towards us (MQTT v5 Receive Maximum). A few batches' worth
-    # keeps the writer busy; more only holds messages in Python memory (and costs GC time).
-    receive_maximum: int = 10_000
+    # keeps both writers busy (two batches in flight and the next collecting); more only holds
+    # messages in Python memory (and costs GC time).
+    receive_maximum: int = 15_000
     shutdown_timeout_s: float = 15.0
+    # Batches written at once, each on its own connection: while one commits, the next is
+    # prepared and written (ingest/pipeline.py). 1 = one batch at a time.
+    writers: int = 2
     # When set, the final counters and latency percentiles are written here as JSON on exit.
     stats_file: Path | None = None
     # Rule changes arrive by LISTEN/NOTIFY (ingest/rules_listener.py) and apply after this
@@ -125,7 +125,6 @@ _Ends = tuple[int, int, int, int, int]
 class _Prepared:
     messages: list[Inbound]
     rows: list[ReadingRow] = field(default_factory=list)
-    readings: list[Reading] = field(default_factory=list)  # parallel to rows
     dead: list[DeadLetterRow] = field(default_factory=list)
     errors: list[tuple[str, bytes]] = field(default_factory=list)  # for devices/{id}/errors
     statuses: list[StatusRow] = field(default_factory=list)
@@ -149,7 +148,6 @@ class _Prepared:
         return _Prepared(
             self.messages[lo:hi],
             self.rows[a[0] : b[0]],
-            self.readings[a[0] : b[0]],
             self.dead[a[1] : b[1]],
             self.errors[a[2] : b[2]],
             self.statuses[a[3] : b[3]],
@@ -159,7 +157,6 @@ class _Prepared:
     def extend(self, other: _Prepared) -> None:
         """Append another part's output (not its messages)."""
         self.rows += other.rows
-        self.readings += other.readings
         self.dead += other.dead
         self.errors += other.errors
         self.statuses += other.statuses
@@ -171,36 +168,30 @@ class _GaveUp(Exception):
 
 
 def stream_readings(
-    readings: Sequence[Reading],
     rows: Sequence[ReadingRow],
     keys: frozenset[tuple[str, str, datetime]] | None,
-    topics: Topics,
-    cache: dict[tuple[str, str], str],
+    templates: ReadingTemplates,
 ) -> list[tuple[str, bytes]]:
     """(topic, payload) of every newly stored reading on the validated stream (pure).
 
-    ``rows`` are the stored rows, parallel to ``readings``; ``keys`` those the batch inserted
-    (None: all of them); ``cache`` maps (device, metric) to its topic across batches.
+    ``rows`` are the stored rows; ``keys`` those the batch inserted (None: all of them).
+    The readings of one message share their ``ts`` object, so it is formatted once per
+    message; each reading has a received_at of its own (see ingest/preparing.py).
     """
-    if len(cache) > 200_000:
-        cache.clear()  # bound memory against fleets that churn through ids
     items: list[tuple[str, bytes]] = []
-    last_ts = last_rx = None
-    ts_text = rx_text = ""
-    for r, row in zip(readings, rows, strict=True):
-        if keys is not None and (r.device_id, r.metric, r.ts) not in keys:
+    append = items.append
+    pieces = templates.pieces
+    received = UtcTimes(6).text
+    device_ts = UtcTimes(3).text
+    last_ts = None
+    ts_text = ""
+    for device_id, metric, ts, value, unit, received_at in rows:
+        if keys is not None and (device_id, metric, ts) not in keys:
             continue  # a redelivery: it was published when it was first stored
-        if r.ts is not last_ts:
-            last_ts, ts_text = r.ts, device_time(r.ts)
-        if row[5] is not last_rx:
-            last_rx, rx_text = row[5], resume_time(row[5])
-        key = (r.device_id, r.metric)
-        topic = cache.get(key)
-        if topic is None:
-            topic = cache[key] = topics.telemetry(r.device_id, r.metric)
-        items.append(
-            (topic, reading_event(r.device_id, r.metric, r.value, r.unit, ts_text, rx_text))
-        )
+        if ts is not last_ts:
+            last_ts, ts_text = ts, device_ts(ts)
+        topic, head, tail = pieces(device_id, metric, unit)
+        append((topic, reading_payload(head, value, tail, ts_text, received(received_at))))
     return items
 
 

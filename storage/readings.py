@@ -8,6 +8,7 @@ crash stores nothing twice.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -117,14 +118,28 @@ class WriteResult:
     status_changes: tuple[StatusChange, ...] = ()
 
 
-class ReadingWriter:
-    """Owns one dedicated connection (the staging table is per session) and its partitions."""
+class KnownDays:
+    """The days whose readings partition exists, shared by the writers of one process: one of
+    them creates a new day's partition while the others wait. Two sessions creating the same
+    partition at once can fail on the catalog's unique index (a data-class error, which would
+    send a good batch through the split), so this process never races itself at midnight."""
 
-    def __init__(self, dsn: str, faults: FaultPoints | None = None) -> None:
+    def __init__(self) -> None:
+        self.days: set[date] = set()
+        self.lock = asyncio.Lock()
+
+
+class ReadingWriter:
+    """Owns one dedicated connection (the staging table is per session); the partitions it
+    has seen are in ``known_days``, shared with the process's other writers when given."""
+
+    def __init__(
+        self, dsn: str, faults: FaultPoints | None = None, known_days: KnownDays | None = None
+    ) -> None:
         self._dsn = dsn
         self._faults = faults
         self._conn: asyncpg.Connection | None = None
-        self._known_days: set[date] = set()
+        self._known = known_days or KnownDays()
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -145,13 +160,18 @@ class ReadingWriter:
         return self._conn
 
     async def _ensure_days(self, conn: asyncpg.Connection, rows: Sequence[ReadingRow]) -> None:
-        days = {row[2].date() for row in rows} - self._known_days
+        known = self._known
+        days = {row[2].date() for row in rows} - known.days
         if days:
-            # Day by day: one late reading must not create every partition in between.
-            await conn.executemany(
-                "SELECT ensure_readings_partitions($1, $1)", [(day,) for day in sorted(days)]
-            )
-            self._known_days |= days
+            async with known.lock:
+                days -= known.days  # another writer may have created them meanwhile
+                if days:
+                    # Day by day: one late reading must not create every partition in between.
+                    await conn.executemany(
+                        "SELECT ensure_readings_partitions($1, $1)",
+                        [(day,) for day in sorted(days)],
+                    )
+                    known.days |= days
 
     async def write(
         self,
@@ -169,7 +189,7 @@ class ReadingWriter:
             # Any other CHECK failure is the rows' fault: retrying would only fail again.
             if "no partition" not in str(exc):
                 raise
-            self._known_days.clear()
+            self._known.days.clear()
             await self._ensure_days(conn, rows)
             return await self._write(conn, rows, dead_letters, statuses)
 

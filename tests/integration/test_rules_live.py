@@ -22,7 +22,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from ingest import names
-from ingest.rules import rule_row
+from ingest.rule_rows import rule_row
 from ingest.service import IngestService
 from ingest.topics import Topics
 from storage.alerts import RULE_COLUMNS, upsert_rule

@@ -13,11 +13,10 @@ import orjson
 
 from bridge.history import replay_events
 from bridge.snapshot import snapshot_events
-from ingest.payload import Reading
 from ingest.rules import Alert
 from ingest.service import stream_readings
 from ingest.topics import Topics
-from ingest.wire import alert_event, status_event
+from ingest.wire import ReadingTemplates, alert_event, status_event
 from storage.devices import StatusChange
 from storage.readings import READING_COLUMNS
 
@@ -29,8 +28,7 @@ RECEIVED = datetime(2026, 1, 1, 12, 0, 1, 123_456, tzinfo=UTC)
 def test_a_reading_is_one_event_live_replayed_and_in_a_snapshot() -> None:
     topics = Topics("site-a")
     row = ("dev-1", "temperature", TS, 21.5, "°C", RECEIVED)
-    reading = Reading("dev-1", "temperature", TS, 21.5, "°C")
-    [(topic, payload)] = stream_readings([reading], [row], None, topics, {})
+    [(topic, payload)] = stream_readings([row], None, ReadingTemplates(topics.telemetry))
     live = orjson.loads(payload)
 
     stored = dict(zip(READING_COLUMNS, row, strict=True))  # a readings / latest_values row
@@ -46,8 +44,8 @@ def test_a_reading_is_one_event_live_replayed_and_in_a_snapshot() -> None:
 
 def test_a_redelivered_reading_is_not_published_again() -> None:
     row = ("dev-1", "temperature", TS, 21.5, None, RECEIVED)
-    reading = Reading("dev-1", "temperature", TS, 21.5, None)
-    assert stream_readings([reading], [row], frozenset(), Topics(""), {}) == []
+    templates = ReadingTemplates(Topics("").telemetry)
+    assert stream_readings([row], frozenset(), templates) == []
 
 
 def test_a_status_change_is_one_event_live_and_replayed() -> None:

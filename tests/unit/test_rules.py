@@ -180,7 +180,7 @@ def test_invalid_rules(kwargs: dict[str, object]) -> None:
 
 
 def test_rule_row_from_user_input() -> None:
-    from ingest.rules import rule_row
+    from ingest.rule_rows import rule_row
     from storage.alerts import RULE_COLUMNS
 
     row = rule_row(
@@ -203,7 +203,7 @@ def test_rule_row_from_user_input() -> None:
 
 def test_generated_rule_ids_are_valid_and_distinct() -> None:
     from ingest import names
-    from ingest.rules import new_rule_id, rule_row
+    from ingest.rule_rows import new_rule_id, rule_row
     from storage.alerts import RULE_COLUMNS
 
     ids = {new_rule_id() for _ in range(1000)}
