@@ -40,7 +40,6 @@ class SessionState(ABC):
         limits: FrontLimits,
         principal: Principal | None,
         wake: Callable[[], None],
-        send_now: Callable[[bytes], bool] | None = None,
         snapshot: Callable[
             [Selector, Principal], Awaitable[list[tuple[tuple[str, ...], dict[str, Any]]]]
         ]
@@ -76,9 +75,6 @@ class SessionState(ABC):
         self.received = 0
         self.errors = 0  # error replies sent (o1's processorStats)
         self._wake = wake
-        # Writes a live frame at once if the connection can take it (nothing queued before it,
-        # transport not paused); False means queue it. None: always queue (tests, batch).
-        self._send_now = send_now
         self._snapshot = snapshot
         self._on_principal = on_principal
         self.actions = actions
