@@ -13,6 +13,7 @@ frames are compressed with its own compressor state, by ``websockets``.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 
 __all__ = ["text_frame_header", "text_frames"]
@@ -20,6 +21,7 @@ __all__ = ["text_frame_header", "text_frames"]
 _FIN_TEXT = 0x81  # FIN bit, opcode 1 (text)
 # headers of payloads up to 125 bytes: one byte of length, the common case of small updates
 _SHORT = tuple(bytes((_FIN_TEXT, n)) for n in range(126))
+_MEDIUM = struct.Struct("!BBH").pack  # 126..65535 bytes: a 16-bit length after the marker 126
 
 
 def text_frame_header(length: int) -> bytes:
@@ -27,7 +29,7 @@ def text_frame_header(length: int) -> bytes:
     if length < 126:
         return _SHORT[length]
     if length < 0x10000:
-        return b"\x81\x7e" + length.to_bytes(2, "big")
+        return _MEDIUM(_FIN_TEXT, 126, length)
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
@@ -35,9 +37,14 @@ def text_frames(payloads: Iterable[bytes]) -> bytes:
     """The frames of ``payloads`` (UTF-8 text) one after another, as one buffer to write."""
     parts: list[bytes] = []
     append = parts.append
-    short = _SHORT
+    short, medium = _SHORT, _MEDIUM
     for payload in payloads:
         n = len(payload)
-        append(short[n] if n < 126 else text_frame_header(n))
+        if n < 126:
+            append(short[n])
+        elif n < 0x10000:
+            append(medium(_FIN_TEXT, 126, n))
+        else:
+            append(text_frame_header(n))
         append(payload)
     return b"".join(parts)
