@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import orjson
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from bridge.connection import Connection, Connections, FrontStats
@@ -55,6 +55,16 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[_Server]:
         yield _Server(connections, opened, port, compression)
 
 
+class _Counting(ClientConnection):
+    """A client connection that counts the bytes it reads off the socket."""
+
+    wire_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.wire_bytes += len(data)
+        super().data_received(data)
+
+
 def _frame(i: int) -> bytes:
     return orjson.dumps({"type": "telemetry_update", "n": i, "pad": "x" * (i % 300)})
 
@@ -69,18 +79,28 @@ async def _receive(ws: object, n: int) -> list[int]:
 
 @pytest.mark.parametrize("server", [None, "deflate"], indirect=True)
 async def test_a_burst_for_one_client_is_one_write_in_order(server: _Server) -> None:
-    async with connect(f"ws://127.0.0.1:{server.port}", compression=server.compression) as ws:
+    async with connect(
+        f"ws://127.0.0.1:{server.port}",
+        compression=server.compression,
+        create_connection=_Counting,
+    ) as ws:
         conn = await server.opened.get()
-        # deflate: websockets compresses each frame with this client's own compressor
         assert bool(conn.ws.protocol.extensions) == (server.compression is not None)
         queue = conn.session.queue
-        for i in range(50):  # e.g. one broker read: 50 messages this client matches
-            queue.put(_frame(i), time.monotonic())
+        frames = [_frame(i) for i in range(50)]  # e.g. one broker read this client matches
+        for frame in frames:
+            queue.put(frame, time.monotonic())
             conn.kick()
         assert server.connections.stats.batches == 0  # nothing written mid-burst
         assert await _receive(ws, 50) == list(range(50))
         assert server.connections.stats.sent == 50
         assert server.connections.stats.batches == 1
+        payload = sum(len(f) for f in frames)
+        assert isinstance(ws, _Counting)
+        if server.compression:  # each frame went through this client's compressor
+            assert ws.wire_bytes < payload / 2
+        else:
+            assert ws.wire_bytes >= payload
 
 
 async def test_every_client_of_a_burst_gets_its_frames_in_one_flush(server: _Server) -> None:
