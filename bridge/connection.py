@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from bridge.flow import close_within
 from bridge.protocol import ClientError
 from bridge.session import FrontLimits, Session
 from bridge.ws_frames import text_frames
+
+log = logging.getLogger(__name__)
 
 MAX_QUEUE = 16  # received messages websockets buffers per connection before it stops reading
 TICK_S = 0.1  # interval flushes (the shortest frequency a subscription may ask for)
@@ -83,7 +86,11 @@ class Connections:
         self._flush_handle = None
         pending, self._pending = self._pending, []
         for conn in pending:
-            conn.flush()
+            try:
+                conn.flush()
+            except Exception:  # one connection's failure must not leave the others unwritten
+                conn.scheduled = False
+                log.exception("writing to a client failed")
 
     async def tick(self) -> None:
         """One loop for every connection's timers (auth deadline, token expiry, interval

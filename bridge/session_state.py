@@ -4,7 +4,8 @@
 made of (``bridge/handlers.py``, ``bridge/delivery.py``, ``bridge/subscribing.py``): the
 connection's state, and ``reply``/``error``/``room``/``request_close``, the only ways out.
 Handlers never touch the socket: replies and live frames go into the client's
-:class:`~bridge.outbound.OutboundQueue`, which one writer task (in ``server.py``) drains.
+:class:`~bridge.outbound.OutboundQueue`, which its connection (``bridge/connection.py``) writes
+out: everything queued in one burst in one write.
 """
 
 from __future__ import annotations

@@ -131,3 +131,24 @@ async def test_a_reply_after_live_frames_stays_after_them(server: _Server) -> No
         queue.put(_frame(2), time.monotonic(), key=("s", "d", "m"))
         conn.kick()
         assert await _receive(ws, 3) == [0, 1, 2]
+
+
+class _BrokenQueue(OutboundQueue):
+    def pop(self, limit: int = 100) -> list[bytes]:
+        raise RuntimeError("a bug in one client's output")
+
+
+async def test_one_client_failing_to_write_leaves_the_others_written(server: _Server) -> None:
+    clients = [await connect(f"ws://127.0.0.1:{server.port}").__aenter__() for _ in range(3)]
+    try:
+        conns = [await server.opened.get() for _ in clients]
+        conns[0].session.queue = _BrokenQueue()
+        for conn in conns:
+            conn.session.queue.put(_frame(7), time.monotonic())
+            conn.kick()
+        for ws in clients[1:]:
+            assert await _receive(ws, 1) == [7]
+        assert not conns[0].scheduled  # a later burst tries it again
+    finally:
+        for ws in clients:
+            await ws.close()
