@@ -24,7 +24,9 @@ def hs(
 
 
 def good(**extra: object) -> dict[str, object]:
-    return {"sub": "alice", "exp": int(NOW) + 600, "scope": "telemetry:read", **extra}
+    # a day, not minutes: NOW is taken at collection, and a slow run of the whole suite on a
+    # busy machine reached these tests more than ten minutes later (the token had expired)
+    return {"sub": "alice", "exp": int(NOW) + 86400, "scope": "telemetry:read", **extra}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ BAD = [
     (hs({"sub": "alice", "scope": ""}), "invalid_token"),  # no exp
     (hs({"exp": int(NOW) + 60}), "invalid_token"),  # no sub
     (hs(good(sub="")), "invalid_token"),
-    (hs(good(nbf=int(NOW) + 600)), "invalid_token"),
+    (hs(good(nbf=int(NOW) + 3600)), "invalid_token"),
     (hs(good(), alg="HS512"), "invalid_token"),  # algorithm not configured
     (hs(good(), headers={"crit": ["exp"]}), "invalid_token"),
     (hs(good(scope=5)), "invalid_token"),
@@ -91,7 +93,7 @@ def raw_hs(claims_json: str, key: str = SECRET) -> str:
     return f"{head}.{b64(hmac.new(key.encode(), head.encode(), hashlib.sha256).digest())}"
 
 
-SOON = int(NOW) + 600
+SOON = int(NOW) + 86400  # far enough ahead for a slow run (see good())
 _ALICE = '"sub":"alice","scope":"admin"'
 # Correctly signed tokens whose claims have the wrong type or size: each a 401 naming the
 # claim, never an exception the front would turn into a 500.
