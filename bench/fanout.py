@@ -48,7 +48,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from bench.services import front_process, mosquitto
+from bench.services import _get_json, front_process, mosquitto
 from bridge.embedded import free_port
 from ingest.mqtt import set_nodelay
 
@@ -258,6 +258,22 @@ def cpu_seconds(pid: int) -> float:
     return total + sum(cpu_seconds(int(c)) for c in children)
 
 
+def _settle(env: dict[str, Any], timeout_s: float = 120.0) -> None:
+    """Until the front has let its clients go: no connection, no broker subscription, and
+    under a tenth of a core busy. A front still working off a backlog (or still subscribed,
+    so the broker keeps sending it the stream) took CPU from the mosquitto case that follows."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        metrics = _get_json(env["front_metrics_url"], timeout=5)
+        cpu0 = cpu_seconds(env["front_pid"])
+        time.sleep(0.5)
+        busy = (cpu_seconds(env["front_pid"]) - cpu0) / 0.5
+        idle = not metrics["connections"]["current"] and not metrics["broker"]["subscriptions"]
+        if idle and busy < 0.1:
+            return
+    print("warning: the front was still busy when the next case started", flush=True)
+
+
 def run_case(kind: str, n: int, args: argparse.Namespace, env: dict[str, Any]) -> dict[str, Any]:
     devices = env["devices"]
     shares = [
@@ -296,6 +312,8 @@ def run_case(kind: str, n: int, args: argparse.Namespace, env: dict[str, Any]) -
     for p in procs:
         p.terminate()
         p.join()
+    if kind == "bridge":
+        _settle(env)
     lat = sorted(x * 1000 for r in results for x in r["lat"])
     delivered = sum(r["n"] for r in results)
     expected = sent * n * args.share / len(devices)
@@ -336,6 +354,7 @@ def services(tmp: Path, args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         yield {
             "devices": [f"fo-{i:05d}" for i in range(args.devices)],
             "bridge_url": f"{front.url}/ws",
+            "front_metrics_url": f"{front.url.replace('ws://', 'http://', 1)}/metrics",
             "mqtt_ws_url": f"ws://127.0.0.1:{ws_port}/",
             "mqtt_port": broker.port,
             "token": front.token(scope="telemetry:read", sub="bench", ttl_s=86400),
