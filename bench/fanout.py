@@ -48,15 +48,59 @@ from paho.mqtt.enums import CallbackAPIVersion
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from bench.services import front_process, mosquitto
+from bench.services import _get_json, front_process, mosquitto
 from bridge.embedded import free_port
 from ingest.mqtt import set_nodelay
-from ingest.stream import _string, _varint, connect_packet, parse_packets
 
 RESULTS = Path(__file__).parent / "results"
 
 
 # -- minimal MQTT over WebSocket ------------------------------------------------------------
+# The load generator frames its few packets itself (MQTT 3.1.1), so it measures the same
+# thing whatever the project's own MQTT client becomes.
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def _string(data: bytes) -> bytes:
+    return len(data).to_bytes(2, "big") + data
+
+
+def connect_packet(client_id: str, keepalive: int = 300) -> bytes:
+    """CONNECT, clean session, no credentials (the bench broker's websocket listener)."""
+    body = _string(b"MQTT") + bytes([4, 0x02]) + keepalive.to_bytes(2, "big")
+    body += _string(client_id.encode())
+    return b"\x10" + _varint(len(body)) + body
+
+
+def parse_packets(buffer: bytearray) -> list[tuple[int, bytes]]:
+    """Split complete packets off the front of ``buffer``: [(packet type, body)]."""
+    packets: list[tuple[int, bytes]] = []
+    while len(buffer) >= 2:
+        length, shift, pos = 0, 0, 1
+        while True:
+            if pos >= len(buffer):
+                return packets  # remaining length not complete yet
+            byte = buffer[pos]
+            length |= (byte & 0x7F) << shift
+            pos += 1
+            if not byte & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise ValueError("malformed remaining length")
+        if len(buffer) < pos + length:
+            return packets
+        packets.append((buffer[0] >> 4, bytes(buffer[pos : pos + length])))
+        del buffer[: pos + length]
+    return packets
+
+
 def subscribe_packet(filters: list[str], packet_id: int = 1) -> bytes:
     body = packet_id.to_bytes(2, "big") + b"".join(_string(f.encode()) + b"\x00" for f in filters)
     return b"\x82" + _varint(len(body)) + body
@@ -101,11 +145,7 @@ async def _mqtt_client(url: str, devices: list[str], out: dict[str, Any]) -> Non
         max_queue=None,
         open_timeout=120,
     ) as ws:
-        await ws.send(
-            connect_packet(
-                f"fo-{uuid.uuid4().hex[:10]}", username=None, password=None, keepalive=300, v5=False
-            )
-        )
+        await ws.send(connect_packet(f"fo-{uuid.uuid4().hex[:10]}"))
         await ws.send(subscribe_packet([f"telemetry/{d}/+" for d in devices]))
         buffer = bytearray()
         subscribed = False
@@ -218,6 +258,22 @@ def cpu_seconds(pid: int) -> float:
     return total + sum(cpu_seconds(int(c)) for c in children)
 
 
+def _settle(env: dict[str, Any], timeout_s: float = 120.0) -> None:
+    """Until the front has let its clients go: no connection, no broker subscription, and
+    under a tenth of a core busy. A front still working off a backlog (or still subscribed,
+    so the broker keeps sending it the stream) took CPU from the mosquitto case that follows."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        metrics = _get_json(env["front_metrics_url"], timeout=5)
+        cpu0 = cpu_seconds(env["front_pid"])
+        time.sleep(0.5)
+        busy = (cpu_seconds(env["front_pid"]) - cpu0) / 0.5
+        idle = not metrics["connections"]["current"] and not metrics["broker"]["subscriptions"]
+        if idle and busy < 0.1:
+            return
+    print("warning: the front was still busy when the next case started", flush=True)
+
+
 def run_case(kind: str, n: int, args: argparse.Namespace, env: dict[str, Any]) -> dict[str, Any]:
     devices = env["devices"]
     shares = [
@@ -256,6 +312,8 @@ def run_case(kind: str, n: int, args: argparse.Namespace, env: dict[str, Any]) -
     for p in procs:
         p.terminate()
         p.join()
+    if kind == "bridge":
+        _settle(env)
     lat = sorted(x * 1000 for r in results for x in r["lat"])
     delivered = sum(r["n"] for r in results)
     expected = sent * n * args.share / len(devices)
@@ -264,6 +322,7 @@ def run_case(kind: str, n: int, args: argparse.Namespace, env: dict[str, Any]) -
         "clients": n,
         "delivered_per_s": round(delivered / elapsed),
         "expected_per_s": round(expected / elapsed),
+        "nominal_per_s": round(args.rate * n * args.share),
         "delivered_ratio": round(delivered / expected, 4) if expected else None,
         "p50_ms": round(statistics.median(lat), 2) if lat else None,
         "p99_ms": round(lat[int(len(lat) * 0.99)], 2) if lat else None,
@@ -295,12 +354,24 @@ def services(tmp: Path, args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         yield {
             "devices": [f"fo-{i:05d}" for i in range(args.devices)],
             "bridge_url": f"{front.url}/ws",
+            "front_metrics_url": f"{front.url.replace('ws://', 'http://', 1)}/metrics",
             "mqtt_ws_url": f"ws://127.0.0.1:{ws_port}/",
             "mqtt_port": broker.port,
             "token": front.token(scope="telemetry:read", sub="bench", ttl_s=86400),
             "front_pid": front.pid,
             "mosquitto_pid": broker.pid,
         }
+
+
+GENERATOR_BUSY_PCT = 80  # a worker this busy may be slower than the server it measures
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "-"
 
 
 def main() -> None:
@@ -334,16 +405,28 @@ def main() -> None:
     for r in rows:
         print(
             f"{r['clients']:>7} {r['kind']:<8} {r['delivered_per_s']:>8} {r['expected_per_s']:>8} "
-            f"{r['p50_ms']:>8} {r['p99_ms']:>8} {r['server_cpu_pct']:>9}%  {r['worker_cpu_pct']}"
+            f"{_num(r['p50_ms']):>8} {_num(r['p99_ms']):>8} {r['server_cpu_pct']:>9}%  "
+            f"{r['worker_cpu_pct']}"
         )
     for n in args.clients:
         b = next(r for r in rows if r["clients"] == n and r["kind"] == "bridge")
         m = next(r for r in rows if r["clients"] == n and r["kind"] == "mqtt-ws")
         print(
-            f"N={n}: bridge/broker delivered "
-            f"{b['delivered_per_s'] / max(1, m['delivered_per_s']):.2f}x, "
-            f"p50 {b['p50_ms'] / m['p50_ms']:.2f}x, p99 {b['p99_ms'] / m['p99_ms']:.2f}x"
+            f"N={n}: bridge/broker delivered/s "
+            f"{_ratio(b['delivered_per_s'], m['delivered_per_s'])}, "
+            f"p50 {_ratio(b['p50_ms'], m['p50_ms'])}, p99 {_ratio(b['p99_ms'], m['p99_ms'])}"
         )
+    for r in rows:
+        # The generator must not be what limits a case: a worker near a full core, or a
+        # publisher short of its rate, means the numbers say little about the server.
+        busy = max(r["worker_cpu_pct"], default=0)
+        if busy >= GENERATOR_BUSY_PCT or r["expected_per_s"] < 0.95 * r["nominal_per_s"]:
+            print(
+                f"warning: N={r['clients']} {r['kind']}: the load generator may be the limit "
+                f"(busiest worker {busy}% of a core, publisher at "
+                f"{r['expected_per_s'] / max(1, r['nominal_per_s']):.0%} of its rate): "
+                "add --workers or lower --rate"
+            )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"fanout-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.write_text(json.dumps({"command": command, "args": vars(args), "rows": rows}, indent=2))

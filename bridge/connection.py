@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import orjson
-from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
@@ -25,10 +26,14 @@ from bridge.errors import ws_error
 from bridge.flow import close_within
 from bridge.protocol import ClientError
 from bridge.session import FrontLimits, Session
+from bridge.ws_frames import text_frames
+
+log = logging.getLogger(__name__)
 
 MAX_QUEUE = 16  # received messages websockets buffers per connection before it stops reading
 TICK_S = 0.1  # interval flushes (the shortest frequency a subscription may ask for)
 CHECK_SLICES = 10  # keepalive, auth and expiry deadlines, slow consumers: once a second
+WRITE_FRAMES = 100  # frames taken from a queue for one write (more: the writer task drains)
 
 
 @dataclass
@@ -56,9 +61,36 @@ class Connections:
         self.limits = limits
         self.live: dict[Session, Connection] = {}
         self.closers: set[asyncio.Task[None]] = set()
+        # connections with frames queued since the last flush, written by one callback
+        self._pending: list[Connection] = []
+        self._flush_handle: asyncio.Handle | None = None
 
     def accept(self, ws: ServerConnection) -> Connection:
         return Connection(ws, self, time.monotonic())
+
+    # -- coalesced writes ------------------------------------------------------------------
+    def schedule(self, conn: Connection) -> None:
+        """``conn`` has frames queued: write them once the current burst of work is done.
+
+        The hub hands over a broker read one message at a time, each to every listener, and
+        a client gets a frame per message it matches. The first frame queued for any client
+        schedules one flush (``call_soon``: after everything already runnable, i.e. the rest
+        of the burst, whoever drives it), and the flush gives each client everything it got
+        in one write instead of a write per frame.
+        """
+        self._pending.append(conn)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_handle = None
+        pending, self._pending = self._pending, []
+        for conn in pending:
+            try:
+                conn.flush()
+            except Exception:  # one connection's failure must not leave the others unwritten
+                conn.scheduled = False
+                log.exception("writing to a client failed")
 
     async def tick(self) -> None:
         """One loop for every connection's timers (auth deadline, token expiry, interval
@@ -97,6 +129,7 @@ class Connection:
         "owner",
         "pong",
         "room",
+        "scheduled",
         "session",
         "started",
         "warned_at",
@@ -116,6 +149,7 @@ class Connection:
         self.last_ping = 0.0
         self.pong: asyncio.Task[None] | None = None  # the keepalive ping in flight
         self.room: asyncio.Future[None] | None = None  # the reader waiting for the client
+        self.scheduled = False  # waiting for the owner's next flush
 
     # -- reading -----------------------------------------------------------------------------
     async def serve(self, default_channel: str | None) -> None:
@@ -171,24 +205,56 @@ class Connection:
 
     # -- writing -----------------------------------------------------------------------------
     def kick(self) -> None:
-        """Something is queued: make sure a writer runs. The writer lives only while there
-        is something to send, so idle connections hold no task."""
+        """Something is queued: have it written. Nothing is written here: the owner's next
+        flush writes everything queued for this client meanwhile at once (one write per
+        client per burst, not per frame). The writer task lives only while there is
+        something to wait for, so idle connections hold no task."""
+        if self.scheduled or (self.writer is not None and not self.writer.done()):
+            return  # the coming flush, or the running writer, picks it up
+        self.scheduled = True
+        self.owner.schedule(self)
+
+    def flush(self) -> None:
+        """Write what is queued, now if the transport takes it, else through a writer task
+        (flow control, ``batch`` envelopes, a requested close)."""
+        self.scheduled = False
         if self.writer is not None and not self.writer.done():
-            return  # the running writer picks it up
-        session, ws, stats = self.session, self.ws, self.owner.stats
+            return
+        session, ws = self.session, self.ws
         if not session.batch_mode and not session.close_request and not ws.paused:
-            # Fast path, as websockets.broadcast() intends: the transport takes the frames
-            # now, no task is created and no task switch delays them. A writer task is
-            # only needed to wait for the transport (flow control) or to batch.
-            frames = session.queue.pop(100)
-            for frame in frames:
-                broadcast((ws,), frame, text=True)
-            stats.sent += len(frames)
-            stats.batches += 1 if frames else 0
+            frames = session.queue.pop(WRITE_FRAMES)
+            if frames:
+                self._write_frames(frames)
+                stats = self.owner.stats
+                stats.sent += len(frames)
+                stats.batches += 1
             self._notify_room()
             if not len(session.queue) and not ws.paused:
                 return
         self.writer = asyncio.create_task(self._write())
+
+    def _write_frames(self, frames: list[bytes]) -> None:
+        """``frames`` (UTF-8 JSON) as text frames, in one write to the transport.
+
+        Skipped, as ``websockets.broadcast`` skips, on a connection that is no longer open
+        (the closing handshake has begun: no data frame may follow it)."""
+        ws = self.ws
+        protocol = ws.protocol
+        if protocol.state is not State.OPEN or ws.transport.is_closing():
+            return
+        if protocol.writes:
+            ws.send_data()  # what websockets has framed comes first (never seen: it writes at once)
+        if protocol.extensions:
+            # per-message deflate: each client's frames go through its own compressor
+            for frame in frames:
+                protocol.send_text(frame)
+            data = b"".join(protocol.data_to_send())
+        else:
+            data = text_frames(frames)
+        try:
+            ws.transport.write(data)
+        except (OSError, RuntimeError):  # the socket went meanwhile; connection_lost follows
+            pass
 
     def _notify_room(self) -> None:
         if self.room is not None and not self.room.done() and self.session.queue.room():
@@ -216,32 +282,18 @@ class Connection:
             self.close_later(4008, "slow consumer")
         return False
 
-    def send_now(self, frame: bytes) -> bool:
-        """A live frame for a client with nothing queued: hand it to the transport now,
-        skipping the queue, unless a writer is waiting on flow control or batching."""
-        if (self.writer is not None and not self.writer.done()) or self.ws.paused:
-            return False
-        if self.session.batch_mode or self.session.close_request:
-            return False
-        broadcast((self.ws,), frame, text=True)
-        self.owner.stats.sent += 1
-        self.owner.stats.batches += 1
-        return True
-
     async def _write(self) -> None:
         session, ws, stats = self.session, self.ws, self.owner.stats
         queue = session.queue
         try:
-            while frames := queue.pop(100):
+            while frames := queue.pop(WRITE_FRAMES):
                 messages = len(frames)
                 if session.batch_mode and len(frames) > 1:
                     # clients that asked for "batch": true get one envelope per writer pass
                     frames = [_batch_frame(frames)]
-                # broadcast() writes synchronously: no awaited send per frame (the front's
-                # largest cost at 1,000 clients, bench/fanout.py); drain() then applies the
-                # transport's flow control once per pass.
-                for frame in frames:
-                    broadcast((ws,), frame, text=True)
+                # one synchronous write per pass (no awaited send per frame); drain() then
+                # applies the transport's flow control once per pass
+                self._write_frames(frames)
                 self._notify_room()
                 await ws.drain()
                 stats.sent += messages

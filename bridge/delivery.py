@@ -90,8 +90,8 @@ class Delivery(SessionState):
                 return
             sub.advance(levels, event)
             frame = shared_frame(sub, levels, event, frames)
-            if not self.queue and self._send_now is not None and self._send_now(frame):
-                return  # written straight to the transport: nothing queued, nothing to wake
+            # queued, not written: the connection writes all a broker read brought it at
+            # once (bridge/connection.py, Connections.schedule)
             self.queue.put(frame, time.monotonic(), key=sub.conflation_key(levels))
             self._wake()
 

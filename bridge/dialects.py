@@ -44,8 +44,21 @@ def shared_frame(
     subscription's frame is the two halves around its id (a bytes join instead of a dict
     build and a JSON encode per delivery). The placeholder is found by its first occurrence:
     ``type``, ``channel`` and ``subscription_id`` come before any content from the device.
-    Other dialects carry no subscription id: one frame serves them all.
+    Other dialects carry no subscription id: one frame serves them all. Either way the
+    finished frame is kept under the subscription's id, which is a hash of everything that
+    shapes it (``subscription_id``): clients with the same subscription get the very same
+    bytes, built once.
     """
+    frame = frames.get(sub.id)
+    if frame is not None:
+        return frame
+    frame = frames[sub.id] = _shared_frame(sub, levels, event, frames)
+    return frame
+
+
+def _shared_frame(
+    sub: Subscription, levels: tuple[str, ...], event: dict[str, Any], frames: dict[Any, Any]
+) -> bytes:
     channel = sub.selector.channel
     # system frames show only the fields the subscription's `metrics` asked for
     shape = (sub.dialect, sub.label, channel, sub.selector.metrics if channel == "system" else None)

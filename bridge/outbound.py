@@ -94,14 +94,18 @@ class OutboundQueue:
                 self._account(len(frame) - len(old))
                 self.conflated += 1
                 return True
-        if not force and self._over(len(frame)):
+        size = len(frame)
+        if not force and self._over(size):
             if self.full_since is None:
                 self.full_since = now
             self.count_dropped(1)
             return False
         slot = next(self._seq)
         self._items[slot] = (frame, key)
-        self._account(len(frame))
+        # _account, inline: this runs once per frame per client
+        self.bytes += size
+        if self.budget is not None:
+            self.budget.used += size
         if key is not None:
             self._latest[key] = slot
         if urgent:  # e.g. the slow-consumer warning: next out, ahead of the backlog

@@ -179,7 +179,6 @@ class Front:
             limits=self.config.limits,
             principal=principal,
             wake=conn.kick,
-            send_now=conn.send_now,
             snapshot=self.snapshot,
             on_principal=lambda p: self._authenticated(session, conn, p),
             actions=self.actions,

@@ -4,7 +4,8 @@
 made of (``bridge/handlers.py``, ``bridge/delivery.py``, ``bridge/subscribing.py``): the
 connection's state, and ``reply``/``error``/``room``/``request_close``, the only ways out.
 Handlers never touch the socket: replies and live frames go into the client's
-:class:`~bridge.outbound.OutboundQueue`, which one writer task (in ``server.py``) drains.
+:class:`~bridge.outbound.OutboundQueue`, which its connection (``bridge/connection.py``) writes
+out: everything queued in one burst in one write.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ class SessionState(ABC):
         limits: FrontLimits,
         principal: Principal | None,
         wake: Callable[[], None],
-        send_now: Callable[[bytes], bool] | None = None,
         snapshot: Callable[
             [Selector, Principal], Awaitable[list[tuple[tuple[str, ...], dict[str, Any]]]]
         ]
@@ -76,9 +76,6 @@ class SessionState(ABC):
         self.received = 0
         self.errors = 0  # error replies sent (o1's processorStats)
         self._wake = wake
-        # Writes a live frame at once if the connection can take it (nothing queued before it,
-        # transport not paused); False means queue it. None: always queue (tests, batch).
-        self._send_now = send_now
         self._snapshot = snapshot
         self._on_principal = on_principal
         self.actions = actions

@@ -116,3 +116,17 @@ def test_system_frames_show_each_subscriptions_own_metrics(dialect: str) -> None
             {"memory_usage": 40.0, "disk_usage": 7.0},
             {"cpu_usage": 3.0, "memory_usage": 40.0, "disk_usage": 7.0},
         ]
+
+
+def test_one_subscription_shape_is_built_once_for_every_client_with_it() -> None:
+    """Clients with the same subscription (same id: a hash of its content) share one frame
+    object per message, and another subscription gets its own id in its frame."""
+    levels, event = EVENTS["telemetry"]
+    mine = Subscription("sub_00000000000000aa", Selector("telemetry"), (), "channel", "")
+    same = Subscription("sub_00000000000000aa", Selector("telemetry"), (), "channel", "")
+    other = Subscription("sub_00000000000000bb", Selector("telemetry"), (), "channel", "")
+    frames: dict[Any, Any] = {}
+    first = shared_frame(mine, levels, event, frames)
+    assert shared_frame(same, levels, event, frames) is first
+    assert orjson.loads(shared_frame(other, levels, event, frames))["subscription_id"] == other.id
+    assert orjson.loads(first)["subscription_id"] == mine.id
