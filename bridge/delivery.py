@@ -199,8 +199,7 @@ class Delivery(SessionState):
                 continue
             sub.held = []  # live messages from now on wait for the replay (no await before)
             task = asyncio.create_task(self._replay_logged(sub, since))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._track(task)
 
     async def _replay_logged(self, sub: Subscription, since: datetime) -> None:
         try:

@@ -44,6 +44,8 @@ class FrameBudget:
     token bucket that refuses, it goes into debt, so the wait it reports grows with every
     frame past the budget (a flood is seen as a flood, not as one frame too many)."""
 
+    __slots__ = ("_at", "_tokens", "burst", "rate")
+
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate
         self.burst = burst
@@ -65,14 +67,15 @@ def bounded_connection(
     """``base`` with reading tied to writing, reads fed in slices, and a frame budget."""
 
     class BoundedConnection(base):  # type: ignore[valid-type,misc]
-        _read_holds: set[str]
+        _read_holds: frozenset[str]
         _frames: FrameBudget
         _resume_handle: asyncio.TimerHandle | None
         _backlog: bytearray
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
-            self._read_holds = set()
+            # immutable: the empty one is shared by every connection that holds nothing
+            self._read_holds = frozenset()
             self._frames = FrameBudget(frames_per_s, frame_burst)
             self._resume_handle = None
             self._backlog = bytearray()
@@ -85,12 +88,12 @@ def bounded_connection(
         def hold_reading(self, reason: str) -> None:
             if not self._read_holds and not self.transport.is_closing():
                 self.transport.pause_reading()
-            self._read_holds.add(reason)
+            self._read_holds = self._read_holds | {reason}
 
         def release_reading(self, reason: str) -> None:
             if reason not in self._read_holds:
                 return
-            self._read_holds.discard(reason)
+            self._read_holds = self._read_holds - {reason}
             if not self._read_holds and not self.transport.is_closing():
                 self.transport.resume_reading()
 

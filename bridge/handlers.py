@@ -69,7 +69,7 @@ class Handlers(SessionState):
         assert self.principal is not None
         commands = self._need_commands()
         commands.validate(self.principal, msg)  # errors now, not from the background task
-        running = sum(1 for t in self._tasks if t.get_name().startswith("command-"))
+        running = sum(1 for t in self._tasks or () if t.get_name().startswith("command-"))
         if running >= self.limits.commands_in_flight:
             raise ClientError(
                 429,
@@ -85,8 +85,7 @@ class Handlers(SessionState):
                 self.reply(ws_error(exc, id_, what="command"))
 
         task = asyncio.create_task(run(), name=f"command-{self.client_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(task)
 
     async def _telemetry(self, msg: dict[str, Any], id_: Any) -> None:
         assert self.principal is not None

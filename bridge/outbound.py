@@ -36,6 +36,23 @@ class SharedBudget:
 
 
 class OutboundQueue:
+    __slots__ = (
+        "_items",
+        "_latest",
+        "_seq",
+        "_unreported",
+        "budget",
+        "bytes",
+        "capacity",
+        "conflate_from",
+        "conflated",
+        "dropped",
+        "full_since",
+        "max_behind_s",
+        "max_bytes",
+        "room_bytes",
+    )
+
     def __init__(
         self,
         capacity: int = 1000,

@@ -280,7 +280,7 @@ class Session(Subscribing, Handlers):
         self.queue.clear()  # its bytes go back to the process-wide budget
         if self._forget_hub is not None:
             self._forget_hub()
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             task.cancel()
         if self.device_sessions is not None:
             await self.device_sessions.connection_closed(self.reply)

@@ -115,6 +115,8 @@ class SubscriptionSet(dict[str, Subscription]):
     client's running replays (bounded by the front's ``replay_max``).
     """
 
+    __slots__ = ("_interval_subs", "held")
+
     def __init__(self) -> None:
         super().__init__()
         self._interval_subs = 0
