@@ -62,6 +62,7 @@ def ingest_config(settings: Settings, database_url: str, mqtt_url: str) -> Inges
         shared_subscription=settings.ingest_shared,
         batch_max_messages=settings.ingest_batch_max_messages,
         batch_max_wait_s=settings.ingest_batch_max_wait_ms / 1000,
+        writers=settings.ingest_writers,
         max_payload_bytes=settings.ingest_max_payload_bytes,
         max_future=timedelta(seconds=settings.ingest_max_future_s),
         # Never accept a reading that raw retention would drop (and the rollups skip).

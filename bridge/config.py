@@ -119,6 +119,13 @@ class Settings(BaseSettings):
     ingest_shared: bool = False
     ingest_batch_max_messages: int = Field(default=5000, ge=1, le=65535)
     ingest_batch_max_wait_ms: int = Field(default=20, ge=0, le=10_000)
+    ingest_writers: int = Field(
+        default=2,
+        ge=1,
+        le=4,
+        description="batches written at once, each on its own database connection (1: one at "
+        "a time); acknowledgements still follow each batch's commit in receive order",
+    )
     ingest_max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=1024 * 1024)
     ingest_max_future_s: int = Field(default=3600, ge=0)
     ingest_max_past_days: int = Field(default=30, ge=1, le=3650)
