@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from bridge.actions import FrontActions
 from bridge.auth import HMAC_ALGORITHMS, AuthConfigError
 from bridge.commands import Commands
@@ -100,8 +102,10 @@ async def run_front(
     stop: asyncio.Event,
     ready: asyncio.Event | None = None,
     on_front: Callable[[Front], None] | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> None:
-    """The WebSocket/HTTP front until ``stop``; ordered shutdown afterwards."""
+    """The WebSocket/HTTP front until ``stop``; ordered shutdown afterwards. ``registry``:
+    the process's metrics registry, when other components of the process report into it."""
     try:
         verifier = jwt_verifier(settings)
     except AuthConfigError as exc:
@@ -139,6 +143,7 @@ async def run_front(
             commands=Commands(hub, pool),
             device_sessions=DeviceSessions(hub),
             pool=pool,
+            registry=registry,
         )
         tasks = [asyncio.create_task(hub.run(), name="front-hub")]
         if probe is not None:
@@ -172,6 +177,7 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front: bool) -> None:
     stop = asyncio.Event()
     _install_signal_handlers(stop)  # first: a SIGTERM during start-up is an orderly stop too
+    registry = CollectorRegistry()  # this process's metrics: ingest, scheduler and front
     applied = await run_migrations(database_url)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
@@ -196,7 +202,16 @@ async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front:
     try:
         jobs = [ingest.run(stop)]
         if front:
-            jobs.append(run_front(settings, mqtt_url, database_url, stop, on_front=fronts.append))
+            jobs.append(
+                run_front(
+                    settings,
+                    mqtt_url,
+                    database_url,
+                    stop,
+                    on_front=fronts.append,
+                    registry=registry,
+                )
+            )
         await asyncio.gather(*jobs)
     finally:
         scheduler.shutdown(wait=False)

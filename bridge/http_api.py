@@ -13,12 +13,11 @@ import asyncio
 import http
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
@@ -27,10 +26,12 @@ from bridge.auth import JwtVerifier, Principal
 from bridge.errors import http_error, json_response
 from bridge.exports import ExportSlots
 from bridge.front_config import FrontConfig
+from bridge.front_metrics import FrontCollector
 from bridge.handshake import origin_ok, repeated_header
 from bridge.history import History, checked_query
 from bridge.http_stream import StreamedResponse
 from bridge.hub import Hub
+from bridge.metrics import exposition
 
 if TYPE_CHECKING:
     from bridge.connection import FrontStats
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 OPEN_TIMEOUT_S = 10.0
 REST_DEADLINE_S = OPEN_TIMEOUT_S - 2
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def text_response(
@@ -60,6 +60,7 @@ class HttpApi:
         database_check: Callable[[], bool] | None,
         pool: Any,
         history: History | None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
         self.stats = stats
@@ -70,8 +71,9 @@ class HttpApi:
         self.pool = pool
         self.history = history
         self.exports = ExportSlots(config.export_max_concurrent, config.export_max_per_subject)
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_FrontCollector(self.metrics))
+        # the process's registry: under `up` it also holds the ingest's and the scheduler's
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry.register(FrontCollector(self.metrics))
 
     # -- REST ------------------------------------------------------------------------------------
     async def rest(self, path: str, query: str, request: Request) -> Response:
@@ -182,7 +184,8 @@ class HttpApi:
         if path == "/metrics":
             accept = request.headers.get("Accept", "")
             if "text/plain" in accept or "openmetrics" in accept:
-                return text_response(200, generate_latest(self.registry).decode(), PROMETHEUS_TEXT)
+                body, content_type = exposition(self.registry, accept)
+                return text_response(200, body.decode(), content_type)
             return json_response(200, self.metrics())
         if path == "/status":
             return json_response(200, self.status())
@@ -301,42 +304,6 @@ class HttpApi:
             },
             "timestamp": protocol.now_iso(),
         }
-
-
-class _FrontCollector:
-    """The front's counters for Prometheus, read from the same numbers as the JSON /metrics
-    at scrape time (nothing is counted twice). The names are what dashboards query."""
-
-    def __init__(self, metrics: Callable[[], dict[str, Any]]) -> None:
-        self._metrics = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        m = self._metrics()
-        connections, messages = m["connections"], m["messages"]
-        yield GaugeMetricFamily(
-            "bridge_connections", "WebSocket clients connected now", value=connections["current"]
-        )
-        yield CounterMetricFamily(
-            "bridge_connections_total", "WebSocket clients accepted", value=connections["total"]
-        )
-        yield CounterMetricFamily(
-            "bridge_messages_sent_total", "messages sent to clients", value=messages["sent"]
-        )
-        yield CounterMetricFamily(
-            "bridge_messages_received_total",
-            "messages received from clients",
-            value=messages["received"],
-        )
-        yield CounterMetricFamily(
-            "bridge_messages_dropped_total",
-            "messages dropped for clients that did not keep up",
-            value=messages["dropped"],
-        )
-        yield GaugeMetricFamily(
-            "bridge_broker_subscriptions",
-            "MQTT subscriptions held at the broker",
-            value=m["broker"]["subscriptions"],
-        )
 
 
 def _duration(seconds: int) -> str:

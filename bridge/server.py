@@ -18,6 +18,7 @@ import weakref
 from typing import Any
 from urllib.parse import urlsplit
 
+from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
@@ -56,6 +57,7 @@ class Front:
         commands: Any = None,
         device_sessions: Any = None,
         pool: Any = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
@@ -77,7 +79,15 @@ class Front:
         self.budget = SharedBudget(config.queue_budget_bytes)
         self.sessions: set[Session] = set()
         self.api = HttpApi(
-            config, self.stats, hub, self.sessions, verifier, database_check, pool, self.history
+            config,
+            self.stats,
+            hub,
+            self.sessions,
+            verifier,
+            database_check,
+            pool,
+            self.history,
+            registry,
         )
         self.gate = Gate(config, verifier, self.stats)
         self.connections = Connections(self.stats, config.limits)
