@@ -60,6 +60,16 @@ _BAD_HEADER_VALUE = re.compile(r"(invalid HTTP header (?:value|line): ).*")
 _URL_PASSWORD = re.compile(
     r"(?P<lead>\b[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s'\"<>]*:)(?P<password>[^\s'\"<>]*)@"
 )
+# websockets logs each frame a client sends at DEBUG ("< TEXT '...' [134 bytes]"), its middle
+# cut out: a token in an auth or refresh message may show its head or its tail, with or
+# without its key, so the payload of a client's data frame is never shown.
+_CLIENT_FRAME = re.compile(
+    r"^(?P<lead><\s*(?:TEXT|BINARY|CONT)\s+)(?P<data>.*?)(?P<meta>\s+\[[^\]]*\])?$", re.MULTILINE
+)
+# "token": "..." in JSON (a client's message quoted in a log line), keys as SECRET_PARAMS
+_JSON_FIELD = re.compile(r'(?P<lead>"(?P<key>[A-Za-z_]+)"\s*:\s*")(?P<value>[^"]*)')
+# a JWT wherever it stands (header.payload[.signature], each base64url)
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*)?")
 # libpq's keyword form: "host=db user=bridge password=secret"
 _KEYWORD_PASSWORD = re.compile(
     r"(?<![\w-])(?P<key>password|passwd)(?P<eq>\s*=\s*)[^\s&;'\"]+", re.I
@@ -83,6 +93,12 @@ def _mask_param(match: re.Match[str]) -> str:
     return match[0]
 
 
+def _mask_json_field(match: re.Match[str]) -> str:
+    if match["key"].lower() in SECRET_PARAMS:
+        return f"{match['lead']}{MASK}"
+    return match[0]
+
+
 def _mask_header(match: re.Match[str]) -> str:
     if match["name"].lower() not in SECRET_HEADERS:
         return match[0]
@@ -92,9 +108,12 @@ def _mask_header(match: re.Match[str]) -> str:
 
 
 def redact(text: str) -> str:
-    """``text`` with credentials in query strings, secret headers, bearer tokens and URL or
-    keyword passwords masked."""
+    """``text`` with credentials in query strings, secret headers, bearer tokens, JWTs, JSON
+    token fields, URL or keyword passwords and clients' frames masked."""
+    text = _CLIENT_FRAME.sub(rf"\g<lead>{MASK}\g<meta>", text)
     text = _HEADER.sub(_mask_header, text)
+    text = _JSON_FIELD.sub(_mask_json_field, text)
+    text = _JWT.sub(MASK, text)
     text = _PARAM.sub(_mask_param, text)
     text = _BEARER.sub(rf"\1{MASK}", text)
     text = _URL_PASSWORD.sub(rf"\g<lead>{MASK}@", text)

@@ -134,9 +134,24 @@ def test_no_secret_reaches_a_line(fmt: str) -> None:
         ("postgresql://u@h/db", "postgresql://u@h/db"),  # no password: nothing to hide
         ("http://h:8765/health", "http://h:8765/health"),
         ("password=secret host=h", "password=*** host=h"),
+        (
+            'got {"type": "auth", "token": "abc", "id": 1}',
+            'got {"type": "auth", "token": "***", "id": 1}',
+        ),
+        ('{"access_token":"abc"}', '{"access_token":"***"}'),
+        (f"a {TOKEN} b", "a *** b"),
+        # websockets' DEBUG line of a client's frame, its middle cut out: neither the head
+        # nor the tail of the token may show, whether its key shows or not
+        (
+            '< TEXT \'{"type":"auth","id":"123456789012345678901","...mFOdHVyZS1zZWNyZXQ"}\' '
+            "[115 bytes]",
+            "< TEXT *** [115 bytes]",
+        ),
+        ("< BINARY 7b 22 74 6f 6b 65 ... 22 7d [50 bytes]", "< BINARY *** [50 bytes]"),
+        ('> TEXT \'{"type":"pong"}\' [15 bytes]', '> TEXT \'{"type":"pong"}\' [15 bytes]'),
     ],
 )
-def test_url_and_keyword_passwords_are_masked(text: str, expected: str) -> None:
+def test_passwords_json_tokens_and_client_frames_are_masked(text: str, expected: str) -> None:
     assert redact(text) == expected
 
 
