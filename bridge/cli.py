@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from bridge.app import (
 from bridge.auth import HMAC_ALGORITHMS, mint
 from bridge.config import Settings, load_settings
 from bridge.embedded import EmbeddedError, read_runtime
-from bridge.logs import setup_logging
+from bridge.logs import redact, setup_logging
 
 DESCRIPTION = """\
 telemetry-bridge: field devices publish readings over MQTT; the bridge validates them, stores
@@ -217,6 +218,19 @@ def _config_problems(exc: Exception) -> str:
     return "\n".join(lines)
 
 
+def _report_error(message: str, log_format: str) -> None:
+    """The error that ends the command: a plain line for a person, or under the JSON format
+    a record like every other line on stderr (a collector would choke on a bare line)."""
+    if log_format == "json":
+        logging.getLogger("bridge.cli").error("%s", message)
+    else:
+        print(f"telemetry-bridge: {redact(message)}", file=sys.stderr)
+
+
+# The ``component`` of every log record, from what the process runs (`up` runs them all).
+COMPONENTS = {"ingest": "ingest", "serve": "front", "scheduler": "scheduler", "up": "up"}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(query_cli.join_time_options(argv))
@@ -225,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValidationError, FileNotFoundError) as exc:
         print(f"telemetry-bridge: invalid configuration:\n{_config_problems(exc)}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, COMPONENTS.get(args.command, "cli"))
     try:
         if args.command == "up":
             run_up(settings)
@@ -300,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1 if summary["unacked"] else 0
     except (ConfigError, EmbeddedError, ValueError, OSError) as exc:
-        print(f"telemetry-bridge: {exc}", file=sys.stderr)
+        _report_error(str(exc), settings.log_format)
         return 2
     except KeyboardInterrupt:
         return 130

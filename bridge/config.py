@@ -9,7 +9,7 @@ import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     mqtt_topic_prefix: str = ""
     state_dir: Path = Field(default_factory=default_state_dir)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per log line on stderr"
+    )
 
     ws_host: str = "127.0.0.1"
     ws_port: int = Field(default=8765, ge=0, le=65535)
@@ -214,6 +217,11 @@ class Settings(BaseSettings):
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         items = filter(None, (v.strip() for v in self.trusted_proxies.split(",")))
         return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("mqtt_topic_prefix")
     @classmethod

@@ -24,6 +24,7 @@ from websockets.protocol import State
 from bridge import protocol
 from bridge.errors import ws_error
 from bridge.flow import close_within
+from bridge.logs import CONNECTION
 from bridge.protocol import ClientError
 from bridge.session import FrontLimits, Session
 from bridge.ws_frames import text_frames
@@ -90,7 +91,8 @@ class Connections:
                 conn.flush()
             except Exception:  # one connection's failure must not leave the others unwritten
                 conn.scheduled = False
-                log.exception("writing to a client failed")
+                # this callback writes for many connections: name the one that failed
+                log.exception("writing to a client failed", extra={"connection": conn.log_id})
 
     async def tick(self) -> None:
         """One loop for every connection's timers (auth deadline, token expiry, interval
@@ -126,6 +128,7 @@ class Connection:
     __slots__ = (
         "closing",
         "last_ping",
+        "log_id",
         "owner",
         "pong",
         "room",
@@ -150,12 +153,17 @@ class Connection:
         self.pong: asyncio.Task[None] | None = None  # the keepalive ping in flight
         self.room: asyncio.Future[None] | None = None  # the reader waiting for the client
         self.scheduled = False  # waiting for the owner's next flush
+        self.log_id: str | None = None  # the session's client_id, named in log lines
 
     # -- reading -----------------------------------------------------------------------------
     async def serve(self, default_channel: str | None) -> None:
         """Read the client's messages into its session until either side closes, then take
         the connection down: writer, session (its broker subscriptions), socket."""
         session, ws, stats = self.session, self.ws, self.owner.stats
+        # websockets runs this handler in a task of its own per connection: what is logged in
+        # it, and in the tasks it starts, names the connection (bridge/logs.py)
+        self.log_id = session.client_id
+        CONNECTION.set(self.log_id)
         self.owner.live[session] = self
         try:
             async for frame in ws:
@@ -284,6 +292,8 @@ class Connection:
 
     async def _write(self) -> None:
         session, ws, stats = self.session, self.ws, self.owner.stats
+        # started by whichever task's flush came first, perhaps another connection's
+        CONNECTION.set(self.log_id)
         queue = session.queue
         try:
             while frames := queue.pop(WRITE_FRAMES):

@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from ingest.log_context import BATCH
 from ingest.mqtt import AsyncMqtt
 from ingest.prepared import _Prepared
 from ingest.storing import Stored
@@ -56,6 +57,7 @@ class Finishes(Protocol):
 class _InFlight:
     generation: int  # of the MQTT connection that delivered the batch
     task: asyncio.Task[Stored | None]
+    number: int  # counted from 1 in the order batches are cut; named in log lines
 
 
 class Pipeline:
@@ -77,6 +79,7 @@ class Pipeline:
         # After a batch gave up at shutdown no later batch is acknowledged: acknowledgements
         # go in receive order, and the broker redelivers all of them to the next run.
         self._acks_held = False
+        self._numbered = 0
 
     def __len__(self) -> int:
         return len(self._order)
@@ -90,8 +93,10 @@ class Pipeline:
         self._free.put_nowait(writer)
 
     def submit(self, writer: ReadingWriter, generation: int, prep: _Prepared) -> None:
-        task = asyncio.create_task(self._store_on(writer, prep), name="ingest-store")
-        self._order.append(_InFlight(generation, task))
+        self._numbered += 1
+        number = self._numbered
+        task = asyncio.create_task(self._store_on(writer, prep, number), name="ingest-store")
+        self._order.append(_InFlight(generation, task, number))
         self._submitted.set()
 
     def end(self) -> None:
@@ -99,7 +104,8 @@ class Pipeline:
         self._ended = True
         self._submitted.set()
 
-    async def _store_on(self, writer: ReadingWriter, prep: _Prepared) -> Stored | None:
+    async def _store_on(self, writer: ReadingWriter, prep: _Prepared, number: int) -> Stored | None:
+        BATCH.set(number)  # this task's own context: what storing logs names the batch
         try:
             return await self._store.store(writer, prep)
         finally:
@@ -122,9 +128,13 @@ class Pipeline:
                     self._acks_held = True  # gave up at shutdown: nothing acknowledged
                     continue
                 done, result = stored
-                await self._after.finish(
-                    mqtt, head.generation, done, result, ack=not self._acks_held
-                )
+                batch = BATCH.set(head.number)
+                try:
+                    await self._after.finish(
+                        mqtt, head.generation, done, result, ack=not self._acks_held
+                    )
+                finally:
+                    BATCH.reset(batch)
         finally:
             tasks = [f.task for f in self._order]
             for task in tasks:
