@@ -287,6 +287,7 @@ WS_DIALECTS: tuple[WsDialect, ...] = (
             s.Pong,
             s.SubscribedChannel,
             s.Unsubscribed,
+            s.ReplayComplete,  # after a broker-link gap, its subscriptions replay from storage
             s.TelemetryUpdate,
             s.Alert,
             s.DeviceStatusUpdate,
