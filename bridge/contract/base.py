@@ -24,8 +24,11 @@ Channel = Literal["telemetry", "alerts", "devices", "system", "logs"]
 UtcTime = Annotated[
     str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3}|\.\d{6})Z$")
 ]
-# Times a client or a device may send: epoch milliseconds or any ISO-8601 text
-InputTime = Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(min_length=10)]
+# Times a client or a device may send: epoch milliseconds or ISO-8601 text (any offset; a time
+# without one is UTC), as storage/timestamps.py parses them
+InputTime = (
+    Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=r"^\d{4}-?\d{2}-?\d{2}")]
+)
 # A message id a client may attach; echoed as ``id`` in the direct reply
 MessageId = Annotated[str, StringConstraints(max_length=128)] | int
 SnakeCase = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]

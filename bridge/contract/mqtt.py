@@ -62,7 +62,8 @@ class TelemetryFlat(BaseModel):
         json_schema_extra={
             "minProperties": 1,
             "propertyNames": {"pattern": f"^{names.METRIC_PATTERN}$"},
-            "not": {"required": ["values"]},  # with "values" it is the entry form
+            # with "values" it is the entry form; "ts" alone is no reading
+            "not": {"anyOf": [{"required": ["values"]}, {"required": ["ts"], "maxProperties": 1}]},
         },
     )
     __pydantic_extra__: dict[MetricName, MetricValue] = Field(init=False)
