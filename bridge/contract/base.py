@@ -50,10 +50,11 @@ class ClientMessage(BaseModel):
 
 class ServerMessage(BaseModel):
     """A WebSocket message the server sends: ``type`` and ``timestamp`` always, ``id`` on a
-    direct reply to a message that had one. The listed fields are the contract; a frame may
-    carry more of the bridge's own (clients ignore fields they do not know)."""
+    direct reply to a message that had one. Every field is listed (a new one is a contract
+    change, and the capture test fails until it is added here); only messages whose keys are
+    data (o1's ``metrics``) allow more."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
     timestamp: UtcTime
     id: MessageId | None = None
 

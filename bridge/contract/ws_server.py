@@ -18,6 +18,7 @@ from bridge.contract.base import (
     DeviceId,
     DeviceStatus,
     JsonObject,
+    LogLevel,
     MetricName,
     ServerMessage,
     Severity,
@@ -236,10 +237,11 @@ class ChannelLog(ServerMessage):
     channel: Literal["logs"]
     subscription_id: str
     device_id: DeviceId
-    level: str
+    level: LogLevel
     message: str
     application: str | None
     ts: UtcTime
+    received_at: UtcTime
 
 
 class BatchFrame(ServerMessage):
@@ -292,7 +294,9 @@ class O1Metrics(ServerMessage):
 class O1Log(ServerMessage):
     type: Literal["log"]
     host: DeviceId
-    level: str
+    device_id: DeviceId
+    level: LogLevel
     message: str
     application: str | None
     ts: UtcTime
+    received_at: UtcTime
