@@ -5,7 +5,7 @@ Nothing here runs per delivered frame. The front counts in plain integers where 
 happen (bridge/connection.py ``FrontStats``, each client's ``OutboundQueue``, the hub);
 :class:`FrontSnapshot` gathers them when ``/metrics`` is asked for (``HttpApi.snapshot``) and
 :class:`FrontCollector` turns a snapshot into metric families. The names and labels are the
-metric catalogue's (README, "Metrics"); every label has a fixed, small set of values.
+metric catalogue's (README, "Front metrics"); every label has a fixed, small set of values.
 """
 
 from __future__ import annotations
