@@ -1,8 +1,8 @@
-"""The front's Prometheus metrics: what the collector reads at scrape time, and the one
-histogram the front keeps itself.
+"""The front's counters and their Prometheus view.
 
 Nothing here runs per delivered frame. The front counts in plain integers where things
-happen (bridge/connection.py ``FrontStats``, each client's ``OutboundQueue``, the hub);
+happen (:class:`FrontStats` here, each client's ``OutboundQueue``, the hub; client message
+handling times into :class:`LatencyHistogram` bucket lists);
 :class:`FrontSnapshot` gathers them when ``/metrics`` is asked for (``HttpApi.snapshot``) and
 :class:`FrontCollector` turns a snapshot into metric families. The names and labels are the
 metric catalogue's (README, "Front metrics"); every label has a fixed, small set of values.
