@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
@@ -36,13 +37,34 @@ NUMERIC_DATES = ("exp", "nbf", "iat")
 MAX_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
-class AuthError(Exception):
-    """A token that does not authenticate; ``error`` is the wire code."""
+# Why a token check failed, as the front counts it (bridge_auth_failures_total{reason}): a
+# fixed set, finer than the wire's ``error`` and never anything taken from the token.
+AUTH_FAILURE_REASONS = (
+    "missing",
+    "malformed",
+    "algorithm",
+    "invalid_signature",
+    "expired",
+    "not_yet_valid",
+    "audience",
+    "issuer",
+    "missing_claim",
+    "invalid_claim",
+    "invalid",
+)
 
-    def __init__(self, error: str, message: str) -> None:
+
+class AuthError(Exception):
+    """A token that does not authenticate; ``error`` is the wire code, ``reason`` one of
+    :data:`AUTH_FAILURE_REASONS` (what metrics count)."""
+
+    def __init__(self, error: str, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.error = error  # "invalid_token" | "token_expired" | "unauthorized"
         self.message = message
+        if reason is None:
+            reason = "expired" if error == "token_expired" else "invalid"
+        self.reason = reason
 
 
 class AuthConfigError(ValueError):
@@ -99,7 +121,11 @@ def _parse_scopes(claims: dict[str, Any]) -> frozenset[str]:
         return frozenset(raw.split())
     if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
         return frozenset(raw)
-    raise AuthError("invalid_token", "scope claim must be a space-separated string or a list")
+    raise AuthError(
+        "invalid_token",
+        "scope claim must be a space-separated string or a list",
+        "invalid_claim",
+    )
 
 
 def check_times(claims: dict[str, Any], now: float, leeway_s: float = 0.0) -> None:
@@ -110,7 +136,9 @@ def check_times(claims: dict[str, Any], now: float, leeway_s: float = 0.0) -> No
         if value is None and name != "exp":
             continue
         if value is None:
-            raise AuthError("invalid_token", "token lacks the required claim 'exp'")
+            raise AuthError(
+                "invalid_token", "token lacks the required claim 'exp'", "missing_claim"
+            )
         # the range check also refuses NaN and infinities (every comparison with NaN is false)
         if (
             isinstance(value, bool)
@@ -118,13 +146,17 @@ def check_times(claims: dict[str, Any], now: float, leeway_s: float = 0.0) -> No
             or not -MAX_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE
         ):
             raise AuthError(
-                "invalid_token", f"{name} claim must be a number of seconds since 1970 (UTC)"
+                "invalid_token",
+                f"{name} claim must be a number of seconds since 1970 (UTC)",
+                "invalid_claim",
             )
     if claims["exp"] <= now - leeway_s:
         raise AuthError("token_expired", "token has expired")
     for name in ("nbf", "iat"):
         if claims.get(name) is not None and claims[name] > now + leeway_s:
-            raise AuthError("invalid_token", f"token not valid yet ({name} in the future)")
+            raise AuthError(
+                "invalid_token", f"token not valid yet ({name} in the future)", "not_yet_valid"
+            )
 
 
 def _parse_devices(claims: dict[str, Any]) -> tuple[str, ...] | None:
@@ -134,9 +166,13 @@ def _parse_devices(claims: dict[str, Any]) -> tuple[str, ...] | None:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list) or not all(isinstance(d, str) and 0 < len(d) <= 128 for d in raw):
-        raise AuthError("invalid_token", "devices claim must be a list of ids or globs")
+        raise AuthError(
+            "invalid_token", "devices claim must be a list of ids or globs", "invalid_claim"
+        )
     if len(raw) > 1000:
-        raise AuthError("invalid_token", "devices claim lists more than 1000 entries")
+        raise AuthError(
+            "invalid_token", "devices claim lists more than 1000 entries", "invalid_claim"
+        )
     return tuple(raw)
 
 
@@ -174,18 +210,22 @@ class JwtVerifier:
 
     def verify(self, token: str, now: float | None = None) -> Principal:
         if not isinstance(token, str) or not token:
-            raise AuthError("invalid_token", "token missing or malformed")
+            raise AuthError("invalid_token", "token missing or malformed", "missing")
         if len(token) > MAX_TOKEN_CHARS:
-            raise AuthError("invalid_token", f"token longer than {MAX_TOKEN_CHARS} characters")
+            raise AuthError(
+                "invalid_token", f"token longer than {MAX_TOKEN_CHARS} characters", "malformed"
+            )
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise AuthError("invalid_token", "token is not a JWT") from None
+            raise AuthError("invalid_token", "token is not a JWT", "malformed") from None
         if "crit" in header:
             # RFC 7515 4.1.11: we understand no critical extensions, so we must refuse.
-            raise AuthError("invalid_token", "token uses unsupported critical header parameters")
+            raise AuthError(
+                "invalid_token", "token uses unsupported critical header parameters", "malformed"
+            )
         if header.get("alg") != self.algorithm:
-            raise AuthError("invalid_token", "token algorithm not accepted")
+            raise AuthError("invalid_token", "token algorithm not accepted", "algorithm")
         options: Any = {
             "require": ["exp", "sub"],
             "verify_aud": self.audience is not None,
@@ -204,11 +244,13 @@ class JwtVerifier:
                 options=options,
             )
         except jwt.PyJWTError as exc:
-            raise AuthError("invalid_token", _reason(exc)) from None
+            raise AuthError("invalid_token", *_reason(exc)) from None
         check_times(claims, time.time() if now is None else now, self.leeway_s)
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > 256:
-            raise AuthError("invalid_token", "sub claim must be a non-empty string")
+            raise AuthError(
+                "invalid_token", "sub claim must be a non-empty string", "invalid_claim"
+            )
         return Principal(
             sub=sub,
             scopes=_parse_scopes(claims),
@@ -218,25 +260,50 @@ class JwtVerifier:
         )
 
 
-def _reason(exc: Exception) -> str:
-    """A short, fixed description: never echo token contents back."""
+@dataclass(frozen=True)
+class CountingVerifier(JwtVerifier):
+    """A :class:`JwtVerifier` that counts its failures by reason into ``failures``: the
+    front verifies every token (handshake, ``auth`` message, REST) through one of these, so
+    no place that checks a token can be left out of ``bridge_auth_failures_total``."""
+
+    failures: Counter[str] = field(default_factory=Counter, compare=False, repr=False)
+
+    @classmethod
+    def wrapping(cls, verifier: JwtVerifier, failures: Counter[str]) -> CountingVerifier:
+        settings = {f.name: getattr(verifier, f.name) for f in fields(JwtVerifier)}
+        return cls(**settings, failures=failures)
+
+    def verify(self, token: str, now: float | None = None) -> Principal:
+        try:
+            return super().verify(token, now)
+        except AuthError as exc:
+            self.failures[exc.reason] += 1
+            raise
+
+
+def _reason(exc: Exception) -> tuple[str, str]:
+    """A short, fixed description (never echo token contents back) and the failure's reason
+    (:data:`AUTH_FAILURE_REASONS`)."""
     if isinstance(exc, jwt.InvalidAudienceError):
-        return "token audience not accepted"
+        return "token audience not accepted", "audience"
     if isinstance(exc, jwt.InvalidIssuerError):
-        return "token issuer not accepted"
+        return "token issuer not accepted", "issuer"
     if isinstance(exc, jwt.ImmatureSignatureError):
-        return "token not valid yet (nbf/iat in the future)"
+        return "token not valid yet (nbf/iat in the future)", "not_yet_valid"
     if isinstance(exc, jwt.MissingRequiredClaimError):
-        return f"token lacks the required claim {exc.claim!r}"
+        return f"token lacks the required claim {exc.claim!r}", "missing_claim"
     if isinstance(exc, jwt.InvalidSignatureError):
-        return "token signature invalid"
+        return "token signature invalid", "invalid_signature"
     if isinstance(exc, jwt.exceptions.InvalidSubjectError):
-        return "sub claim must be a non-empty string"
+        return "sub claim must be a non-empty string", "invalid_claim"
     if isinstance(exc, jwt.exceptions.InvalidJTIError):
-        return "jti claim must be a string"
+        return "jti claim must be a string", "invalid_claim"
     if isinstance(exc, jwt.DecodeError):
-        return "token is not a well-formed JWT (its parts must be base64url JSON objects)"
-    return "token invalid"
+        return (
+            "token is not a well-formed JWT (its parts must be base64url JSON objects)",
+            "malformed",
+        )
+    return "token invalid", "invalid"
 
 
 def mint(

@@ -4,7 +4,7 @@
 session, the writer draining the session's bounded queue (fan-out never awaits a socket),
 keepalive pings, the auth, expiry and slow-consumer checks, and the close. :class:`Connections`
 holds one front's open connections and the one ticker loop that runs all their timers.
-:class:`FrontStats` is what the front and its connections count, read by bridge.http_api.
+:class:`FrontStats` (bridge/front_metrics.py) is what the front and its connections count.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, deque
-from dataclasses import dataclass, field
 
 import orjson
 from websockets.asyncio.server import ServerConnection
@@ -24,10 +22,13 @@ from websockets.protocol import State
 from bridge import protocol
 from bridge.errors import ws_error
 from bridge.flow import close_within
+from bridge.front_metrics import FrontStats
 from bridge.logs import CONNECTION
 from bridge.protocol import ClientError
 from bridge.session import FrontLimits, Session
 from bridge.ws_frames import text_frames
+
+__all__ = ["MAX_QUEUE", "Connection", "Connections", "FrontStats"]
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +36,6 @@ MAX_QUEUE = 16  # received messages websockets buffers per connection before it 
 TICK_S = 0.1  # interval flushes (the shortest frequency a subscription may ask for)
 CHECK_SLICES = 10  # keepalive, auth and expiry deadlines, slow consumers: once a second
 WRITE_FRAMES = 100  # frames taken from a queue for one write (more: the writer task drains)
-
-
-@dataclass
-class FrontStats:
-    started: float = field(default_factory=time.monotonic)
-    current: int = 0
-    peak: int = 0
-    total: int = 0
-    sent: int = 0
-    received: int = 0
-    dropped: int = 0
-    slow_consumer_closes: int = 0
-    refused: Counter[str] = field(default_factory=Counter)
-    errors: int = 0  # error replies to closed connections (open ones count their own)
-    batches: int = 0  # writes of queued frames to a transport, each of one or more frames
-    # how long handling a client's message took (ms), the most recent ones (o1's stats)
-    handling_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class Connections:
@@ -170,8 +154,8 @@ class Connection:
                 if default_channel and isinstance(frame, str | bytes):
                     frame = _with_default_channel(frame, default_channel)
                 began = time.perf_counter()
-                await session.handle_frame(frame)
-                stats.handling_ms.append((time.perf_counter() - began) * 1000)
+                type_ = await session.handle_frame(frame)
+                stats.handled(type_, time.perf_counter() - began)
                 # The next message is read only once this client has taken enough of what
                 # is queued for it: a client that sends and never reads stops being read.
                 if session.close_request or not await session.room():
@@ -192,9 +176,7 @@ class Connection:
                 self.writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self.writer
-            stats.received += session.received
-            stats.errors += session.errors
-            stats.dropped += session.queue.dropped
+            stats.retire(session)
             await session.close()
             # websockets closes the connection after this handler returns, and would wait
             # forever for a peer that does not read: close here, abort past the deadline

@@ -35,6 +35,24 @@ WS_PATHS = {
     "/v1/ws": None,
 }
 
+# The dialect a connection speaks, by the path it connected to: each seed document's clients
+# use their own (docs/protocol.md, section 8); the bare host "/" is Zhineng's
+# (bridge/server.py). The /ws family is Valtronics', which is also the bridge's own protocol
+# (its dashboard and Python client). The label values of bridge_connections.
+WS_DIALECTS = {
+    "/ws": "valtronics",
+    "/ws/telemetry": "valtronics",
+    "/ws/alerts": "valtronics",
+    "/ws/devices": "valtronics",
+    "/ws/system": "valtronics",
+    "/api/v1/events": "nexus",
+    "/api/websocket": "o1",
+    "/v1/ws": "openframe",
+}
+DIALECTS = ("valtronics", "openframe", "nexus", "o1", "zhineng")
+# Why a handshake was refused (bridge_handshakes_refused_total{reason}).
+REFUSAL_REASONS = ("origin", "capacity", "ip_rate", "auth", "per_sub")
+
 # Headers the front reads with Headers.get(), which raises when a header is repeated: a
 # request repeating one gets a 400 instead of a failed handshake (HTTP 500 or a drop).
 _SINGLE_HEADERS = ("Host", "Origin", "Authorization", "Upgrade", "Accept", "If-None-Match")
@@ -91,6 +109,7 @@ class Admission:
     principal: Principal | None
     channel: str | None  # on /ws/{channel}, the channel a subscribe names by default
     greet: bool
+    dialect: str = "valtronics"  # one of DIALECTS
 
 
 class Gate:
@@ -102,12 +121,18 @@ class Gate:
     ) -> None:
         self.config = config
         self.verifier = verifier
-        self.stats = stats  # reads ``current``, counts ``refused``
+        self.stats = stats  # reads ``current``, counts ``refused`` (REFUSAL_REASONS)
         self._per_sub: Counter[str] = Counter()
         self._per_ip = WindowCounter(config.new_connections_per_ip_per_min, 60.0)
 
     def admit(
-        self, peer: str, request: Request, query: str, channel: str | None, greet: bool
+        self,
+        peer: str,
+        request: Request,
+        query: str,
+        channel: str | None,
+        greet: bool,
+        dialect: str = "valtronics",
     ) -> Admission | Response:
         """A WebSocket handshake from ``peer``: let through, or the HTTP refusal."""
         if not origin_ok(request, self.config):
@@ -134,6 +159,7 @@ class Gate:
         principal = None
         if token is not None:
             if self.verifier is None:
+                self.stats.refused["auth"] += 1
                 return json_response(
                     401, {"error": "unauthorized", "message": "authentication not configured"}
                 )
@@ -149,7 +175,7 @@ class Gate:
                 )
         elif not self.config.auth_required:
             principal = Principal("anonymous", frozenset({"admin"}))
-        return Admission(principal, channel, greet)
+        return Admission(principal, channel, greet, dialect)
 
     def opened(self, principal: Principal) -> None:
         """A connection admitted with ``principal`` at the handshake has opened."""

@@ -13,6 +13,7 @@ import asyncio
 import http
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -22,19 +23,20 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from bridge import __version__, dashboard, protocol, rest
-from bridge.auth import JwtVerifier, Principal
+from bridge.auth import AUTH_FAILURE_REASONS, JwtVerifier, Principal
 from bridge.errors import http_error, json_response
 from bridge.exports import ExportSlots
 from bridge.front_config import FrontConfig
-from bridge.front_metrics import FrontCollector
-from bridge.handshake import origin_ok, repeated_header
+from bridge.front_metrics import FrontCollector, FrontSnapshot
+from bridge.handshake import DIALECTS, REFUSAL_REASONS, origin_ok, repeated_header
 from bridge.history import History, checked_query
 from bridge.http_stream import StreamedResponse
 from bridge.hub import Hub
 from bridge.metrics import exposition
+from bridge.subscriptions import CHANNELS
 
 if TYPE_CHECKING:
-    from bridge.connection import FrontStats
+    from bridge.front_metrics import FrontStats
     from bridge.session import Session
 
 OPEN_TIMEOUT_S = 10.0
@@ -73,7 +75,17 @@ class HttpApi:
         self.exports = ExportSlots(config.export_max_concurrent, config.export_max_per_subject)
         # the process's registry: under `up` it also holds the ingest's and the scheduler's
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.registry.register(FrontCollector(self.metrics))
+        self.registry.register(
+            FrontCollector(
+                self.snapshot,
+                {
+                    "dialect": DIALECTS,
+                    "refusal": REFUSAL_REASONS,
+                    "auth_failure": AUTH_FAILURE_REASONS,
+                    "channel": CHANNELS,
+                },
+            )
+        )
 
     # -- REST ------------------------------------------------------------------------------------
     async def rest(self, path: str, query: str, request: Request) -> Response:
@@ -267,25 +279,69 @@ class HttpApi:
             "brokerSubscriptionCount": len(self.hub.subscriptions()),
         }
 
-    def metrics(self) -> dict[str, Any]:
+    def snapshot(self) -> FrontSnapshot:
+        """The front's numbers now: its own counters plus what each open session counts
+        itself, in one pass over the sessions (scrape time only, never per message)."""
         s = self.stats
+        received, delivered, conflated, dropped = s.received, s.delivered, s.conflated, s.dropped
+        channels: Counter[str] = Counter()
+        for session in self.sessions:
+            if session.closed:
+                continue  # closing: its counts are in the stats already (FrontStats.retire)
+            queue = session.queue
+            received += session.received
+            delivered += queue.delivered
+            conflated += queue.conflated
+            dropped += queue.dropped
+            for sub in session.subscriptions.values():
+                channels[sub.selector.channel] += 1
+        refused = dict(s.refused)
+        exports_refused = refused.pop("export", 0)  # not a handshake: its own counter
+        return FrontSnapshot(
+            connections=dict(s.by_dialect),
+            connections_total=s.total,
+            handshakes_refused=refused,
+            exports_refused=exports_refused,
+            auth_failures=dict(s.auth_failures),
+            subscriptions=dict(channels),
+            broker_subscriptions=len(self.hub.subscriptions()),
+            broker_connected=self.hub.connected.is_set(),
+            broker_received=self.hub.received,
+            deliveries=delivered,
+            sent=s.sent,
+            received=received,
+            conflated=conflated,
+            dropped=dropped,
+            slow_closes=s.slow_consumer_closes,
+            handling=s.handling,
+            database_up=self.database_check() if self.database_check is not None else None,
+        )
+
+    def metrics(self) -> dict[str, Any]:
+        s, snap = self.stats, self.snapshot()
         return {
             "rate_limiting": {"enabled": True, "messages_per_s": self.config.limits.messages_per_s},
             "connections": {
                 "current": s.current,
                 "peak": s.peak,
                 "total": s.total,
+                "by_dialect": dict(snap.connections),
                 "refused": dict(s.refused),
                 "closed_slow_consumer": s.slow_consumer_closes,
             },
+            "auth_failures": dict(snap.auth_failures),
+            "subscriptions": dict(snap.subscriptions),
             "messages": {
                 "sent": s.sent,
-                "received": s.received + sum(x.received for x in self.sessions),
-                "dropped": s.dropped + sum(x.queue.dropped for x in self.sessions),
+                "received": snap.received,
+                "delivered": snap.deliveries,
+                "conflated": snap.conflated,
+                "dropped": snap.dropped,
             },
             "broker": {
-                "subscriptions": len(self.hub.subscriptions()),
-                "received": self.hub.received,
+                "connected": snap.broker_connected,
+                "subscriptions": snap.broker_subscriptions,
+                "received": snap.broker_received,
             },
             "timestamp": protocol.now_iso(),
         }

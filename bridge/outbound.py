@@ -46,6 +46,7 @@ class OutboundQueue:
         "capacity",
         "conflate_from",
         "conflated",
+        "delivered",
         "dropped",
         "full_since",
         "max_behind_s",
@@ -76,6 +77,9 @@ class OutboundQueue:
         self._latest: dict[Hashable, int] = {}  # conflation key -> its newest queued slot
         self._seq = count()
         self.bytes = 0
+        # counted for the front's metrics (read at scrape time): live frames queued, frames
+        # replaced by a newer value of their key, frames dropped
+        self.delivered = 0
         self.dropped = 0
         self.conflated = 0
         self._unreported = 0
@@ -127,8 +131,11 @@ class OutboundQueue:
             self._latest[key] = slot
         if urgent:  # e.g. the slow-consumer warning: next out, ahead of the backlog
             self._items.move_to_end(slot, last=False)
-        if force and self.bytes > self.max_bytes and self.full_since is None:
-            self.full_since = now  # replies the client is not reading count as behind too
+        if force:
+            if self.bytes > self.max_bytes and self.full_since is None:
+                self.full_since = now  # replies the client is not reading count as behind too
+        else:
+            self.delivered += 1  # a live frame (replies and replays are forced)
         return True
 
     def _over(self, size: int) -> bool:

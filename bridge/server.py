@@ -23,12 +23,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from bridge import __version__, protocol
-from bridge.auth import JwtVerifier, Principal
+from bridge.auth import CountingVerifier, JwtVerifier, Principal
 from bridge.connection import MAX_QUEUE, Connection, Connections, FrontStats
 from bridge.errors import json_response
 from bridge.flow import bounded_connection
 from bridge.front_config import FrontConfig
-from bridge.handshake import WS_PATHS, Admission, Gate, repeated_header
+from bridge.handshake import WS_DIALECTS, WS_PATHS, Admission, Gate, repeated_header
 from bridge.history import History
 from bridge.http_api import OPEN_TIMEOUT_S, HttpApi
 from bridge.http_stream import streaming_connection
@@ -61,6 +61,10 @@ class Front:
     ) -> None:
         self.config = config
         self.hub = hub
+        self.stats = FrontStats()
+        # every token the front checks (handshake, auth message, REST) counts its failures
+        if verifier is not None:
+            verifier = CountingVerifier.wrapping(verifier, self.stats.auth_failures)
         self.verifier = verifier
         self.database_check = database_check
         self.snapshot = snapshot
@@ -75,7 +79,6 @@ class Front:
             if pool is not None
             else None
         )
-        self.stats = FrontStats()
         self.budget = SharedBudget(config.queue_budget_bytes)
         self.sessions: set[Session] = set()
         self.api = HttpApi(
@@ -159,17 +162,17 @@ class Front:
             return json_response(
                 400, {"error": "bad_request", "message": f"the {repeated} header appears twice"}
             )
-        greet = True
+        greet, dialect = True, WS_DIALECTS.get(path, "valtronics")
         if path == "/" and request.headers.get("Upgrade", "").lower() == "websocket":
             # Clients that connect to the bare host (the Zhineng dialect) speak strict
             # request/response: no unsolicited greeting, or their replies would be off by one.
-            path, greet = "/ws", False
+            path, greet, dialect = "/ws", False, "zhineng"
         if path not in WS_PATHS:
             if path.startswith("/api/v1/") and path != "/api/v1/events":
                 return await self.api.rest(path, parts.query, request)
             return self.api.http(path, request)
         peer = str(connection.remote_address[0]) if connection.remote_address else "?"
-        admission = self.gate.admit(peer, request, parts.query, WS_PATHS[path], greet)
+        admission = self.gate.admit(peer, request, parts.query, WS_PATHS[path], greet, dialect)
         if isinstance(admission, Response):
             return admission
         self._handshakes[connection] = admission
@@ -206,6 +209,7 @@ class Front:
         self.stats.current += 1
         self.stats.total += 1
         self.stats.peak = max(self.stats.peak, self.stats.current)
+        self.stats.by_dialect[admission.dialect] += 1
         if principal is not None:
             self.gate.opened(principal)
             if admission.greet:
@@ -215,6 +219,7 @@ class Front:
         finally:
             self.sessions.discard(session)
             self.stats.current -= 1
+            self.stats.by_dialect[admission.dialect] -= 1
             if session.principal is not None:
                 self.gate.closed(session.principal)
 

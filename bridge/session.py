@@ -35,43 +35,80 @@ from bridge.subscriptions import SubscriptionError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CLOSE_TOO_MANY_CONNECTIONS", "FrontLimits", "Session"]  # FrontLimits: bridge/limits.py
+# FrontLimits: bridge/limits.py
+__all__ = ["CLOSE_TOO_MANY_CONNECTIONS", "MESSAGE_TYPES", "FrontLimits", "Session"]
 
 # A connection refused because its subject has too many: the close code mirrors the handshake's
 # HTTP 429, as 4001 (token expired) mirrors 401.
 CLOSE_TOO_MANY_CONNECTIONS = 4029
 
+# The message types a client may send (the keys of ``Session._handlers``): the label values of
+# the handling-time histogram; anything else is counted as "other", so a client cannot make
+# up labels.
+MESSAGE_TYPES = frozenset(
+    {
+        "auth",
+        "authenticate",
+        "ping",
+        "pong",
+        "subscribe",
+        "subscribe-metrics",
+        "subscribe-logs",
+        "unsubscribe",
+        "list_subscriptions",
+        "batch",
+        "ack_alert",
+        "command",
+        "start_session",
+        "send_command",
+        "stop_session",
+        "delete_session",
+        "list_sessions",
+        "telemetry",
+        "query",
+        "list_rules",
+        "create_rule",
+        "update_rule",
+        "delete_rule",
+    }
+)
+
 
 class Session(Subscribing, Handlers):
     # -- input -------------------------------------------------------------------------------
-    async def handle_frame(self, raw: str | bytes) -> None:
+    async def handle_frame(self, raw: str | bytes) -> str:
+        """One frame from the client; returns its message type for the handling-time metric
+        (one of :data:`MESSAGE_TYPES`, or "other" for anything else: refused before it was
+        read, not JSON, or of no known type)."""
         self.received += 1
         if self.principal is None and self.received > self.limits.preauth_messages:
             # an unauthenticated connection gets a few tries, not a service
             self.request_close(1008, "authenticate first")
-            return
+            return "other"
         now = time.monotonic()
         wait = self.bucket.take(now)
         if wait:
             if self._strikes.take(now):
                 self.request_close(1008, "message rate limit exceeded")
-                return
+                return "other"
             self.error(
                 ClientError(429, "rate_limit_exceeded", "too many messages", retry_after=wait)
             )
-            return
+            return "other"
         if isinstance(raw, bytes):
             try:
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError:
                 self.error(ClientError(400, "invalid_json", "frames must be UTF-8 JSON text"))
-                return
+                return "other"
         try:
             msg = orjson.loads(raw)
         except orjson.JSONDecodeError:
             self.error(ClientError(400, "invalid_json", "message is not valid JSON"))
-            return
+            return "other"
         await self.handle_message(msg)
+        type_ = msg.get("type") if isinstance(msg, dict) else None
+        return type_ if isinstance(type_, str) and type_ in MESSAGE_TYPES else "other"
 
     async def handle_message(self, msg: Any, in_batch: bool = False) -> None:
         id_ = msg.get("id") if isinstance(msg, dict) else None

@@ -5,13 +5,23 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections import Counter
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bridge.auth import AuthConfigError, AuthError, JwtVerifier, Principal, glob_to_regex, mint
+from bridge.auth import (
+    AUTH_FAILURE_REASONS,
+    AuthConfigError,
+    AuthError,
+    CountingVerifier,
+    JwtVerifier,
+    Principal,
+    glob_to_regex,
+    mint,
+)
 
 SECRET = "s" * 48
 NOW = time.time()  # at import: a busy machine's suite can reach these tests many minutes later
@@ -56,28 +66,41 @@ def unsigned(claims: dict[str, object]) -> str:
 
 
 BAD = [
-    ("", "invalid_token"),
-    ("not.a.jwt", "invalid_token"),
-    (hs(good(), key="x" * 48), "invalid_token"),  # bad signature
-    (hs(good(exp=int(NOW) - 10)), "token_expired"),
-    (hs({"sub": "alice", "scope": ""}), "invalid_token"),  # no exp
-    (hs({"exp": int(NOW) + DAY}), "invalid_token"),  # no sub
-    (hs(good(sub="")), "invalid_token"),
-    (hs(good(nbf=int(NOW) + DAY)), "invalid_token"),
-    (hs(good(), alg="HS512"), "invalid_token"),  # algorithm not configured
-    (hs(good(), headers={"crit": ["exp"]}), "invalid_token"),
-    (hs(good(scope=5)), "invalid_token"),
-    (hs(good(devices=[1])), "invalid_token"),
-    (unsigned(good()), "invalid_token"),
+    ("", "invalid_token", "missing"),
+    ("not.a.jwt", "invalid_token", "malformed"),
+    (hs(good(), key="x" * 48), "invalid_token", "invalid_signature"),
+    (hs(good(exp=int(NOW) - 10)), "token_expired", "expired"),
+    (hs({"sub": "alice", "scope": ""}), "invalid_token", "missing_claim"),  # no exp
+    (hs({"exp": int(NOW) + DAY}), "invalid_token", "missing_claim"),  # no sub
+    (hs(good(sub="")), "invalid_token", "invalid_claim"),
+    (hs(good(nbf=int(NOW) + DAY)), "invalid_token", "not_yet_valid"),
+    (hs(good(), alg="HS512"), "invalid_token", "algorithm"),  # algorithm not configured
+    (hs(good(), headers={"crit": ["exp"]}), "invalid_token", "malformed"),
+    (hs(good(scope=5)), "invalid_token", "invalid_claim"),
+    (hs(good(devices=[1])), "invalid_token", "invalid_claim"),
+    (unsigned(good()), "invalid_token", "algorithm"),
 ]
 
 
-@pytest.mark.parametrize(("token", "error"), BAD)
-def test_rejections(token: str, error: str) -> None:
+@pytest.mark.parametrize(("token", "error", "reason"), BAD)
+def test_rejections(token: str, error: str, reason: str) -> None:
     with pytest.raises(AuthError) as err:
         JwtVerifier("HS256", SECRET).verify(token)
     assert err.value.error == error
+    assert err.value.reason == reason  # what bridge_auth_failures_total{reason} counts
     assert (SECRET not in err.value.message and token[:20] not in err.value.message) or not token
+
+
+def test_counting_verifier_counts_failures_by_reason() -> None:
+    failures: Counter[str] = Counter()
+    verifier = CountingVerifier.wrapping(JwtVerifier("HS256", SECRET, leeway_s=5), failures)
+    assert verifier.leeway_s == 5  # the wrapped verifier's settings
+    assert verifier.verify(hs(good())).sub == "alice"
+    for token, _error, _reason in BAD:
+        with pytest.raises(AuthError):
+            verifier.verify(token)
+    assert failures == Counter(reason for _token, _error, reason in BAD)
+    assert set(failures) <= set(AUTH_FAILURE_REASONS)
 
 
 def raw_hs(claims_json: str, key: str = SECRET) -> str:
@@ -134,6 +157,7 @@ def test_claims_of_the_wrong_type_or_size(claims: str, error: str, words: str) -
     with pytest.raises(AuthError) as err:
         JwtVerifier("HS256", SECRET).verify(raw_hs(claims), now=NOW)
     assert err.value.error == error and words in err.value.message
+    assert err.value.reason in AUTH_FAILURE_REASONS and err.value.reason != "invalid"
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ CATALOGUE: dict[str, tuple[str, frozenset[str]]] = {
         ("bridge_scheduler_rollup_lag_seconds", "gauge", ("rollup",)),
         # front
         ("bridge_connections", "gauge", ("dialect",)),
-        ("bridge_connections_total", "counter", ()),
+        ("bridge_connections_accepted_total", "counter", ()),
         ("bridge_handshakes_refused_total", "counter", ("reason",)),
         ("bridge_auth_failures_total", "counter", ("reason",)),
         ("bridge_subscriptions", "gauge", ("channel",)),

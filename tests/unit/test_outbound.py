@@ -95,3 +95,12 @@ def test_held_losses_are_reported_like_drops() -> None:
     q = OutboundQueue()
     q.count_dropped(3)
     assert q.dropped == 3 and q.take_unreported_drops() == 3 and q.full_since is None
+
+
+def test_deliveries_count_live_frames_queued_not_replies_drops_or_conflations() -> None:
+    q = OutboundQueue(capacity=2, conflate_from=1)
+    assert q.put(b"t=1", now=0, key="k")  # delivered
+    assert q.put(b"t=2", now=0, key="k")  # replaces t=1: conflated, not a second delivery
+    assert q.put(b"reply", now=0, force=True)  # a reply: not a delivery
+    assert not q.put(b"other", now=0)  # full: dropped
+    assert (q.delivered, q.conflated, q.dropped) == (1, 1, 1)
