@@ -39,14 +39,19 @@ class Buckets:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
-    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
-        """The cumulative buckets Prometheus expects, from a copy of the counts."""
+    def cumulative(self) -> tuple[list[tuple[str, float]], float]:
+        """The cumulative buckets Prometheus expects and the sum, from a copy of the counts."""
         counts, total = list(self.counts), self.sum
-        cumulative, running = [], 0
+        buckets: list[tuple[str, float]] = []
+        running = 0
         for bound, n in zip((*map(_bound, self.bounds), "+Inf"), counts, strict=True):
             running += n
-            cumulative.append((bound, running))
-        return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=total)
+            buckets.append((bound, running))
+        return buckets, total
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        buckets, total = self.cumulative()
+        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=total)
 
 
 def _bound(value: float) -> str:
