@@ -22,7 +22,9 @@ from bridge.device_sessions import DeviceSessions
 from bridge.embedded import EmbeddedServices
 from bridge.front_setup import ConfigError, front_config, jwt_verifier, state_secret, tls_context
 from bridge.hub import Hub
+from bridge.job_metrics import JobMetrics
 from bridge.jobs import _exclusive, _scheduler
+from bridge.metrics import serve_metrics
 from bridge.server import Front
 from bridge.snapshot import make_snapshot
 from bridge.system import SystemSampler, component_name
@@ -174,10 +176,41 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _process_metrics(
+    settings: Settings, services: contextlib.ExitStack
+) -> tuple[CollectorRegistry, JobMetrics]:
+    """This process's registry with the scheduler's metrics in it, served on
+    BRIDGE_METRICS_PORT when that is set (closed with ``services``)."""
+    registry = CollectorRegistry()
+    jobs = JobMetrics()
+    registry.register(jobs)
+    server = serve_metrics(registry, settings)  # first: a port in use stops the start at once
+    if server is not None:
+        services.callback(server.close)
+    return registry, jobs
+
+
 async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front: bool) -> None:
     stop = asyncio.Event()
     _install_signal_handlers(stop)  # first: a SIGTERM during start-up is an orderly stop too
-    registry = CollectorRegistry()  # this process's metrics: ingest, scheduler and front
+    with contextlib.ExitStack() as services:
+        # this process's metrics: ingest, scheduler and (under `up`) the front
+        registry, job_metrics = _process_metrics(settings, services)
+        await _serve_components(
+            settings, database_url, mqtt_url, stop, registry, job_metrics, front=front
+        )
+
+
+async def _serve_components(
+    settings: Settings,
+    database_url: str,
+    mqtt_url: str,
+    stop: asyncio.Event,
+    registry: CollectorRegistry,
+    job_metrics: JobMetrics,
+    *,
+    front: bool,
+) -> None:
     applied = await run_migrations(database_url)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
@@ -187,7 +220,7 @@ async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front:
         resync_topic=Topics(settings.mqtt_topic_prefix).stream_resync(),
     )
     await stream.start()
-    ingest = IngestService(ingest_config(settings, database_url, mqtt_url))
+    ingest = IngestService(ingest_config(settings, database_url, mqtt_url), registry)
     fronts: list[Front] = []
     sampler = SystemSampler(
         component_name(),
@@ -196,7 +229,12 @@ async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front:
         settings.state_dir if settings.state_dir.exists() else Path("/"),
     )
     scheduler = _scheduler(
-        database_url, settings, stream, sampler, database_jobs=settings.ingest_scheduler or front
+        database_url,
+        settings,
+        stream,
+        sampler,
+        database_jobs=settings.ingest_scheduler or front,
+        metrics=job_metrics,
     )
     scheduler.start()
     try:
@@ -241,21 +279,23 @@ def run_scheduler(settings: Settings) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         _install_signal_handlers(stop)  # first: a SIGTERM during start-up is an orderly stop
-        await run_migrations(database_url)
-        stream = StreamPublisher(
-            MqttEndpoint.from_url(mqtt_url),
-            names.bridge_client_id("scheduler"),
-            resync_topic=Topics(settings.mqtt_topic_prefix).stream_resync(),
-        )
-        await stream.start()
-        scheduler = _scheduler(database_url, settings, stream)
-        scheduler.start()
-        log.info("scheduler running: rollups, retention, partitions, offline devices")
-        try:
-            await stop.wait()
-        finally:
-            scheduler.shutdown(wait=False)
-            await stream.stop()
+        with contextlib.ExitStack() as services:
+            _, job_metrics = _process_metrics(settings, services)
+            await run_migrations(database_url)
+            stream = StreamPublisher(
+                MqttEndpoint.from_url(mqtt_url),
+                names.bridge_client_id("scheduler"),
+                resync_topic=Topics(settings.mqtt_topic_prefix).stream_resync(),
+            )
+            await stream.start()
+            scheduler = _scheduler(database_url, settings, stream, metrics=job_metrics)
+            scheduler.start()
+            log.info("scheduler running: rollups, retention, partitions, offline devices")
+            try:
+                await stop.wait()
+            finally:
+                scheduler.shutdown(wait=False)
+                await stream.stop()
 
     _run(main())
 

@@ -113,6 +113,17 @@ class Settings(BaseSettings):
         description="an export whose client takes no data for this long is aborted",
     )
 
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="`ingest`, `scheduler` and `up` serve Prometheus /metrics on this port; "
+        "unset = off (several ingests may share a host: give each its own port)",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address of the BRIDGE_METRICS_PORT listener"
+    )
+
     ingest_client_id: str = "telemetry-bridge-ingest"
     ingest_scheduler: bool = Field(
         default=True,

@@ -9,6 +9,7 @@ back from a ``doctor/`` topic under the deployment's prefix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import threading
 import time
@@ -21,6 +22,7 @@ import asyncpg
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.app import ConfigError, jwt_verifier
 from bridge.auth import AuthConfigError
@@ -218,18 +220,29 @@ def _broker(settings: Settings) -> list[Check]:
     return out
 
 
-def _front(settings: Settings) -> list[Check]:
+def _local(host: str) -> str:
+    """A listener bound to every interface is asked on the loopback one."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+
+
+def _front_url(settings: Settings, path: str) -> str:
     scheme = "https" if settings.ws_tls_cert else "http"
-    # a front bound to every interface is asked on the loopback one
-    host = "127.0.0.1" if settings.ws_host in ("0.0.0.0", "::") else settings.ws_host  # noqa: S104
-    url = f"{scheme}://{host}:{settings.ws_port}/health"
-    # A probe of our own front over loopback: its certificate names the public host, not
-    # 127.0.0.1, so it is not verified here (the TLS settings are checked at the front's start).
+    return f"{scheme}://{_local(settings.ws_host)}:{settings.ws_port}{path}"
+
+
+def _loopback_tls() -> ssl.SSLContext:
+    """For probes of our own services over loopback: a certificate names the public host, not
+    127.0.0.1, so it is not verified here (the TLS settings are checked at the front's start)."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _front(settings: Settings) -> list[Check]:
+    url = _front_url(settings, "/health")
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S, context=context) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S, context=_loopback_tls()) as response:  # noqa: S310
             health = orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:
@@ -249,12 +262,96 @@ def _front(settings: Settings) -> list[Check]:
     ]
 
 
+# name -> labels -> value; under `up` the front and BRIDGE_METRICS_PORT show one registry,
+# so a sample read twice is kept once
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+STUCK_S = 60.0  # messages in flight and no commit for this long: the ingest is stuck
+
+
+def _scrape(url: str, found: Samples) -> None:
+    """Add the samples of ``url``'s Prometheus text to ``found``; OSError when it is down."""
+    request = urllib.request.Request(url, headers={"Accept": "text/plain"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S, context=_loopback_tls()) as response:  # noqa: S310
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = tuple(sorted(sample.labels.items()))
+            found.setdefault(sample.name, {})[labels] = sample.value
+
+
+def _metrics(settings: Settings, *, front: bool) -> list[Check]:
+    """What the running processes report about themselves: the front's /metrics and the
+    BRIDGE_METRICS_PORT of an ingest or scheduler on this host, whichever answer."""
+    found: Samples = {}
+    out = []
+    if front:
+        with contextlib.suppress(OSError, ValueError):  # a front that is down: see `front`
+            _scrape(_front_url(settings, "/metrics"), found)
+    if settings.metrics_port is not None:
+        url = f"http://{_local(settings.metrics_host)}:{settings.metrics_port}/metrics"
+        try:
+            _scrape(url, found)
+        except (OSError, ValueError) as exc:
+            fix = "is an ingest, scheduler or `up` with this BRIDGE_METRICS_PORT running here?"
+            out.append(Check("metrics", "warn", f"{url}: {exc}", fix))
+    return out + _metric_checks(found, time.time())
+
+
+def _down(name: str, what: str, values: list[float], fix: str) -> Check:
+    down = sum(v == 0 for v in values)
+    if down:
+        return Check(name, "FAIL", f"{down} of {len(values)} {what} down (process metrics)", fix)
+    return Check(name, "ok", f"{len(values)} {what} up (process metrics)")
+
+
+def _metric_checks(found: Samples, now: float) -> list[Check]:
+    """ok/warn/FAIL from scraped samples (pure); a check whose metrics are absent is left out."""
+
+    def values(*names: str) -> list[float]:
+        return [v for name in names for v in found.get(name, {}).values()]
+
+    out = []
+    if links := values("bridge_ingest_broker_connected", "bridge_broker_connected"):
+        fix = "see the process's log; is the broker reachable from its host?"
+        out.append(_down("broker-link", "broker connection(s)", links, fix))
+    if ups := values("bridge_ingest_database_up", "bridge_database_up"):
+        fix = "see the process's log; is PostgreSQL reachable from its host?"
+        out.append(_down("database-up", "database link(s)", ups, fix))
+    if inflight := values("bridge_ingest_inflight_messages"):
+        waiting = int(sum(inflight))
+        last = max(values("bridge_ingest_last_commit_timestamp_seconds") or [0.0])
+        stuck = bool(waiting and last and now - last > STUCK_S)
+        detail = f"{waiting} message(s) received, not yet acknowledged"
+        if stuck:
+            detail += f"; last commit {now - last:.0f} s ago"
+        fix = "the ingest is not committing: see its log (database, disk, locks)"
+        out.append(Check("in-flight", "warn" if stuck else "ok", detail, fix))
+    if inflight:
+        reasons = {
+            dict(labels).get("reason", ""): v
+            for labels, v in found.get("bridge_ingest_dead_letters_total", {}).items()
+        }
+        total = int(sum(reasons.values()))
+        dropped = int(max(values("bridge_ingest_dead_letters_dropped_total") or [0.0]))
+        top = ", ".join(f"{r}: {int(n)}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
+        detail = f"{total} since the ingest started" + (f" ({top})" if top else "")
+        if dropped:
+            detail += f"; {dropped} more over the per-device budget, not stored"
+        fix = (
+            "devices send what cannot be stored: the dead_letters table has each message and "
+            "why (reason, detail); each device is told on devices/<id>/errors"
+        )
+        out.append(Check("dead-letters", "warn" if total or dropped else "ok", detail, fix))
+    return out
+
+
 def run(settings: Settings, out: TextIO, *, front: bool = True) -> int:
     checks = _config(settings)
     checks += asyncio.run(_database(settings))
     checks += _broker(settings)
     if front:
         checks += _front(settings)
+    checks += _metrics(settings, front=front)
     width = max(len(c.name) for c in checks)
     for c in checks:
         line = f"{c.status:<5} {c.name:<{width}}  {c.detail}"

@@ -67,15 +67,26 @@ class AfterCommit:
         stats = self.stats
         stats.batches += 1
         stats.messages += len(prep.messages)
+        stats.batch_messages.observe(len(prep.messages))
+        stats.last_commit = committed
         stats.readings_stored += result.inserted
         stats.readings_duplicate += result.staged - result.inserted
         stats.dead_letters += len(prep.dead)
-        # Device timestamp -> commit; only meaningful for devices with a synced clock.
+        if prep.dead:
+            reasons = stats.dead_letter_reasons
+            for dead in prep.dead:
+                reasons[dead[3]] = reasons.get(dead[3], 0) + 1
+        # Device timestamp -> commit, once per message (its readings share one ts object);
+        # only meaningful for devices with a synced clock.
+        latencies = stats.latencies_ms.append
+        delay = stats.delay_seconds.observe
         seen_ts = None
         for row in prep.rows:
             if row[2] is not seen_ts:
                 seen_ts = row[2]
-                stats.latencies_ms.append((committed - seen_ts.timestamp()) * 1000)
+                seconds = committed - seen_ts.timestamp()
+                latencies(seconds * 1000)
+                delay(seconds)
 
     def _publish(self, prep: _Prepared, result: WriteResult) -> None:
         """Device errors, then every newly stored reading on the validated stream."""

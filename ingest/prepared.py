@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
+from ingest.buckets import BATCH_MESSAGES, COMMIT_SECONDS, DELAY_SECONDS, Buckets
 from ingest.mqtt import MqttEndpoint
 from ingest.payload import MAX_PAYLOAD_BYTES
 from ingest.topics import Topics
@@ -76,12 +77,22 @@ class Inbound(NamedTuple):
 
 @dataclass
 class IngestStats:
-    """Counters since start; ``latencies_ms`` samples device ts -> commit for the benchmark."""
+    """Counters since start; ``latencies_ms`` samples device ts -> commit for the benchmark.
 
-    messages: int = 0
+    Plain numbers, changed on the event loop's thread only (per message at most an integer
+    increment); ingest/metrics.py reads them at scrape time.
+    """
+
+    messages_received: int = 0  # accepted by on_message
+    messages: int = 0  # committed (their batch's transaction)
+    # received but never committed: dropped with a lost connection, or given up at shutdown;
+    # the broker redelivers them (in flight = received - committed - abandoned)
+    messages_abandoned: int = 0
+    readings_received: int = 0  # found in received payloads (a redelivery counts again)
     readings_stored: int = 0
     readings_duplicate: int = 0
     dead_letters: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # committed, by reason
     dead_letters_dropped: int = 0  # over the per-device budget: counted, not stored
     retained_skipped: int = 0  # copies of retained garbage dead-lettered before
     batches: int = 0
@@ -89,7 +100,13 @@ class IngestStats:
     db_refused: int = 0  # of which the database refused for their content
     db_retries: int = 0
     alerts: int = 0
+    rules_evaluated: int = 0  # readings fed to the rule engine
     rules_reloads: int = 0  # after the first load: on a notification or the periodic timer
+    database_up: bool = True  # false from a failed write (not refused for content) to a commit
+    last_commit: float = 0.0  # unix time
+    batch_messages: Buckets = field(default_factory=lambda: Buckets(BATCH_MESSAGES))
+    commit_seconds: Buckets = field(default_factory=lambda: Buckets(COMMIT_SECONDS))
+    delay_seconds: Buckets = field(default_factory=lambda: Buckets(DELAY_SECONDS))
     started: float = field(default_factory=time.monotonic)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
 

@@ -53,6 +53,7 @@ class Preparer:
         for msg in batch:
             self._prepare_one(prep, msg)
             prep.mark()
+        self.stats.readings_received += len(prep.rows)
         return prep
 
     def _prepare_one(self, prep: _Prepared, msg: Inbound) -> None:

@@ -151,7 +151,9 @@ class RulesLoop:
         if not watched:
             return []
         events: list[AlertEvent] = []
-        for r in sorted((r for r in rows if r[1] in watched), key=lambda r: r[2]):
+        evaluated = [r for r in rows if r[1] in watched]
+        self.stats.rules_evaluated += len(evaluated)
+        for r in sorted(evaluated, key=lambda r: r[2]):
             events.extend(engine.feed(r[0], r[1], r[3], now))
         return events
 

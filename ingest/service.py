@@ -29,9 +29,12 @@ import json
 import logging
 import time
 
+from prometheus_client import CollectorRegistry
+
 from ingest.after_commit import AfterCommit
 from ingest.batcher import Batcher
 from ingest.faults import Faults
+from ingest.metrics import IngestCollector
 from ingest.mqtt import AsyncMqtt, Message
 from ingest.pipeline import Pipeline
 from ingest.prepared import Inbound, IngestConfig, IngestStats, stream_readings
@@ -49,7 +52,10 @@ log = logging.getLogger(__name__)
 
 
 class IngestService:
-    def __init__(self, config: IngestConfig) -> None:
+    """``registry``: the process's metrics registry; the service registers its collector
+    (ingest/metrics.py) there."""
+
+    def __init__(self, config: IngestConfig, registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.stats = IngestStats()
         self._batcher: Batcher[Inbound] = Batcher(
@@ -82,6 +88,15 @@ class IngestService:
         # Set before the tasks are cancelled at shutdown: loops end on it even when Python
         # 3.11's wait_for swallows a cancellation (see RulesListener.close).
         self._closing = False
+        self.collector = IngestCollector(self.stats, self._stream_dropped, self._broker_connected)
+        if registry is not None:
+            registry.register(self.collector)
+
+    def _stream_dropped(self) -> int:
+        return self._stream.dropped
+
+    def _broker_connected(self) -> bool:
+        return self._mqtt is not None and self._mqtt.connected.is_set()
 
     @property
     def _engine(self) -> RuleEngine:
@@ -95,6 +110,7 @@ class IngestService:
         if not self._accepting:
             return  # not acknowledged: the broker keeps it for the next run
         assert self._mqtt is not None
+        self.stats.messages_received += 1
         self._batcher.add(
             Inbound(
                 message.mid,
@@ -115,6 +131,7 @@ class IngestService:
 
     def _on_connection_lost(self) -> None:
         dropped = self._batcher.drop()
+        self.stats.messages_abandoned += len(dropped)
         if dropped:
             log.info("dropped %d unwritten messages; the broker will redeliver them", len(dropped))
 
@@ -241,7 +258,9 @@ class IngestService:
             if self._mqtt.paused and len(self._batcher) < self.config.receive_maximum // 2:
                 self._mqtt.resume_reading()
             generation = self._mqtt.generation
+            taken = len(batch)
             batch = [m for m in batch if m.generation == generation]
+            self.stats.messages_abandoned += taken - len(batch)
             if not batch:  # delivered by a connection since lost: the broker redelivers
                 self._pipeline.release(writer)
                 continue

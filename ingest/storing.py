@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 
 from ingest.bisect import isolate
@@ -47,8 +48,12 @@ class BatchStore:
         except Exception as exc:
             if not is_data_error(exc):
                 raise
-            return await self._store_split(writer, prep, exc)
-        return None if result is None else (prep, result)
+            stored = await self._store_split(writer, prep, exc)
+        else:
+            stored = None if result is None else (prep, result)
+        if stored is None:  # given up: the broker redelivers these to the next run
+            self.stats.messages_abandoned += len(prep.messages)
+        return stored
 
     async def _write(self, writer: ReadingWriter, prep: _Prepared) -> WriteResult | None:
         """One transaction of ``prep``, retried with backoff until it commits.
@@ -59,15 +64,18 @@ class BatchStore:
         lose good readings. Returns None when giving up at shutdown.
         """
         delay = 0.1
+        stats = self.stats
         while True:
-            self.stats.db_writes += 1
+            stats.db_writes += 1
+            started = time.perf_counter()
             try:
-                return await writer.write(prep.rows, prep.dead, prep.statuses)
+                result = await writer.write(prep.rows, prep.dead, prep.statuses)
             except Exception as exc:
                 if is_data_error(exc):
                     # the transaction rolled back; the connection is still good
-                    self.stats.db_refused += 1
+                    stats.db_refused += 1
                     raise
+                stats.database_up = False
                 writer.reset()
                 if self._giving_up() and delay > 2:
                     return None
@@ -82,6 +90,10 @@ class BatchStore:
                 )
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 10.0)
+            else:
+                stats.commit_seconds.observe(time.perf_counter() - started)
+                stats.database_up = True
+                return result
 
     async def _store_split(
         self, writer: ReadingWriter, prep: _Prepared, exc: Exception

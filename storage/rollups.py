@@ -140,3 +140,18 @@ async def refresh_rollups(
         if result.batches < max_batches:
             break
     return total
+
+
+# The oldest batch not folded yet (ids grow with inserts; the table holds a few rows between
+# runs): everything received before it is in the rollups.
+_BACKLOG = """
+SELECT coalesce(extract(epoch FROM now() - (
+    SELECT received_lo FROM rollup_pending ORDER BY id LIMIT 1
+)), 0)::float8
+"""
+
+
+async def rollup_backlog_seconds(conn: asyncpg.Connection) -> float:
+    """How far the rollups are behind: now minus the receive time of the oldest reading not
+    folded in yet; 0 when nothing is pending."""
+    return max(0.0, float(await conn.fetchval(_BACKLOG)))

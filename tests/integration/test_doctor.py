@@ -1,5 +1,6 @@
 """`telemetry-bridge doctor` against real services: what works says ok, what is wrong says
-FAIL with the fix, and the exit status tells a script which."""
+FAIL with the fix, and the exit status tells a script which; with a running ingest's metrics,
+its broker link, database, in-flight messages and dead letters."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ import asyncpg
 import pytest
 
 from bridge.embedded import free_port
-from tests.helpers import BrokerInfo
+from ingest.topics import Topics
+from tests.helpers import BrokerInfo, MqttPeer, wait_until
+from tests.integration.metrics_kit import (
+    bridge_env,
+    bridge_process,
+    samples,
+    scrape,
+    value,
+    wait_scrapable,
+)
 
 pytestmark = pytest.mark.integration
 SECRET = "doctor-secret-" + "d" * 40
@@ -87,3 +97,53 @@ def test_invalid_settings_are_named_without_their_values() -> None:
     assert "BRIDGE_MQTT_URL: unsupported MQTT URL scheme 'http'" in result.stderr
     assert "BRIDGE_WS_PORT:" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
+
+
+@pytest.mark.timeout(120)
+async def test_doctor_reads_the_running_ingests_metrics(
+    broker: BrokerInfo, database_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = bridge_env(
+        database_url,
+        broker.url,
+        topic_prefix,
+        tmp_path,
+        BRIDGE_METRICS_PORT=str(port),
+        BRIDGE_JWT_SECRET=SECRET,
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    peer = MqttPeer(broker.url)
+    log = tmp_path / "ingest.log"
+    try:
+        with bridge_process("ingest", env, log) as proc:
+            await wait_scrapable(url, proc, log)
+            result = await asyncio.to_thread(_doctor, env)
+            out = result.stdout
+            assert result.returncode == 0, out + result.stderr
+            assert _line(out, "broker-link").startswith("ok"), out
+            assert _line(out, "database-up").startswith("ok"), out
+            assert _line(out, "in-flight").startswith("ok"), out
+            assert _line(out, "dead-letters").startswith("ok"), out
+
+            async def subscribed() -> bool:
+                return "ingest subscribed" in log.read_text()
+
+            await wait_until(subscribed, timeout=30)
+            peer.publish(Topics(topic_prefix).device_telemetry("doc-1"), b"{not json")
+
+            async def dead_lettered() -> bool:
+                found = samples(await scrape(url))
+                return value(found, "bridge_ingest_dead_letters_total", reason="invalid_json") == 1
+
+            await wait_until(dead_lettered)
+            out = (await asyncio.to_thread(_doctor, env)).stdout
+            assert _line(out, "dead-letters").startswith("warn"), out
+            assert "1 since the ingest started (invalid_json: 1)" in out
+            assert "dead_letters table" in out  # the fix
+        # the ingest stopped: its metrics port no longer answers, which is said, not failed
+        out = (await asyncio.to_thread(_doctor, env)).stdout
+        assert _line(out, "metrics").startswith("warn"), out
+        assert "BRIDGE_METRICS_PORT" in out
+    finally:
+        peer.close()
