@@ -264,7 +264,18 @@ def run_serve(settings: Settings) -> None:
         stop = asyncio.Event()
         _install_signal_handlers(stop)
         assert settings.mqtt_url
-        await run_front(settings, settings.mqtt_url, settings.database_url, stop)
+        # The front answers /metrics on its WebSocket port; BRIDGE_METRICS_PORT adds a port
+        # of its own, which is how each of `serve --processes N` is scraped on its own
+        # (they share the WebSocket port, bridge/supervisor.py).
+        registry = CollectorRegistry()
+        server = serve_metrics(registry, settings)
+        try:
+            await run_front(
+                settings, settings.mqtt_url, settings.database_url, stop, registry=registry
+            )
+        finally:
+            if server is not None:
+                server.close()
 
     _run(main())
 

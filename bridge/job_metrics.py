@@ -59,13 +59,13 @@ class JobMetrics:
         runs = CounterMetricFamily(
             "bridge_scheduler_job_runs",
             "job runs by outcome; skipped: another process held the job's lock",
-            labels=["job", "outcome"],
+            labels=["task", "outcome"],
         )
         for (job, outcome), n in sorted(dict(self._runs).items()):
             runs.add_metric([job, outcome], n)
         yield runs
         durations = HistogramMetricFamily(
-            "bridge_scheduler_job_duration_seconds", "duration of each job run", labels=["job"]
+            "bridge_scheduler_job_duration_seconds", "duration of each job run", labels=["task"]
         )
         for job, histogram in sorted(dict(self._durations).items()):
             buckets, total = histogram.cumulative()
@@ -74,7 +74,7 @@ class JobMetrics:
         last = GaugeMetricFamily(
             "bridge_scheduler_job_last_success_timestamp_seconds",
             "unix time of the job's last successful run in this process",
-            labels=["job"],
+            labels=["task"],
         )
         for job, at in sorted(dict(self._last_success).items()):
             last.add_metric([job], at)

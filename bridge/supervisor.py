@@ -51,11 +51,21 @@ class _Child:
         self.started, self.restart_at = time.monotonic(), None
 
 
+def child_env(env: dict[str, str], index: int) -> dict[str, str]:
+    """Child ``index``'s environment. The children share the WebSocket port, so a scrape of
+    its /metrics reaches whichever one the kernel picks; with BRIDGE_METRICS_PORT set each
+    child serves its own metrics on that port plus its index, to be scraped one by one."""
+    base = env.get("BRIDGE_METRICS_PORT", "").strip()
+    if not base.isdigit():
+        return env  # unset (or invalid: the child's settings refuse it with the reason)
+    return dict(env, BRIDGE_METRICS_PORT=str(int(base) + index))
+
+
 def supervise(processes: int, argv: list[str]) -> int:
     """Run ``processes`` copies of ``telemetry-bridge <argv>``; return when told to stop."""
     env = dict(os.environ, BRIDGE_WS_REUSE_PORT="true")
     command = [sys.executable, "-m", "bridge", *child_argv(argv)]
-    children = [_Child(command, env) for _ in range(processes)]
+    children = [_Child(command, child_env(env, i)) for i in range(processes)]
     stopping = False
 
     def stop(_sig: int, _frame: FrameType | None) -> None:

@@ -2,7 +2,9 @@
 
 Real processes, a real broker: clients land on both processes (SO_REUSEPORT), every client
 gets the stream messages it subscribed to, and after one process is killed with SIGKILL its
-clients reconnect (to the survivor or the restarted process) and receive again.
+clients reconnect (to the survivor or the restarted process) and receive again. With
+BRIDGE_METRICS_PORT each process serves its own metrics on that port plus its index, so each
+is scraped on its own.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -18,6 +21,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
 from bridge.auth import mint
@@ -31,11 +36,35 @@ SECRET = "processes-secret-" + "p" * 40
 CLIENTS = 24
 
 
+def _two_free_ports() -> int:
+    """A port P with P and P + 1 free (the two children's metrics ports)."""
+    for _ in range(50):
+        base = free_port()
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", base + 1))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no two adjacent free ports")
+
+
+def _connections(metrics_port: int) -> float:
+    text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "bridge_connections"
+    )
+
+
 @pytest.fixture
 def two_fronts(
     broker: BrokerInfo, tmp_path: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], int, str]]:
+) -> Iterator[tuple[subprocess.Popen[bytes], int, str, int]]:
     port = free_port()
+    metrics_port = _two_free_ports()
     prefix = f"mp{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     env.update(
@@ -43,6 +72,7 @@ def two_fronts(
         BRIDGE_MQTT_TOPIC_PREFIX=prefix,
         BRIDGE_JWT_SECRET=SECRET,
         BRIDGE_WS_PORT=str(port),
+        BRIDGE_METRICS_PORT=str(metrics_port),
         BRIDGE_WS_NEW_CONNECTIONS_PER_IP_PER_MIN="10000",
         BRIDGE_STATE_DIR=str(tmp_path / "state"),
     )
@@ -54,7 +84,7 @@ def two_fronts(
             stderr=subprocess.STDOUT,
         )
     try:
-        yield proc, port, prefix
+        yield proc, port, prefix, metrics_port
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -86,9 +116,9 @@ async def _all_receive(clients: list[ClientConnection], value: int) -> None:
 
 
 async def test_two_processes_share_the_port_and_survive_a_kill(
-    broker: BrokerInfo, two_fronts: tuple[subprocess.Popen[bytes], int, str]
+    broker: BrokerInfo, two_fronts: tuple[subprocess.Popen[bytes], int, str, int]
 ) -> None:
-    proc, port, prefix = two_fronts
+    proc, port, prefix, metrics_port = two_fronts
     url = f"ws://127.0.0.1:{port}/ws"
     token = mint(key=SECRET, algorithm="HS256", sub="mp", scopes="telemetry:read", ttl_s=600)
 
@@ -104,6 +134,9 @@ async def test_two_processes_share_the_port_and_survive_a_kill(
     per_child = {pid: len(sockets_of(pid) & on_port) for pid in (first, second)}
     assert sum(per_child.values()) == CLIENTS, per_child
     assert min(per_child.values()) > 0, f"one process got no clients: {per_child}"
+    # each process's own metrics port counts its own clients, and only those
+    by_port = sorted(_connections(metrics_port + i) for i in range(2))
+    assert by_port == sorted(per_child.values()), (by_port, per_child)
 
     peer = MqttPeer(broker.url)
     topic = Topics(prefix).telemetry("d1", "t")

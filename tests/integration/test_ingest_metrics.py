@@ -88,7 +88,7 @@ async def test_ingest_counts_what_it_stores_skips_and_dead_letters(
             assert v("bridge_ingest_broker_connected") == 1
             assert v("bridge_ingest_last_commit_timestamp_seconds") > 0
             # the ingest also runs the scheduler's jobs (BRIDGE_INGEST_SCHEDULER defaults to true)
-            assert v("bridge_scheduler_job_runs_total", job="rollups", outcome="failed") == 0
+            assert v("bridge_scheduler_job_runs_total", task="rollups", outcome="failed") == 0
             promtool_check(text)
 
             # a second process on the same port says which setting to change, in one line
@@ -131,17 +131,17 @@ async def test_scheduler_reports_runs_skips_and_rollup_lag(
                 return value(samples(await scrape(url)), name, **labels)
 
             async def ran() -> bool:
-                runs = await metric("bridge_scheduler_job_runs_total", job="rollups", outcome="ok")
+                runs = await metric("bridge_scheduler_job_runs_total", task="rollups", outcome="ok")
                 return runs >= 1
 
             await wait_until(ran, timeout=30)
             found = samples(await scrape(url))
-            rollups = {"job": "rollups"}
+            rollups = {"task": "rollups"}
             assert value(found, "bridge_scheduler_job_duration_seconds_count", **rollups) >= 1
             last = value(found, "bridge_scheduler_job_last_success_timestamp_seconds", **rollups)
             assert last > datetime.now(UTC).timestamp() - 60
             assert value(found, "bridge_scheduler_rollup_lag_seconds", rollup="1m") == 0
-            assert value(found, "bridge_scheduler_job_runs_total", job="retention", outcome="ok")
+            assert value(found, "bridge_scheduler_job_runs_total", task="retention", outcome="ok")
             promtool_check(await scrape(url))
 
             # another process holds the rollup lock: runs are skipped, and the lag is still
@@ -156,7 +156,7 @@ async def test_scheduler_reports_runs_skips_and_rollup_lag(
 
             async def skipped_and_behind() -> bool:
                 skips = await metric(
-                    "bridge_scheduler_job_runs_total", job="rollups", outcome="skipped"
+                    "bridge_scheduler_job_runs_total", task="rollups", outcome="skipped"
                 )
                 lag = await metric("bridge_scheduler_rollup_lag_seconds", rollup="1h")
                 return skips >= 1 and lag >= 3600

@@ -44,10 +44,10 @@ CATALOGUE: dict[str, tuple[str, frozenset[str]]] = {
         ("bridge_ingest_alerts_raised_total", "counter", ()),
         ("bridge_ingest_stream_dropped_total", "counter", ()),
         ("bridge_ingest_broker_connected", "gauge", ()),
-        # scheduler (its `job` label is stored by Prometheus as `exported_job`)
-        ("bridge_scheduler_job_duration_seconds", "histogram", ("job",)),
-        ("bridge_scheduler_job_runs_total", "counter", ("job", "outcome")),
-        ("bridge_scheduler_job_last_success_timestamp_seconds", "gauge", ("job",)),
+        # scheduler (its `job` label is stored by Prometheus as `task`)
+        ("bridge_scheduler_job_duration_seconds", "histogram", ("task",)),
+        ("bridge_scheduler_job_runs_total", "counter", ("task", "outcome")),
+        ("bridge_scheduler_job_last_success_timestamp_seconds", "gauge", ("task",)),
         ("bridge_scheduler_rollup_lag_seconds", "gauge", ("rollup",)),
         # front
         ("bridge_connections", "gauge", ("dialect",)),
@@ -71,7 +71,7 @@ CATALOGUE: dict[str, tuple[str, frozenset[str]]] = {
     ]
 }
 # What Prometheus adds to every scraped series (and renames a clashing `job` to).
-TARGET_LABELS = {"job", "instance", "exported_job", "role", "deployment"}
+TARGET_LABELS = {"job", "instance", "task", "role", "deployment"}
 FUNCTIONS = {
     "abs", "absent", "avg", "clamp_min", "count", "deriv", "histogram_quantile", "increase",
     "irate", "max", "max_over_time", "min", "min_over_time", "rate", "scalar", "sum", "time",

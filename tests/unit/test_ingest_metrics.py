@@ -119,11 +119,11 @@ def test_job_metrics_by_job_and_outcome() -> None:
         "bridge_scheduler_rollup_lag_seconds": "gauge",
     }
     runs = {labels: v for (name, labels), v in samples.items() if name.endswith("job_runs_total")}
-    assert runs[(("job", "rollups"), ("outcome", "ok"))] == 1
-    assert runs[(("job", "rollups"), ("outcome", "skipped"))] == 1
-    assert runs[(("job", "rollups"), ("outcome", "failed"))] == 1
-    assert runs[(("job", "retention"), ("outcome", "ok"))] == 0  # shown before its first run
-    key = ("bridge_scheduler_job_duration_seconds_count", (("job", "rollups"),))
+    assert runs[(("outcome", "ok"), ("task", "rollups"))] == 1
+    assert runs[(("outcome", "skipped"), ("task", "rollups"))] == 1
+    assert runs[(("outcome", "failed"), ("task", "rollups"))] == 1
+    assert runs[(("outcome", "ok"), ("task", "retention"))] == 0  # shown before its first run
+    key = ("bridge_scheduler_job_duration_seconds_count", (("task", "rollups"),))
     assert samples[key] == 3
     last = [n for n, labels in samples if n.endswith("last_success_timestamp_seconds")]
     assert last == ["bridge_scheduler_job_last_success_timestamp_seconds"]  # rollups only
