@@ -16,6 +16,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from ingest.payload import DEAD_LETTER_REASONS
 from ingest.prepared import IngestStats
 
 
@@ -74,7 +75,8 @@ class IngestCollector:
             "messages dead-lettered, by reason",
             labels=["reason"],
         )
-        for reason, n in sorted(dict(s.dead_letter_reasons).items()):
+        counted = dict.fromkeys(DEAD_LETTER_REASONS, 0) | dict(s.dead_letter_reasons)
+        for reason, n in sorted(counted.items()):
             dead.add_metric([reason], n)
         yield dead
         yield s.batch_messages.family(

@@ -51,6 +51,24 @@ class Reading:
     unit: str | None
 
 
+# Every reason a message is dead-lettered for: a stable code each, shown by the ingest's
+# metrics at 0 from the start (an alert on a rate needs the series to exist). The list is
+# checked against every PayloadError raised in the code (tests/unit/test_ingest_metrics.py).
+DEAD_LETTER_REASONS = (
+    "empty",
+    "invalid_device_id",
+    "invalid_json",
+    "invalid_shape",
+    "payload_too_large",
+    "storage_error",
+    "timestamp_out_of_range",
+    "too_many_entries",
+    "too_many_readings",
+    "unprocessable",
+    "validation_error",
+)
+
+
 class PayloadError(ValueError):
     """A payload that can never be stored. ``reason`` is a stable code for the dead letter."""
 

@@ -14,9 +14,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
 
+from bridge.auth import mint
 from bridge.embedded import free_port
 from tests.helpers import BrokerInfo, wait_until
+from tests.integration.frontkit import recv_type
 from tests.integration.metrics_kit import (
     bridge_env,
     bridge_process,
@@ -26,6 +30,7 @@ from tests.integration.metrics_kit import (
     scrape,
     wait_scrapable,
 )
+from tests.unit.test_deploy_monitoring import CATALOGUE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SECRET = "metrics-test-secret-" + "m" * 40
@@ -74,6 +79,33 @@ async def test_up_shows_every_component_and_promtool_accepts_it(
         # what Prometheus asks for (OpenMetrics) is served too
         openmetrics = await asyncio.to_thread(get, front, "application/openmetrics-text")
         assert openmetrics.rstrip().endswith("# EOF")
+        # the catalogue the alert rules and the Grafana dashboard are checked against
+        # (tests/unit/test_deploy_monitoring.py) is what the processes really expose; one
+        # client message first, so the handling histogram has a series with its label
+        ws_url = front.replace("http://", "ws://").replace("/metrics", "/ws")
+        token = mint(key=SECRET, algorithm="HS256", sub="m", scopes="telemetry:read", ttl_s=60)
+        async with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+            await recv_type(ws, "connected")
+            await ws.send(json.dumps({"type": "ping"}))
+            await recv_type(ws, "pong")
+        exposed = _families(await scrape(front))
+        for name, (kind, labels) in CATALOGUE.items():
+            if name == "up":  # Prometheus's own
+                continue
+            assert name in exposed, f"{name} is in the catalogue but not exposed"
+            got_kind, got_labels = exposed[name]
+            assert got_kind == kind, (name, got_kind, kind)
+            assert got_labels == labels, (name, sorted(got_labels), sorted(labels))
+
+
+def _families(text: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """Exposed metric -> (type, label names), named as queried (counters with _total)."""
+    out: dict[str, tuple[str, frozenset[str]]] = {}
+    for family in text_string_to_metric_families(text):
+        name = family.name + "_total" if family.type == "counter" else family.name
+        labels = frozenset(key for sample in family.samples for key in sample.labels if key != "le")
+        out[name] = (family.type, labels)
+    return out
 
 
 def _query(base: str, promql: str) -> list[dict]:

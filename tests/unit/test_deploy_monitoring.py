@@ -20,8 +20,9 @@ PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "telemetry-bridge.json"
 MIGRATIONS = ROOT / "storage" / "migrations"
 
-# The metric catalogue (docs of issue 17): name -> (type, labels). To be replaced by the names
-# the running processes expose once every component registers its collector.
+# The metric catalogue: name -> (type, labels). The rules and the dashboard are checked
+# against it here; tests/integration/test_prometheus.py checks that `up` exposes exactly these
+# types and labels.
 CATALOGUE: dict[str, tuple[str, frozenset[str]]] = {
     name: (kind, frozenset(labels))
     for name, kind, labels in [
@@ -44,7 +45,7 @@ CATALOGUE: dict[str, tuple[str, frozenset[str]]] = {
         ("bridge_ingest_alerts_raised_total", "counter", ()),
         ("bridge_ingest_stream_dropped_total", "counter", ()),
         ("bridge_ingest_broker_connected", "gauge", ()),
-        # scheduler (its `job` label is stored by Prometheus as `task`)
+        # scheduler
         ("bridge_scheduler_job_duration_seconds", "histogram", ("task",)),
         ("bridge_scheduler_job_runs_total", "counter", ("task", "outcome")),
         ("bridge_scheduler_job_last_success_timestamp_seconds", "gauge", ("task",)),

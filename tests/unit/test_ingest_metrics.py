@@ -4,6 +4,8 @@ bridge/job_metrics.py)."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.job_metrics import JobMetrics
 from ingest.buckets import Buckets
 from ingest.metrics import IngestCollector
+from ingest.payload import DEAD_LETTER_REASONS
 from ingest.prepared import IngestStats
 
 
@@ -131,3 +134,21 @@ def test_job_metrics_by_job_and_outcome() -> None:
         assert samples["bridge_scheduler_rollup_lag_seconds", (("rollup", rollup),)] == 0
     with pytest.raises(ValueError):
         jobs.record("rollups", "maybe", 1.0)
+
+
+def test_every_dead_letter_reason_raised_in_the_code_is_listed() -> None:
+    """The `reason` label stays bounded and every reason shows from the start: each
+    PayloadError code in the source is in DEAD_LETTER_REASONS."""
+    root = Path(__file__).resolve().parents[2]
+    raised: set[str] = set()
+    for source in [*root.glob("ingest/*.py"), *root.glob("bridge/*.py")]:
+        for node in ast.walk(ast.parse(source.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "PayloadError"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                raised.add(node.args[0].value)
+    assert len(raised) >= 8  # the walk found the raises
+    assert raised <= set(DEAD_LETTER_REASONS), raised - set(DEAD_LETTER_REASONS)
