@@ -333,7 +333,9 @@ def _metric_checks(found: Samples, now: float) -> list[Check]:
         }
         total = int(sum(reasons.values()))
         dropped = int(max(values("bridge_ingest_dead_letters_dropped_total") or [0.0]))
-        top = ", ".join(f"{r}: {int(n)}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
+        top = ", ".join(
+            f"{r}: {int(n)}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]) if n
+        )
         detail = f"{total} since the ingest started" + (f" ({top})" if top else "")
         if dropped:
             detail += f"; {dropped} more over the per-device budget, not stored"
