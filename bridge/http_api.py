@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from bridge import __version__, dashboard, protocol, rest
+from bridge import __version__, dashboard, openapi, protocol, rest
 from bridge.auth import JwtVerifier, Principal
 from bridge.errors import http_error, json_response
 from bridge.exports import ExportSlots
@@ -169,6 +169,8 @@ class HttpApi:
             return dashboard.response(path, request)
         if path.startswith("/api/websocket/"):
             return self._o1(path)
+        if path == "/api/openapi.json":  # public, like the seed documents
+            return json_response(200, openapi.document())
         if path == "/health":
             mqtt_ok = self.hub.connected.is_set()
             db_ok = self.database_check() if self.database_check is not None else None
