@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CollectorRegistry
 from websockets.datastructures import Headers
@@ -98,7 +98,10 @@ class HttpApi:
         if path == "/api/v1/devices":
             return await rest.devices(self.pool, principal, None)
         if path.startswith("/api/v1/devices/"):
-            return await rest.devices(self.pool, principal, path.removeprefix("/api/v1/devices/"))
+            # percent-decoded, as clients encode it (encodeURIComponent turns `:` into %3A);
+            # what decodes to no device id (a `/`, invalid UTF-8) is a 404 in rest.devices
+            device_id = unquote(path.removeprefix("/api/v1/devices/"))
+            return await rest.devices(self.pool, principal, device_id)
         if path == "/api/v1/alerts":
             return await rest.alerts(self.pool, principal, query)
         if path == "/api/v1/telemetry":

@@ -131,6 +131,8 @@ def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
         param: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
         if description:
             param["description"] = description
+        if name not in required:  # `?state=` is the same as no `state` (parse_qs drops it)
+            param["allowEmptyValue"] = True
         if prop.get("type") == "array":
             param.update(style="form", explode=True)
         param["schema"] = prop

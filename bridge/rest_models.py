@@ -88,6 +88,8 @@ def validation_message(exc: ValidationError, fixed: Mapping[str, str] | None = N
     if isinstance(cause, ValueError):
         return str(cause)
     field = str(first["loc"][0]) if first["loc"] else ""
+    if first["type"] == "extra_forbidden":  # storage.query_spec's words for the same mistake
+        return f"unknown parameter {names.safe_excerpt(field)}"
     if fixed and field in fixed:
         return fixed[field]
     return f"{names.safe_excerpt(field)}: {first['msg']}" if field else first["msg"]
@@ -145,10 +147,10 @@ ALERT_PARAM_MESSAGES = {
 
 
 class AlertsParams(_Model):
-    """``GET /api/v1/alerts`` query parameters; each filter applies when given, unknown ones are
-    ignored."""
+    """`GET /api/v1/alerts` query parameters; each filter applies when given. An unknown one
+    is refused, as on /api/v1/telemetry: a misspelt filter must not widen the answer."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=False)
 
     state: Literal["active", "acknowledged", "resolved", "open"] | None = Field(
         None, description="`open`: every alert not resolved"
