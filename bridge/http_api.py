@@ -49,6 +49,16 @@ def text_response(
     return Response(status, http.HTTPStatus(status).phrase, headers, data)
 
 
+def method_not_allowed() -> Response:
+    """405 for a REST path asked with another method than GET (websockets hands every method
+    over; answering a POST or a HEAD as a GET would be wrong, a HEAD with a body too)."""
+    response = json_response(
+        405, {"error": "method_not_allowed", "message": "only GET is allowed here"}
+    )
+    response.headers["Allow"] = "GET"
+    return response
+
+
 class HttpApi:
     def __init__(
         self,
@@ -77,6 +87,8 @@ class HttpApi:
 
     # -- REST ------------------------------------------------------------------------------------
     async def rest(self, path: str, query: str, request: Request) -> Response:
+        if request.method != "GET":
+            return method_not_allowed()
         if self.pool is None:
             return json_response(503, {"error": "unavailable", "message": "no database"})
         try:
@@ -128,6 +140,8 @@ class HttpApi:
         parts = urlsplit(request.path)
         if parts.path.rstrip("/") != "/api/v1/telemetry" or self.history is None:
             return None
+        if request.method != "GET":  # rest() refuses it
+            return None
         if repeated_header(request) is not None:
             return None
         try:
@@ -173,6 +187,8 @@ class HttpApi:
         if path.startswith("/api/websocket/"):
             return self._o1(path)
         if path == "/api/openapi.json":  # public, like the seed documents
+            if request.method != "GET":
+                return method_not_allowed()
             return json_response(200, openapi.document())
         if path == "/health":
             mqtt_ok = self.hub.connected.is_set()

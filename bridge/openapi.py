@@ -82,6 +82,10 @@ _RESPONSES: dict[str, dict[str, Any]] = {
         "without authentication (BRIDGE_AUTH_REQUIRED=false), an origin not allowed"
     ),
     "NotFound": _error("`not_found`"),
+    "MethodNotAllowed": {
+        **_error("`method_not_allowed`: only GET is answered here"),
+        "headers": {"Allow": {"schema": {"type": "string", "const": "GET"}}},
+    },
     "UriTooLong": _error("`uri_too_long`: the request line is longer than 8 KiB"),
     "ValidationError": _error(
         "`validation_error`: a parameter is wrong or unknown; the message names it"
@@ -99,6 +103,7 @@ _BY_STATUS = {
     "401": "Unauthorized",
     "403": "Forbidden",
     "404": "NotFound",
+    "405": "MethodNotAllowed",
     "414": "UriTooLong",
     "422": "ValidationError",
     "431": "HeaderTooLarge",
@@ -108,7 +113,7 @@ _BY_STATUS = {
 }
 # What the server answers for any request before a handler sees it.
 _ANY = ("400", "414", "431", "500")
-_REST = (*_ANY, "401", "403", "503", "504")
+_REST = (*_ANY, "401", "403", "405", "503", "504")
 
 
 def _errors(*codes: str) -> dict[str, Any]:
@@ -290,7 +295,7 @@ def _paths() -> dict[str, Any]:
                     "description": "OpenAPI 3.1",
                     "content": {JSON: {"schema": {"type": "object"}}},
                 },
-                **_errors(*_ANY),
+                **_errors(*_ANY, "405"),
             },
             tags=["operations"],
             operation_id="openapi",

@@ -3,6 +3,8 @@ an answer other than the documented one."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import orjson
 import pytest
@@ -47,6 +49,32 @@ async def test_a_percent_encoded_device_id_names_the_same_device(
     for path in ("/api/v1/devices/pump%2F7", "/api/v1/devices/pump%007", "/api/v1/devices/%ZZ"):
         status, body = await get(stack, path, token)
         assert status == 404 and body["error"] == "not_found", (path, body)
+
+
+async def test_rest_answers_only_get(stack: Stack) -> None:
+    # websockets hands over any method: a POST, DELETE or HEAD used to be answered as a GET
+    token = stack.token(scope="admin")
+    paths = (
+        "/api/v1/devices",
+        "/api/v1/devices/d1",
+        "/api/v1/alerts",
+        "/api/v1/telemetry?device_id=d1",
+        "/api/v1/telemetry?device_id=d1&format=csv",
+        "/api/openapi.json",
+    )
+    for method in ("POST", "PUT", "DELETE", "PATCH", "HEAD"):
+        for path in paths:
+            reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
+            writer.write(
+                f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                "Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
+            )
+            data = await reader.read()
+            writer.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 405 "), (method, path, head)
+            assert b"\r\nAllow: GET\r\n" in head, (method, path, head)
+            assert orjson.loads(body)["error"] == "method_not_allowed", (method, path)
 
 
 async def test_the_openapi_document_is_served_without_a_token(stack: Stack) -> None:
