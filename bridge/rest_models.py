@@ -150,7 +150,7 @@ class AlertsParams(_Model):
     """`GET /api/v1/alerts` query parameters; each filter applies when given. An unknown one
     is refused, as on /api/v1/telemetry: a misspelt filter must not widen the answer."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False)
 
     state: Literal["active", "acknowledged", "resolved", "open"] | None = Field(
         None, description="`open`: every alert not resolved"
