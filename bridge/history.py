@@ -19,20 +19,22 @@ import asyncpg
 
 from bridge.auth import Principal
 from bridge.protocol import ClientError
+from bridge.rest_models import TelemetryPage, TelemetrySeries, telemetry_params
 from bridge.subscriptions import Selector
 from ingest.names import safe_excerpt
 from ingest.wire import iso_ms, stored_alert, stored_reading, stored_status
 from storage.history import alerts_since, clock, readings_since, status_events_since
-from storage.query_spec import QueryError, TelemetryQuery, parse_query
+from storage.query_spec import QueryError, TelemetryQuery
 from storage.telemetry import Page, run_query, stream_rows
 
 Event = tuple[tuple[str, ...], dict[str, Any]]
 
 
 def checked_query(principal: Principal, params: Mapping[str, Any]) -> TelemetryQuery:
-    """Parse and authorise; 422 for a bad parameter, 403 for what the token does not allow."""
+    """Parse (bridge.rest_models.TelemetryParams) and authorise; 422 for a bad parameter, 403
+    for what the token does not allow."""
     try:
-        query = parse_query(params, datetime.now(UTC))
+        query = telemetry_params(params)
     except QueryError as exc:
         raise ClientError(422, "validation_error", str(exc)) from None
     if not principal.has("telemetry:read"):
@@ -44,23 +46,27 @@ def checked_query(principal: Principal, params: Mapping[str, Any]) -> TelemetryQ
 
 
 def page_body(query: TelemetryQuery, page: Page) -> dict[str, Any]:
-    return {
-        "series": [
-            {
-                "device_id": s.device_id,
-                "metric": s.metric,
-                "points": [[iso_ms(ts), value] for ts, value in s.points],
-            }
-            for s in page.series
-        ],
-        "count": page.count,
-        "truncated": page.next_cursor is not None,
-        "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
-        "from": iso_ms(query.start),
-        "to": iso_ms(query.end),
-        "bucket": query.bucket_s,
-        "agg": query.agg if query.bucket is not None else None,
-    }
+    """One page as JSON-ready values, built through its model (bridge.rest_models)."""
+    body = TelemetryPage.model_validate(
+        {
+            "series": [
+                TelemetrySeries(
+                    device_id=s.device_id,
+                    metric=s.metric,
+                    points=[(iso_ms(ts), value) for ts, value in s.points],
+                )
+                for s in page.series
+            ],
+            "count": page.count,
+            "truncated": page.next_cursor is not None,
+            "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
+            "from": iso_ms(query.start),
+            "to": iso_ms(query.end),
+            "bucket": query.bucket_s,
+            "agg": query.agg if query.bucket is not None else None,
+        }
+    )
+    return body.model_dump(mode="json", by_alias=True)
 
 
 CSV_HEADER = ("device_id", "metric", "ts", "value")

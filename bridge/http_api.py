@@ -16,13 +16,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CollectorRegistry
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from bridge import __version__, dashboard, protocol, rest
+from bridge import __version__, dashboard, openapi, protocol, rest
 from bridge.auth import AUTH_FAILURE_REASONS, JwtVerifier, Principal
 from bridge.errors import http_error, json_response
 from bridge.exports import ExportSlots
@@ -49,6 +49,22 @@ def text_response(
     data = text.encode()
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data)))])
     return Response(status, http.HTTPStatus(status).phrase, headers, data)
+
+
+def method_not_allowed() -> Response:
+    """405 for a REST path asked with another method than GET (websockets hands every method
+    over; answering a POST or a HEAD as a GET would be wrong, a HEAD with a body too)."""
+    response = json_response(
+        405, {"error": "method_not_allowed", "message": "only GET is allowed here"}
+    )
+    response.headers["Allow"] = "GET"
+    return response
+
+
+def method(request: Request) -> str:
+    """The request's method. websockets 15 and newer hand every method over (older ones
+    refused all but GET before this code ran, and their Request has no ``method``)."""
+    return getattr(request, "method", "GET")
 
 
 class HttpApi:
@@ -89,6 +105,8 @@ class HttpApi:
 
     # -- REST ------------------------------------------------------------------------------------
     async def rest(self, path: str, query: str, request: Request) -> Response:
+        if method(request) != "GET":
+            return method_not_allowed()
         if self.pool is None:
             return json_response(503, {"error": "unavailable", "message": "no database"})
         try:
@@ -110,7 +128,10 @@ class HttpApi:
         if path == "/api/v1/devices":
             return await rest.devices(self.pool, principal, None)
         if path.startswith("/api/v1/devices/"):
-            return await rest.devices(self.pool, principal, path.removeprefix("/api/v1/devices/"))
+            # percent-decoded, as clients encode it (encodeURIComponent turns `:` into %3A);
+            # what decodes to no device id (a `/`, invalid UTF-8) is a 404 in rest.devices
+            device_id = unquote(path.removeprefix("/api/v1/devices/"))
+            return await rest.devices(self.pool, principal, device_id)
         if path == "/api/v1/alerts":
             return await rest.alerts(self.pool, principal, query)
         if path == "/api/v1/telemetry":
@@ -136,6 +157,8 @@ class HttpApi:
         export over its budget (bridge.exports) is answered at once with 429/503."""
         parts = urlsplit(request.path)
         if parts.path.rstrip("/") != "/api/v1/telemetry" or self.history is None:
+            return None
+        if method(request) != "GET":  # rest() refuses it
             return None
         if repeated_header(request) is not None:
             return None
@@ -177,10 +200,14 @@ class HttpApi:
             return http_error(exc, f"GET {path}")
 
     def _http(self, path: str, request: Request) -> Response:
+        if method(request) != "GET":  # every plain HTTP answer here is a read
+            return method_not_allowed()
         if dashboard.is_dashboard_path(path):  # a plain GET /: the page (with Upgrade: /ws)
             return dashboard.response(path, request)
         if path.startswith("/api/websocket/"):
             return self._o1(path)
+        if path == "/api/openapi.json":  # public, like the seed documents
+            return json_response(200, openapi.document())
         if path == "/health":
             mqtt_ok = self.hub.connected.is_set()
             db_ok = self.database_check() if self.database_check is not None else None

@@ -1,30 +1,37 @@
 """Read-only REST endpoints with Bearer JWT (PROTOCOL.md section 6): devices and alerts.
 
 Same scope and ``devices`` rules as the WebSocket: ``devices:read`` for devices,
-``alerts:read`` for alerts, and only devices the token may see.
+``alerts:read`` for alerts, and only devices the token may see. Parameters are validated and
+answers built through the models of bridge/rest_models.py, which are also the published
+schema (bridge/openapi.py).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
 import asyncpg
+from pydantic import ValidationError
 
 from bridge.auth import AuthError, JwtVerifier, Principal
 from bridge.protocol import ClientError
+from bridge.rest_models import (
+    ALERT_PARAM_MESSAGES,
+    Alert,
+    AlertList,
+    AlertsParams,
+    DeviceDetail,
+    DeviceList,
+    DeviceSummary,
+    LatestValue,
+    validation_message,
+)
 from ingest import names
-from ingest.wire import iso_ms
 from storage.alerts import find_alerts
 from storage.devices import device_latest, get_device, list_devices
-from storage.query_spec import QueryError, parse_time
 
 MAX_ROWS = 1000
-
-
-def _iso(value: Any) -> Any:
-    return iso_ms(value) if isinstance(value, datetime) else value
 
 
 def authenticate(verifier: JwtVerifier | None, authorization: str | None, now: float) -> Principal:
@@ -61,18 +68,9 @@ def query_params(raw: str) -> dict[str, Any]:
     return out
 
 
-def _time(params: dict[str, str], key: str) -> datetime | None:
-    """The telemetry query's time rules and bounds, so a year-1 or 5,000-digit time is a 422
-    here too."""
-    if key not in params:
-        return None
-    try:
-        return parse_time(params[key], key, datetime.now(UTC))
-    except QueryError as exc:
-        raise ClientError(422, "validation_error", str(exc)) from None
-
-
-async def devices(pool: asyncpg.Pool, principal: Principal, device_id: str | None) -> Any:
+async def devices(
+    pool: asyncpg.Pool, principal: Principal, device_id: str | None
+) -> dict[str, Any]:
     if not principal.has("devices:read"):
         raise ClientError(403, "forbidden", "the token lacks the scope devices:read")
     if device_id is not None:
@@ -82,49 +80,45 @@ async def devices(pool: asyncpg.Pool, principal: Principal, device_id: str | Non
         if row is None:
             raise ClientError(404, "not_found", "no such device")
         latest = await device_latest(pool, device_id)
-        out = {k: _iso(v) for k, v in dict(row).items()}
-        out["latest"] = {
-            r["metric"]: {"value": r["value"], "unit": r["unit"], "timestamp": _iso(r["ts"])}
-            for r in latest
-        }
-        return out
+        detail = DeviceDetail.model_validate(
+            {
+                **dict(row),
+                "latest": {
+                    r["metric"]: LatestValue(value=r["value"], unit=r["unit"], timestamp=r["ts"])
+                    for r in latest
+                },
+            }
+        )
+        return detail.model_dump(mode="json")
     rows = await list_devices(pool, MAX_ROWS * 10)
-    visible = [
-        {k: _iso(v) for k, v in dict(r).items()} for r in rows if principal.sees(r["device_id"])
-    ]
-    return {
-        "devices": visible[:MAX_ROWS],
-        "count": len(visible[:MAX_ROWS]),
-        "truncated": len(visible) > MAX_ROWS,
-    }
+    visible = [r for r in rows if principal.sees(r["device_id"])]
+    shown = [DeviceSummary.model_validate(dict(r)) for r in visible[:MAX_ROWS]]
+    body = DeviceList(devices=shown, count=len(shown), truncated=len(visible) > MAX_ROWS)
+    return body.model_dump(mode="json")
 
 
-async def alerts(pool: asyncpg.Pool, principal: Principal, query: str) -> Any:
+def alerts_params(query: str) -> AlertsParams:
+    """The alert filters of a query string; 422 with the words clients know."""
+    try:
+        return AlertsParams.model_validate(_query(query))
+    except ValidationError as exc:
+        message = validation_message(exc, ALERT_PARAM_MESSAGES)
+        raise ClientError(422, "validation_error", message) from None
+
+
+async def alerts(pool: asyncpg.Pool, principal: Principal, query: str) -> dict[str, Any]:
     if not principal.has("alerts:read"):
         raise ClientError(403, "forbidden", "the token lacks the scope alerts:read")
-    params = _query(query)
-    state, severity, device = params.get("state"), params.get("severity"), params.get("device_id")
-    if state is not None and state not in ("active", "acknowledged", "resolved", "open"):
-        raise ClientError(422, "validation_error", "state: active, acknowledged, resolved or open")
-    if severity is not None and severity not in names.SEVERITIES:
-        raise ClientError(
-            422, "validation_error", f"severity: one of {', '.join(names.SEVERITIES)}"
-        )
-    if device is not None and not names.is_device_id(device):
-        raise ClientError(422, "validation_error", "device_id: not a valid device id")
-    start, end = _time(params, "from"), _time(params, "to")
-    if start and end and start > end:
-        raise ClientError(422, "validation_error", "from is after to")
+    params = alerts_params(query)
     rows = await find_alerts(
         pool,
-        state=state,
-        severity=severity,
-        device_id=device,
-        start=start,
-        end=end,
+        state=params.state,
+        severity=params.severity,
+        device_id=params.device_id,
+        start=params.from_,
+        end=params.to,
         limit=MAX_ROWS * 10,
     )
-    visible = [
-        {k: _iso(v) for k, v in dict(r).items()} for r in rows if principal.sees(r["device_id"])
-    ][:MAX_ROWS]
-    return {"alerts": visible, "count": len(visible)}
+    visible = [r for r in rows if principal.sees(r["device_id"])][:MAX_ROWS]
+    shown = [Alert.model_validate(dict(r)) for r in visible]
+    return AlertList(alerts=shown, count=len(shown)).model_dump(mode="json")
