@@ -331,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
                     topic_prefix=settings.mqtt_topic_prefix,
                 )
             )
-            return 1 if summary["unacked"] else 0
+            if summary["interrupted"]:
+                return 0  # Ctrl-C is how a run without --count/--duration ends
+            return 1 if summary["unacked"] or summary["failed_processes"] else 0
     except (ConfigError, EmbeddedError, ValueError, OSError) as exc:
         _report_error(str(exc), settings.log_format)
         return 2
