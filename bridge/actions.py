@@ -33,7 +33,12 @@ class FrontActions:
         self.topics = topics
         self.stream = stream
 
-    async def ack_alert(self, alert_id: Any, principal: Principal) -> dict[str, Any]:
+    async def ack_alert(
+        self, alert_id: Any, principal: Principal, note: str | None = None
+    ) -> dict[str, Any]:
+        """Acknowledge an active alert and announce it on the alert's stream topic, so every
+        live dashboard sees it (the WebSocket ``ack_alert`` and ``telemetry-bridge alerts
+        ack`` both come here)."""
         if not principal.has("alerts:write"):
             raise ClientError(403, "forbidden", "the token lacks the scope alerts:write")
         if not isinstance(alert_id, str) or not 0 < len(alert_id) <= 64:
@@ -41,7 +46,7 @@ class FrontActions:
         existing = await store.get_alert(self.pool, alert_id)
         if existing is None or not principal.sees(existing["device_id"]):
             raise ClientError(404, "not_found", "no such alert")  # same answer: no probing
-        row = await store.acknowledge(self.pool, alert_id, principal.sub)
+        row = await store.acknowledge(self.pool, alert_id, principal.sub, note)
         if row is None:
             raise ClientError(409, "conflict", f"the alert is {existing['state']}, not active")
         alert = alert_from_row(row)

@@ -11,7 +11,16 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bridge import __version__, device_credentials, doctor, query_cli, rules_cli, supervisor
+from bridge import (
+    __version__,
+    alerts_cli,
+    dead_letters_cli,
+    device_credentials,
+    doctor,
+    query_cli,
+    rules_cli,
+    supervisor,
+)
 from bridge.app import (
     ConfigError,
     run_ingest,
@@ -127,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
 
     rules_cli.add_parser(sub)
     query_cli.add_parser(sub)
+    alerts_cli.add_parser(sub)
+    dead_letters_cli.add_parser(sub)
     device_credentials.add_parser(sub)
 
     sub.add_parser(
@@ -200,6 +211,11 @@ def _database_url(settings: Settings) -> str:
     return url
 
 
+def _mqtt_url(settings: Settings) -> str:
+    """The broker: configured, else the running `up`'s, else the local default."""
+    return settings.mqtt_url or _from_running_up(settings, "mqtt_url") or "mqtt://127.0.0.1:1883"
+
+
 def _from_running_up(settings: Settings, key: str) -> str | None:
     runtime = read_runtime(settings.state_dir)
     return str(runtime[key]) if runtime and runtime.get(key) else None
@@ -270,6 +286,14 @@ def main(argv: list[str] | None = None) -> int:
             print(asyncio.run(rules_cli.run(args, _database_url(settings))))
         elif args.command == "query":
             return asyncio.run(query_cli.run(args, _database_url(settings)))
+        elif args.command == "alerts":
+            return asyncio.run(
+                alerts_cli.run(
+                    args, _database_url(settings), _mqtt_url(settings), settings.mqtt_topic_prefix
+                )
+            )
+        elif args.command == "dead-letters":
+            return asyncio.run(dead_letters_cli.run(args, _database_url(settings)))
         elif args.command == "add-device":
             password = device_credentials.add_device(
                 args.device_id,
@@ -293,14 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "simulate":
             from bridge.simulate import SimulateConfig, run
 
-            url = (
-                settings.mqtt_url
-                or _from_running_up(settings, "mqtt_url")
-                or "mqtt://127.0.0.1:1883"
-            )
             summary = run(
                 SimulateConfig(
-                    mqtt_url=url,
+                    mqtt_url=_mqtt_url(settings),
                     devices=args.devices,
                     rate=args.rate,
                     metrics=args.metrics,
@@ -312,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
                     topic_prefix=settings.mqtt_topic_prefix,
                 )
             )
-            return 1 if summary["unacked"] else 0
+            if summary["interrupted"]:
+                return 0  # Ctrl-C is how a run without --count/--duration ends
+            return 1 if summary["unacked"] or summary["failed_processes"] else 0
     except (ConfigError, EmbeddedError, ValueError, OSError) as exc:
         _report_error(str(exc), settings.log_format)
         return 2

@@ -14,11 +14,15 @@ from typing import Any, TextIO
 
 import orjson
 
+from bridge import console
 from bridge.history import csv_chunk, page_body
 from ingest.wire import iso_ms
 from storage.pool import connect
-from storage.query_spec import QueryError, parse_query
+from storage.query_spec import QueryError, TelemetryQuery, parse_query
 from storage.telemetry import run_query, stream_rows
+from storage.units import latest_units
+
+TABLE_COLUMNS = ("device_id", "metric", "ts", "value", "unit")
 
 
 def add_parser(sub: Any) -> None:
@@ -41,15 +45,21 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--limit", type=int, help="rows per JSON page (CSV/table: everything)")
     q.add_argument("--cursor", help="next_cursor of the previous JSON page")
     q.add_argument("--source", choices=("auto", "raw", "rollup"), help=argparse.SUPPRESS)
-    q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    q.add_argument(
+        "--format",
+        choices=console.FORMATS,
+        default="table",
+        help="table (values rounded, with units; the default), csv or json (exact values)",
+    )
 
 
 def join_time_options(argv: list[str]) -> list[str]:
-    """``--from -1h`` -> ``--from=-1h``: argparse would take ``-1h`` for an option."""
+    """``--from -1h`` -> ``--from=-1h`` (also ``--to``, ``--since``): argparse would take
+    ``-1h`` for an option."""
     out: list[str] = []
     i = 0
     while i < len(argv):
-        if argv[i] in ("--from", "--to") and i + 1 < len(argv):
+        if argv[i] in ("--from", "--to", "--since") and i + 1 < len(argv):
             out.append(f"{argv[i]}={argv[i + 1]}")
             i += 2
         else:
@@ -87,20 +97,49 @@ async def run(args: argparse.Namespace, database_url: str, out: TextIO = sys.std
             out.write(orjson.dumps(page_body(query, page), option=orjson.OPT_INDENT_2).decode())
             out.write("\n")
             return 0
-        header = True
-        async for rows in stream_rows(conn, query):
-            if args.format == "csv":
+        if args.format == "csv":
+            header = True
+            async for rows in stream_rows(conn, query):
                 out.write(csv_chunk(rows, header).decode())
-            else:
-                if header:
-                    out.write(f"{'device_id':<24} {'metric':<20} {'ts':<24} value\n")
-                for device, metric, ts, value in rows:
-                    out.write(f"{device:<24} {metric:<20} {iso_ms(ts):<24} {value}\n")
-            header = False
-        if header and args.format == "csv":
-            out.write(csv_chunk([], True).decode())
-        elif header:
+                header = False
+            if header:
+                out.write(csv_chunk([], True).decode())
+            return 0
+        if not await _print_table(conn, query, out):
             print("no data in the range", file=sys.stderr)
         return 0
     finally:
         await conn.close()
+
+
+Row = tuple[str, str, datetime, float | None]
+
+
+def table_rows(
+    rows: list[Row], units: dict[tuple[str, str], str], *, counts: bool
+) -> list[tuple[str, str, str, str, str]]:
+    """Rows as shown: values rounded by magnitude (counts as integers), with their unit."""
+    fmt = console.format_count if counts else console.format_value
+    return [
+        (device, metric, iso_ms(ts), fmt(value), "" if counts else units.get((device, metric), ""))
+        for device, metric, ts, value in rows
+    ]
+
+
+async def _print_table(conn: Any, query: TelemetryQuery, out: TextIO) -> bool:
+    """Stream the answer as tables of one fetched chunk each (memory stays flat); the column
+    widths only grow, so the chunks line up. Whether there was a row."""
+    units = await latest_units(conn, list(query.devices))
+    counts = query.bucket is not None and query.agg == "count"
+    widths = {"device_id": max(map(len, query.devices)), "ts": 24, "value": 8}
+    first = True
+    async for rows in stream_rows(conn, query):
+        shown = table_rows(rows, units, counts=counts)
+        for name, i in (("metric", 1), ("value", 3), ("unit", 4)):
+            widths[name] = max(widths.get(name, len(name)), *(len(r[i]) for r in shown))
+        t = console.table(TABLE_COLUMNS, right=("value",), show_header=first, widths=widths)
+        for row in shown:
+            t.add_row(*row)
+        console.print_table(out, t)
+        first = False
+    return not first

@@ -7,10 +7,12 @@ ingest reloads its rules within about a second, without a restart.
 from __future__ import annotations
 
 import argparse
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from bridge import console
 from ingest.rule_rows import new_rule_id, rule_row
 from ingest.rules import Rule, RuleError
 from storage.alerts import (
@@ -73,6 +75,31 @@ def _row(fields: dict[str, Any]) -> dict[str, Any]:
     return rule_row(fields, RULE_COLUMNS)
 
 
+def _table(rules: list[dict[str, Any]]) -> str:
+    """The rules as a table for a terminal (a pipe keeps one line per rule, for grep)."""
+    t = console.table(
+        ("rule_id", "metric", "condition", "threshold", "clear", "for_s", "severity", "devices"),
+        right=("threshold", "clear", "for_s"),
+    )
+    for r in rules:
+        high = r["threshold_high"]
+        t.add_row(
+            r["rule_id"] + ("" if r["enabled"] else " (disabled)"),
+            r["metric"],
+            r["condition"],
+            console.format_value(r["threshold"])
+            + ("" if high is None else ".." + console.format_value(high)),
+            console.format_value(r["clear_threshold"]),
+            console.format_value(r["for_s"]),
+            r["severity"],
+            ",".join(r["devices"]),
+        )
+    con = console.console_for(sys.stdout)
+    with con.capture() as captured:
+        con.print(t)
+    return captured.get().rstrip("\n")
+
+
 async def run(args: argparse.Namespace, database_url: str) -> str:
     conn = await connect(database_url)
     try:
@@ -80,6 +107,8 @@ async def run(args: argparse.Namespace, database_url: str) -> str:
             rules = await load_rules(conn)
             if not rules:
                 return "no rules"
+            if console.is_terminal(sys.stdout):
+                return _table(rules)
             return "\n".join(
                 f"{r['rule_id']}: {r['metric']} {r['condition']} {r['threshold']:g}"
                 f"{'' if r['threshold_high'] is None else '..' + format(r['threshold_high'], 'g')}"

@@ -1,8 +1,10 @@
 """A realistic device fleet: N devices, several metrics per message, QoS 1, PUBACKs awaited.
 
 Each worker process owns a slice of the fleet and one MQTT connection (a gateway), paces its
-messages evenly to the requested rate, and counts PUBACKs. One Python publisher manages only a
-few thousand QoS 1 messages/s, so ``--processes`` spreads big fleets over several.
+messages evenly to the requested rate, and counts what it sent and what the broker
+acknowledged in counters shared with the parent, which shows the progress. One Python
+publisher manages only a few thousand QoS 1 messages/s, so ``--processes`` spreads big fleets
+over several.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import random
+import signal
 import sys
 import threading
 import time
@@ -21,6 +24,7 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bridge.simulate_report import Report, Totals
 from ingest.mqtt import MqttEndpoint, set_nodelay
 from ingest.topics import Topics
 from ingest.wire import iso_ms
@@ -91,79 +95,138 @@ class Fleet:
         return orjson.dumps({"ts": iso_ms(now), "values": out})
 
 
+# The slots of a worker's shared counters. Each slot has one writer (the worker's loop, its
+# network thread, or the parent for STOP), so plain stores without a lock are exact.
+SENT, ACKED, ERRORS, CONNECTED, STOP = range(5)
+LOST, UP, DONE = 0, 1, 2  # the states in slot CONNECTED
+STOP_ACK_WAIT_S = 1.0  # Ctrl-C: how long the PUBACKs of sent messages are still awaited
+END_ACK_WAIT_S = 30.0  # the end of a run: every PUBACK is awaited this long
+MAX_CATCH_UP_S = 1.0  # after a stall, publish at most this much of the schedule at once
+
+
 def _worker(cfg: SimulateConfig, device_ids: list[str], quota: int | None, counters: Any) -> None:
-    """Publish for ``device_ids`` until the quota, the duration or a stop; then await PUBACKs."""
+    """Publish for ``device_ids`` until the quota, the duration or a stop; then await PUBACKs.
+
+    Every message counts in the shared counters at once (sent by this loop, acked by paho's
+    network thread), so the parent's progress is true from the first second. Ctrl-C is the
+    parent's business (it sets STOP): a worker that also took the SIGINT would wait out its
+    PUBACKs on its own schedule."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     endpoint = MqttEndpoint.from_url(cfg.mqtt_url)
     topics = Topics(cfg.topic_prefix)
     rng = random.Random(None if cfg.seed is None else cfg.seed + hash(device_ids[0]) % 1000)
     fleet = Fleet(device_ids, cfg.metrics, rng)
-    acked = 0
-    ack_lock = threading.Lock()
     connected = threading.Event()
 
     def on_publish(_c: Any, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
-        nonlocal acked
-        with ack_lock:
-            acked += 1
+        counters[ACKED] += 1
 
     def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         if not rc.is_failure:
+            counters[CONNECTED] = UP
             connected.set()
+
+    def on_disconnect(_c: Any, _u: Any, _f: Any, _rc: Any, _p: Any) -> None:
+        if counters[CONNECTED] == UP:  # not our own disconnect at the end (DONE)
+            counters[CONNECTED] = LOST
 
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=endpoint.paho_protocol)
     if endpoint.username:
         client.username_pw_set(endpoint.username, endpoint.password)
     client.on_publish = on_publish
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
-    client.connect(endpoint.host, endpoint.port, keepalive=30)
+    client.reconnect_delay_set(min_delay=1, max_delay=2)
+    try:
+        client.connect(endpoint.host, endpoint.port, keepalive=30)
+    except OSError as exc:
+        print(f"simulate: cannot connect to {endpoint.redacted()}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     set_nodelay(client)
     client.loop_start()
     if not connected.wait(10):
-        raise SystemExit(f"simulate: could not connect to {endpoint.redacted()}")
+        print(f"simulate: no answer from {endpoint.redacted()}", file=sys.stderr)
+        raise SystemExit(1)
 
-    per_second = cfg.rate * len(device_ids)
+    interval = 1.0 / (cfg.rate * len(device_ids))
     start = time.monotonic()
     end = start + cfg.duration_s if cfg.duration_s else math.inf
     sent = 0
     idx = 0
-    try:
-        while (quota is None or sent < quota) and time.monotonic() < end:
-            # Pace to the schedule; never run more than max_unacked ahead of the broker.
-            due = start + sent / per_second
-            now_m = time.monotonic()
-            if due > now_m:
-                time.sleep(min(due - now_m, 0.05))
-                continue
-            if sent - acked > cfg.max_unacked:
-                time.sleep(0.001)
-                continue
-            device = device_ids[idx]
-            idx = (idx + 1) % len(device_ids)
-            client.publish(
-                topics.device_telemetry(device),
-                fleet.message(device, datetime.now(UTC)),
-                qos=cfg.qos,
+    while (quota is None or sent < quota) and not counters[STOP]:
+        # Each message at its own time on an even schedule: a steady stream, not a burst
+        # each second. After a stall (a lost broker, a full window) the schedule restarts
+        # from now rather than firing everything missed at once.
+        now_m = time.monotonic()
+        if now_m >= end:
+            break
+        due = start + sent * interval
+        if due > now_m:
+            time.sleep(min(due - now_m, 0.05))
+            continue
+        if now_m - due > MAX_CATCH_UP_S:
+            start = now_m - sent * interval
+        if cfg.qos and sent - counters[ACKED] > cfg.max_unacked:
+            time.sleep(0.005)
+            continue
+        device = device_ids[idx]
+        idx = (idx + 1) % len(device_ids)
+        info = client.publish(
+            topics.device_telemetry(device),
+            fleet.message(device, datetime.now(UTC)),
+            qos=cfg.qos,
+        )
+        # QoS 1 without a connection is queued by paho and sent after the reconnect
+        if info.rc != paho.MQTT_ERR_SUCCESS and not (cfg.qos and info.rc == paho.MQTT_ERR_NO_CONN):
+            counters[ERRORS] += 1
+        sent += 1
+        counters[SENT] = sent
+    wait = STOP_ACK_WAIT_S if counters[STOP] else END_ACK_WAIT_S
+    deadline = time.monotonic() + wait
+    while cfg.qos and counters[ACKED] < sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    counters[CONNECTED] = DONE
+    client.disconnect()
+    client.loop_stop()
+
+
+def _totals(counters: list[Any]) -> Totals:
+    return Totals(
+        sent=sum(c[SENT] for c in counters),
+        acked=sum(c[ACKED] for c in counters),
+        errors=sum(c[ERRORS] for c in counters),
+    )
+
+
+class _BrokerWatch:
+    """Says when a worker that was connected lost its broker, and when all are back."""
+
+    def __init__(self, report: Report, where: str) -> None:
+        self.report = report
+        self.where = where
+        self.was_up: set[int] = set()
+        self.lost = False
+
+    def check(self, counters: list[Any]) -> None:
+        up = {i for i, c in enumerate(counters) if c[CONNECTED] == UP}
+        down = {i for i in self.was_up if counters[i][CONNECTED] == LOST}
+        if down and not self.lost:
+            self.lost = True
+            self.report.say(
+                f"simulate: warning: lost the broker at {self.where}; reconnecting "
+                "(QoS 1 messages wait for it)"
             )
-            sent += 1
-            if sent % 200 == 0:
-                counters[0] += 200
-                counters[1] = acked if cfg.qos else sent
-    except KeyboardInterrupt:
-        pass
-    finally:
-        deadline = time.monotonic() + 30
-        while cfg.qos and acked < sent and time.monotonic() < deadline:
-            time.sleep(0.01)
-        counters[0] += sent % 200
-        counters[1] = acked if cfg.qos else sent
-        client.disconnect()
-        client.loop_stop()
+        elif self.lost and not down:
+            self.lost = False
+            self.report.say(f"simulate: the broker at {self.where} is back")
+        self.was_up |= up
 
 
 def run(cfg: SimulateConfig, out: Any = sys.stdout, progress: Any = sys.stderr) -> dict[str, Any]:
-    """Run the fleet; print progress every 2 s and one summary line. Returns the summary."""
+    """Run the fleet with progress on ``progress`` and one summary line on ``out``; Ctrl-C
+    stops it within about a second. Returns the summary."""
     if not 1 <= cfg.metrics <= MAX_METRICS:
         raise ValueError(f"--metrics must be between 1 and {MAX_METRICS}")
     if cfg.devices < 1 or cfg.rate <= 0 or cfg.processes < 1:
@@ -175,59 +238,73 @@ def run(cfg: SimulateConfig, out: Any = sys.stdout, progress: Any = sys.stderr) 
     if cfg.count is not None:
         quotas = [cfg.count // procs + (1 if i < cfg.count % procs else 0) for i in range(procs)]
     ctx = mp.get_context("fork")
-    counters = [ctx.Array("q", 2, lock=False) for _ in range(procs)]  # [sent, acked]
+    counters = [ctx.Array("q", 5, lock=False) for _ in range(procs)]
     workers = [
         ctx.Process(target=_worker, args=(cfg, s, q, c), daemon=True)
         for s, q, c in zip(slices, quotas, counters, strict=True)
     ]
+    where = MqttEndpoint.from_url(cfg.mqtt_url).redacted()
     started = time.monotonic()
     for w in workers:
         w.start()
     print(
         f"simulate: {cfg.devices} devices x {cfg.metrics} metrics, {cfg.rate:g} msg/s each "
-        f"({cfg.devices * cfg.rate:g} msg/s), QoS {cfg.qos}, {procs} process(es) -> "
-        f"{MqttEndpoint.from_url(cfg.mqtt_url).redacted()}",
+        f"({cfg.devices * cfg.rate:g} msg/s), QoS {cfg.qos}, {procs} process(es) -> {where}",
         file=progress,
         flush=True,
     )
-    last_report = started
+    report = Report(progress, cfg.metrics)
+    watch = _BrokerWatch(report, where)
+    interrupted = False
     try:
         while any(w.is_alive() for w in workers):
-            time.sleep(0.2)
-            now = time.monotonic()
-            if now - last_report >= 2:
-                last_report = now
-                sent = sum(c[0] for c in counters)
-                acked = sum(c[1] for c in counters)
-                print(
-                    f"  {now - started:6.1f}s sent {sent:,} messages ({sent * cfg.metrics:,} "
-                    f"readings), acked {acked:,}, {sent / (now - started):,.0f} msg/s",
-                    file=progress,
-                    flush=True,
-                )
+            time.sleep(0.1)
+            watch.check(counters)
+            report.update(time.monotonic() - started, _totals(counters))
     except KeyboardInterrupt:
-        for w in workers:
-            w.join(35)
-    for w in workers:
-        w.join()
+        interrupted = True
+        for c in counters:
+            c[STOP] = 1
+    finally:
+        report.close()
+    _join(workers, STOP_ACK_WAIT_S + 2 if interrupted else END_ACK_WAIT_S + 5)
     elapsed = time.monotonic() - started
-    sent = sum(c[0] for c in counters)
-    acked = sum(c[1] for c in counters)
+    totals = _totals(counters)
+    failed = sum(1 for w in workers if w.exitcode not in (0, None))
     summary = {
         "devices": cfg.devices,
         "metrics": cfg.metrics,
-        "messages_sent": sent,
-        "messages_acked": acked,
-        "readings_sent": sent * cfg.metrics,
+        "messages_sent": totals.sent,
+        "messages_acked": totals.acked,
+        "readings_sent": totals.sent * cfg.metrics,
+        "errors": totals.errors,
         "seconds": round(elapsed, 2),
-        "messages_per_s": round(sent / elapsed, 1) if elapsed else 0.0,
-        "unacked": sent - acked,
+        "messages_per_s": round(totals.sent / elapsed, 1) if elapsed else 0.0,
+        "unacked": totals.sent - totals.acked if cfg.qos else 0,
+        "interrupted": interrupted,
+        "failed_processes": failed,
     }
     print(
-        f"simulate: sent {sent:,} messages ({sent * cfg.metrics:,} readings) from "
-        f"{cfg.devices} devices in {elapsed:.1f}s ({summary['messages_per_s']:,} msg/s); "
-        f"acked {acked:,}, unacked {sent - acked:,}",
+        f"simulate: {'stopped; ' if interrupted else ''}sent {totals.sent:,} messages "
+        f"({totals.sent * cfg.metrics:,} readings) from {cfg.devices} devices in "
+        f"{elapsed:.1f}s ({summary['messages_per_s']:,} msg/s); acked {totals.acked:,}, "
+        f"unacked {summary['unacked']:,}, errors {totals.errors:,}",
         file=out,
         flush=True,
     )
     return summary
+
+
+def _join(workers: list[Any], timeout: float) -> None:
+    """Wait for the workers; one that does not finish in time is terminated (a second
+    Ctrl-C while waiting does the same at once)."""
+    deadline = time.monotonic() + timeout
+    try:
+        for w in workers:
+            w.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
+    for w in workers:
+        if w.is_alive():
+            w.terminate()
+            w.join(5)

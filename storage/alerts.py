@@ -146,15 +146,17 @@ async def open_alerts(conn: asyncpg.Connection) -> list[dict[str, Any]]:
 
 
 async def acknowledge(
-    conn: asyncpg.Connection | asyncpg.Pool, alert_id: str, by: str
+    conn: asyncpg.Connection | asyncpg.Pool, alert_id: str, by: str, note: str | None = None
 ) -> dict[str, Any] | None:
-    """active -> acknowledged; None when there is no such active alert."""
+    """active -> acknowledged (with an optional note); None when there is no such active
+    alert."""
     row = await conn.fetchrow(
         "UPDATE alerts SET state = 'acknowledged', acknowledged_at = now(), "
-        "acknowledged_by = $2, updated_at = now() "
+        "acknowledged_by = $2, acknowledged_note = $3, updated_at = now() "
         "WHERE alert_id = $1 AND state = 'active' RETURNING *",
         alert_id,
         by,
+        note,
     )
     return dict(row) if row else None
 

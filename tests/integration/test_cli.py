@@ -177,8 +177,12 @@ async def test_query_prints_table_csv_and_json(database_url: str) -> None:
     table = run_cli("query", *span, env=env)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["device_id", "metric", "ts", "value"] and len(lines) == 10
-    assert lines[1].split() == ["cli-1", "temperature", "2026-11-21T09:00:00.000Z", "0.0"]
+    assert lines[0].split() == ["device_id", "metric", "ts", "value", "unit"] and len(lines) == 10
+    assert lines[1].split() == ["cli-1", "temperature", "2026-11-21T09:00:00.000Z", "0", "C"]
+    assert lines[9].split()[3:] == ["8", "C"]
+    assert "\x1b" not in table.stdout and all(line == line.rstrip() for line in lines)
+    counts = run_cli("query", *span, "--bucket", "1m", "--agg", "count", env=env)
+    assert [line.split()[3:] for line in counts.stdout.splitlines()[1:]] == [["3"]] * 3
 
     csv_out = run_cli("query", *span, "--bucket", "1m", "--agg", "sum", "--format", "csv", env=env)
     assert csv_out.stdout.splitlines() == [
