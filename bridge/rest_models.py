@@ -188,6 +188,9 @@ class Alert(_Model):
     updated_at: Timestamp
     acknowledged_at: Timestamp | None
     acknowledged_by: str | None
+    acknowledged_note: str | None = Field(
+        default=None, description="the note given with the acknowledgement, if any"
+    )
     resolved_at: Timestamp | None
 
 
