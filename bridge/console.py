@@ -84,7 +84,9 @@ def jsonable(value: Any) -> Any:
 
 
 def write_json(out: TextIO, body: Any) -> None:
-    out.write(orjson.dumps(body, default=jsonable, option=orjson.OPT_INDENT_2).decode())
+    # datetimes through jsonable (ms and Z, as everywhere), not orjson's own isoformat
+    options = orjson.OPT_INDENT_2 | orjson.OPT_PASSTHROUGH_DATETIME
+    out.write(orjson.dumps(body, default=jsonable, option=options).decode())
     out.write("\n")
 
 
