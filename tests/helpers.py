@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.embedded import IotcoreBroker, MosquittoProcess
@@ -112,6 +113,17 @@ class BrokerInfo:
     url: str
     process: MosquittoProcess | IotcoreBroker | None
     kind: str = "external"
+
+    def url_for(self, protocol: str) -> str:
+        """The broker's URL for MQTT ``protocol`` ("5" or "3.1.1"); the test skips where the
+        broker does not speak it (the fallback broker speaks 3.1.1 only)."""
+        if "protocol=3.1.1" in self.url:
+            if protocol != "3.1.1":
+                pytest.skip(f"needs MQTT {protocol}: the fallback broker iotcore speaks 3.1.1")
+            return self.url
+        if protocol == "5":
+            return self.url
+        return self.url + ("&" if "?" in self.url else "?") + "protocol=3.1.1"
 
 
 async def wait_until(
