@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import threading
 import time
 import uuid
@@ -12,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.embedded import MosquittoProcess
+from bridge.embedded import IotcoreBroker, MosquittoProcess
 from ingest.mqtt import MqttEndpoint
 from ingest.service import IngestConfig, IngestService
 from ingest.topics import Topics
@@ -79,10 +82,48 @@ async def running_ingest(
         await task.stop(timeout=30)
 
 
+# Set to 1 to run the tests as on a machine without mosquitto (the fallback broker, and the tests
+# that need mosquitto skipped), although one is installed.
+NO_MOSQUITTO_ENV = "BRIDGE_TEST_NO_MOSQUITTO"
+
+
+def mosquitto_binary() -> str | None:
+    """The mosquitto the tests may start (where ``MosquittoProcess`` looks), or None when it is
+    not installed or hidden with ``BRIDGE_TEST_NO_MOSQUITTO=1``."""
+    if os.environ.get(NO_MOSQUITTO_ENV, "") not in ("", "0"):
+        return None
+    candidates = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+    return shutil.which("mosquitto") or next((p for p in candidates if os.path.exists(p)), None)
+
+
+# Set to 1 to run the tests as on a machine without PostgreSQL: no local server, no system
+# binaries; the tests then use the embedded pgserver cluster (and its binaries).
+NO_POSTGRES_ENV = "BRIDGE_TEST_NO_POSTGRES"
+
+
+def no_postgres() -> bool:
+    return os.environ.get(NO_POSTGRES_ENV, "") not in ("", "0")
+
+
 @dataclass
 class BrokerInfo:
+    """The tests' broker: ``kind`` is "mosquitto" (a private one), "iotcore" (the fallback
+    broker `up` uses when mosquitto is missing) or "external" (``BRIDGE_TEST_MQTT_URL``)."""
+
     url: str
-    process: MosquittoProcess | None
+    process: MosquittoProcess | IotcoreBroker | None
+    kind: str = "external"
+
+    def url_for(self, protocol: str) -> str:
+        """The broker's URL for MQTT ``protocol`` ("5" or "3.1.1"); the test skips where the
+        broker does not speak it (the fallback broker speaks 3.1.1 only)."""
+        if "protocol=3.1.1" in self.url:
+            if protocol != "3.1.1":
+                pytest.skip(f"needs MQTT {protocol}: the fallback broker iotcore speaks 3.1.1")
+            return self.url
+        if protocol == "5":
+            return self.url
+        return self.url + ("&" if "?" in self.url else "?") + "protocol=3.1.1"
 
 
 async def wait_until(

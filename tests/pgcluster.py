@@ -1,22 +1,48 @@
-"""A private PostgreSQL cluster a test may stop and start (the shared server must stay up)."""
+"""A private PostgreSQL cluster a test may stop and start (the shared server must stay up).
+
+It uses the system's PostgreSQL binaries, else those of the pgserver wheel (the embedded
+PostgreSQL `up` uses), so it runs on a machine with nothing but Python too.
+"""
 
 from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import subprocess
 from pathlib import Path
 
 from bridge.embedded import free_port
+from tests.helpers import no_postgres
 
 
 def _bin_dir() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    if found:
-        return Path(found[-1]).parent
-    pg_ctl = shutil.which("pg_ctl")
-    return Path(pg_ctl).parent if pg_ctl else None
+    if not no_postgres():
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if found:
+            return Path(found[-1]).parent
+        pg_ctl = shutil.which("pg_ctl")
+        if pg_ctl:
+            return Path(pg_ctl).parent
+    try:
+        from pgserver._commands import (  # type: ignore[import-not-found, unused-ignore]
+            POSTGRES_BIN_PATH,
+        )
+    except ImportError:
+        return None
+    return Path(POSTGRES_BIN_PATH) if (Path(POSTGRES_BIN_PATH) / "pg_ctl").exists() else None
+
+
+def _system_user() -> str:
+    """Who runs PostgreSQL for root: ``postgres``, else the user pgserver creates for itself."""
+    for name in ("postgres", "pgserver"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    raise RuntimeError("running as root without a `postgres` or `pgserver` user")
 
 
 class PrivatePostgres:
@@ -35,13 +61,14 @@ class PrivatePostgres:
         if os.geteuid() == 0:
             if shutil.which("runuser") is None:
                 raise RuntimeError("running as root without runuser: cannot start PostgreSQL")
-            self._as_user = ["runuser", "-u", "postgres", "--"]
+            user = _system_user()
+            self._as_user = ["runuser", "-u", user, "--"]
             base.chmod(0o755)
         self.sockets.mkdir(parents=True, exist_ok=True)
         if self._as_user:
-            shutil.chown(self.sockets, "postgres")
+            shutil.chown(self.sockets, user)
             self.data.mkdir()
-            shutil.chown(self.data, "postgres")
+            shutil.chown(self.data, user)
 
     @property
     def url(self) -> str:

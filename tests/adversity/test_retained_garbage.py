@@ -116,6 +116,7 @@ async def test_retained_garbage_is_dead_lettered_once_across_reconnects_and_rest
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.needs_mosquitto("MQTT 5: over 3.1.1 the garbage is dead-lettered twice")
 async def test_once_even_when_the_broker_lost_the_session(
     broker: BrokerInfo, database_url: str, topic_prefix: str, db: asyncpg.Connection, peer: MqttPeer
 ) -> None:
@@ -149,6 +150,7 @@ async def test_once_even_when_the_broker_lost_the_session(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.needs_mosquitto("retained copies on each resubscription; iotcore sends none")
 async def test_once_across_reconnects_on_mqtt_3_1_1(
     broker: BrokerInfo, database_url: str, topic_prefix: str, db: asyncpg.Connection, peer: MqttPeer
 ) -> None:
@@ -157,7 +159,7 @@ async def test_once_across_reconnects_on_mqtt_3_1_1(
     topics = Topics(topic_prefix)
     probe = Probe(db, peer, topics)
     publish_retained(peer, topics)
-    url = broker.url + "?protocol=3.1.1"
+    url = broker.url_for("3.1.1")
     async with running_ingest(url, database_url, topics) as service:
         await probe.sync()
         assert await probe.counts() == (1, 1)
@@ -192,6 +194,7 @@ async def test_a_new_retained_message_on_the_topic_is_handled_even_if_seen_befor
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.needs_mosquitto("MQTT 5: over 3.1.1 the garbage is dead-lettered twice")
 async def test_repeated_live_retained_readings_are_all_stored(
     broker: BrokerInfo, database_url: str, topic_prefix: str, db: asyncpg.Connection, peer: MqttPeer
 ) -> None:

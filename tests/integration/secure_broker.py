@@ -32,6 +32,7 @@ import pytest
 from bridge.device_credentials import ADMIN_URL_ENV, add_device, put_device
 from bridge.embedded import free_port
 from ingest import names
+from tests.helpers import mosquitto_binary
 from tests.integration.test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,7 +172,8 @@ def secure_broker(
     """Start mosquitto with the shipped configuration, the bridge's users and ``devices``
     (those in ``via_cli`` added with `telemetry-bridge add-device`; ids add-device refuses
     are given the same kind of role by hand)."""
-    if not all(shutil.which(tool) for tool in ("mosquitto", "mosquitto_passwd", "mosquitto_ctrl")):
+    tools = ("mosquitto_passwd", "mosquitto_ctrl")
+    if mosquitto_binary() is None or not all(shutil.which(tool) for tool in tools):
         pytest.skip("mosquitto (with mosquitto_passwd, mosquitto_ctrl) is needed for these tests")
     broker = SecureBroker(tmp, {**BRIDGE_USERS, **devices})
     conf, bridge_auth, device_auth = render(deploy, tmp, broker.bridge_port, broker.device_port)

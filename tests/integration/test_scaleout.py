@@ -131,6 +131,7 @@ async def _consume(client: BridgeClient, device: str, seen: list[int]) -> None:
             seen.append(int(update.value))
 
 
+@pytest.mark.needs_mosquitto("shared-subscription failover; iotcore delivers some readings twice")
 @pytest.mark.timeout(180)
 async def test_two_ingests_two_fronts_kill_one_of_each(
     deployment: Deployment, broker: BrokerInfo, database_url: str, topic_prefix: str
