@@ -85,3 +85,13 @@ def test_the_banner_names_the_command_the_user_has(
     assert "./run token --sub me" in checkout and "./run simulate" in checkout
     assert "./run psql" in checkout and "telemetry-bridge token" not in checkout
     assert "http://127.0.0.1:9999/health" in checkout
+
+
+def test_psql_gets_the_password_in_its_environment_not_its_arguments() -> None:
+    from bridge.db_cli import find_psql, psql_command
+
+    if find_psql() is None:
+        pytest.skip("no psql (Debian package postgresql-client, or the pgserver wheel)")
+    argv, env = psql_command(URL, ["-c", "SELECT 1"])
+    assert argv[1:] == ["--dbname=postgresql://alice@db.example:6543/telemetry", "-c", "SELECT 1"]
+    assert env["PGPASSWORD"] == "pw-sekret" and "pw-sekret" not in " ".join(argv)
