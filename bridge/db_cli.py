@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run psql on the database that `db-url` prints; every option after "
         "`psql` is passed to psql. Uses psql from PATH, else the one in the embedded "
         "PostgreSQL wheel.",
-        epilog="example: telemetry-bridge psql -c 'SELECT * FROM latest_values LIMIT 5'",
+        epilog="example: telemetry-bridge psql -c '\\dv'   (the views analysts query)",
     )
 
 
