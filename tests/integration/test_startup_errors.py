@@ -3,7 +3,9 @@ line naming the setting and what is wrong, one with the fix; no traceback, no pa
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -114,3 +116,30 @@ def test_port_in_use(
     _fails_clearly(
         command, env, tmp_path, setting, f"127.0.0.1:{listening}", "address already in use"
     )
+
+
+async def test_an_unforeseen_failure_is_one_line_and_debug_shows_the_traceback(
+    database_url: str, broker: BrokerInfo, tmp_path: Path
+) -> None:
+    import asyncpg
+
+    role = f"tb_noperm_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        # a login the server accepts, without the rights the migrations need
+        env = {"BRIDGE_DATABASE_URL": _with(database_url, user=role), "BRIDGE_MQTT_URL": broker.url}
+        base = {**env, "BRIDGE_STATE_DIR": str(tmp_path)}
+        done = await asyncio.to_thread(run_cli, "ingest", env=base)
+        assert done.returncode == 1, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert "permission denied" in line and "BRIDGE_LOG_LEVEL=DEBUG" in line
+        assert PASSWORD not in line
+        debug = await asyncio.to_thread(
+            run_cli, "ingest", env={**base, "BRIDGE_LOG_LEVEL": "DEBUG"}
+        )
+        assert debug.returncode == 1 and "Traceback" in debug.stderr
+        assert PASSWORD not in debug.stderr
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
