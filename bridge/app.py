@@ -13,13 +13,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from bridge import preflight
 from bridge.actions import FrontActions
-from bridge.auth import HMAC_ALGORITHMS, AuthConfigError
+from bridge.auth import AuthConfigError, JwtVerifier
 from bridge.commands import Commands
 from bridge.config import Settings
 from bridge.dbprobe import DatabaseProbe
 from bridge.device_sessions import DeviceSessions
-from bridge.embedded import EmbeddedServices
 from bridge.front_setup import ConfigError, front_config, jwt_verifier, state_secret, tls_context
 from bridge.hub import Hub
 from bridge.job_metrics import JobMetrics
@@ -97,6 +97,26 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
+def front_verifier(settings: Settings) -> JwtVerifier | None:
+    """The front's token verifier; ConfigError when the JWT settings are wrong or missing."""
+    try:
+        verifier = jwt_verifier(settings)
+    except AuthConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    if verifier is None and settings.auth_required:
+        raise ConfigError(
+            "the front needs BRIDGE_JWT_SECRET (or BRIDGE_JWT_PUBLIC_KEY), or "
+            "BRIDGE_AUTH_REQUIRED=false for a closed development network"
+        )
+    return verifier
+
+
+def check_front_settings(settings: Settings) -> None:
+    """The front's own settings (JWT, TLS), before anything is started or connected."""
+    front_verifier(settings)
+    front_config(settings)
+
+
 async def run_front(
     settings: Settings,
     mqtt_url: str,
@@ -108,15 +128,7 @@ async def run_front(
 ) -> None:
     """The WebSocket/HTTP front until ``stop``; ordered shutdown afterwards. ``registry``:
     the process's metrics registry, when other components of the process report into it."""
-    try:
-        verifier = jwt_verifier(settings)
-    except AuthConfigError as exc:
-        raise ConfigError(str(exc)) from None
-    if verifier is None and settings.auth_required:
-        raise ConfigError(
-            "the front needs BRIDGE_JWT_SECRET (or BRIDGE_JWT_PUBLIC_KEY), or "
-            "BRIDGE_AUTH_REQUIRED=false for a closed development network"
-        )
+    verifier = front_verifier(settings)
     topics = Topics(settings.mqtt_topic_prefix)
     hub = Hub(MqttEndpoint.from_url(mqtt_url), topics, names.bridge_client_id("front"))
     # Shutdown runs in the reverse order of start-up (ARCHITECTURE.md): stop accepting and
@@ -159,7 +171,12 @@ async def run_front(
         # is down does not keep the front from serving; it reconnects in the background.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(hub.connected.wait(), 5)
-        await front.start()
+        try:
+            await front.start()
+        except OSError as exc:  # the port was taken after the start-up check
+            raise ConfigError(
+                preflight.listen_problem(settings.ws_host, settings.ws_port, "BRIDGE_WS_PORT", exc)
+            ) from None
         # Frames and events are freed by reference counting; frequent cyclic GC passes over
         # thousands of connections' objects were the front's p99 (bench/fanout.py). Freeze
         # what start-up built and collect rarely, as the ingest does.
@@ -190,14 +207,30 @@ def _process_metrics(
     return registry, jobs
 
 
-async def _serve(settings: Settings, database_url: str, mqtt_url: str, *, front: bool) -> None:
+async def run_services(
+    settings: Settings,
+    database_url: str,
+    mqtt_url: str,
+    *,
+    front: bool,
+    on_ready: Callable[[int | None], None] | None = None,
+) -> None:
+    """The ingest, the scheduler and (``front``) the front until SIGINT/SIGTERM;
+    ``on_ready(front port)`` once the ingest is subscribed and the front listens."""
     stop = asyncio.Event()
     _install_signal_handlers(stop)  # first: a SIGTERM during start-up is an orderly stop too
     with contextlib.ExitStack() as services:
         # this process's metrics: ingest, scheduler and (under `up`) the front
         registry, job_metrics = _process_metrics(settings, services)
         await _serve_components(
-            settings, database_url, mqtt_url, stop, registry, job_metrics, front=front
+            settings,
+            database_url,
+            mqtt_url,
+            stop,
+            registry,
+            job_metrics,
+            front=front,
+            on_ready=on_ready,
         )
 
 
@@ -210,6 +243,7 @@ async def _serve_components(
     job_metrics: JobMetrics,
     *,
     front: bool,
+    on_ready: Callable[[int | None], None] | None = None,
 ) -> None:
     applied = await run_migrations(database_url)
     if applied:
@@ -236,9 +270,20 @@ async def _serve_components(
         database_jobs=settings.ingest_scheduler or front,
         metrics=job_metrics,
     )
-    scheduler.start()
+    ready = [asyncio.Event() for _ in range(2 if front else 1)]
+
+    async def started() -> None:
+        for event in ready:
+            await event.wait()
+        # The periodic jobs begin once everything is up: a start that fails then has no job
+        # half-way through a database call to cancel (that printed tracebacks).
+        scheduler.start()
+        if on_ready is not None:
+            on_ready(fronts[0].port if fronts else None)
+
+    announce = asyncio.create_task(started(), name="started")
     try:
-        jobs = [ingest.run(stop)]
+        jobs = [ingest.run(stop, ready[0])]
         if front:
             jobs.append(
                 run_front(
@@ -246,19 +291,27 @@ async def _serve_components(
                     mqtt_url,
                     database_url,
                     stop,
+                    ready=ready[1],
                     on_front=fronts.append,
                     registry=registry,
                 )
             )
         await asyncio.gather(*jobs)
     finally:
-        scheduler.shutdown(wait=False)
+        announce.cancel()
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
         await stream.stop()
 
 
 def run_serve(settings: Settings) -> None:
     if not settings.mqtt_url:
         raise ConfigError("`serve` needs BRIDGE_MQTT_URL (or use `telemetry-bridge up`)")
+    check_front_settings(settings)
+    if not settings.ws_reuse_port:  # `serve --processes N` shares the port on purpose
+        preflight.check_listen(settings.ws_host, settings.ws_port, "BRIDGE_WS_PORT")
+    check_metrics_port(settings)
+    preflight.check(database_url=settings.database_url, mqtt_url=settings.mqtt_url)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -277,7 +330,7 @@ def run_serve(settings: Settings) -> None:
             if server is not None:
                 server.close()
 
-    _run(main())
+    run_loop(main())
 
 
 def run_scheduler(settings: Settings) -> None:
@@ -286,6 +339,8 @@ def run_scheduler(settings: Settings) -> None:
     if not settings.database_url or not settings.mqtt_url:
         raise ConfigError("`scheduler` needs BRIDGE_DATABASE_URL and BRIDGE_MQTT_URL")
     database_url, mqtt_url = settings.database_url, settings.mqtt_url
+    check_metrics_port(settings)
+    preflight.check(database_url=database_url, mqtt_url=mqtt_url)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -308,7 +363,7 @@ def run_scheduler(settings: Settings) -> None:
                 scheduler.shutdown(wait=False)
                 await stream.stop()
 
-    _run(main())
+    run_loop(main())
 
 
 def run_ingest(settings: Settings) -> None:
@@ -317,36 +372,17 @@ def run_ingest(settings: Settings) -> None:
             "`ingest` needs BRIDGE_DATABASE_URL and BRIDGE_MQTT_URL "
             "(or use `telemetry-bridge up`, which starts embedded services)"
         )
-    _run(_serve(settings, settings.database_url, settings.mqtt_url, front=False))
+    check_metrics_port(settings)
+    preflight.check(database_url=settings.database_url, mqtt_url=settings.mqtt_url)
+    run_loop(run_services(settings, settings.database_url, settings.mqtt_url, front=False))
 
 
-def run_up(settings: Settings, banner: Callable[[str], None] = print) -> None:
-    if settings.jwt_algorithm in HMAC_ALGORITHMS and not settings.jwt_secret:
-        state_secret(settings, create=True)  # so `telemetry-bridge token` works out of the box
-    embedded = EmbeddedServices(settings.state_dir)
-    embedded.start(need_database=not settings.database_url, need_broker=not settings.mqtt_url)
-    try:
-        database_url = settings.database_url or embedded.database_url
-        mqtt_url = settings.mqtt_url or embedded.mqtt_url
-        assert database_url and mqtt_url
-        embedded.write_runtime(database_url, mqtt_url)
-        shown = MqttEndpoint.from_url(mqtt_url).redacted()
-        banner(
-            f"telemetry-bridge is up: broker {shown}, state in {settings.state_dir}\n"
-            f"  websocket:  ws://{settings.ws_host}:{settings.ws_port}/ws  "
-            f"(health: http://{settings.ws_host}:{settings.ws_port}/health)\n"
-            f"  dashboard:  http://{settings.ws_host}:{settings.ws_port}/\n"
-            f"  a token:    telemetry-bridge token --sub me "
-            f"--scope 'telemetry:read alerts:read alerts:write devices:read'\n"
-            f"  send data:  telemetry-bridge simulate --devices 10 --rate 1\n"
-            f"  stop:       Ctrl-C"
-        )
-        _run(_serve(settings, database_url, mqtt_url, front=True))
-    finally:
-        embedded.stop()
+def check_metrics_port(settings: Settings) -> None:
+    if settings.metrics_port is not None:
+        preflight.check_listen(settings.metrics_host, settings.metrics_port, "BRIDGE_METRICS_PORT")
 
 
-def _run(main: Awaitable[None]) -> None:
+def run_loop(main: Awaitable[None]) -> None:
     try:
         import uvloop
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from bridge import (
     __version__,
     alerts_cli,
+    db_cli,
     dead_letters_cli,
     device_credentials,
     doctor,
@@ -27,13 +28,13 @@ from bridge.app import (
     run_migrations,
     run_scheduler,
     run_serve,
-    run_up,
     state_secret,
 )
-from bridge.auth import HMAC_ALGORITHMS, mint
+from bridge.auth import HMAC_ALGORITHMS, SCOPES, mint
 from bridge.config import Settings, load_settings
 from bridge.embedded import EmbeddedError, read_runtime
 from bridge.logs import redact, setup_logging
+from bridge.up import run_up
 
 DESCRIPTION = """\
 telemetry-bridge: field devices publish readings over MQTT; the bridge validates them, stores
@@ -126,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument(
         "--scope",
         default="telemetry:read alerts:read devices:read",
-        help="space-separated scopes (default: the read scopes)",
+        help=f"space-separated scopes out of: {' '.join(SCOPES)} (default: the read scopes)",
     )
     tok.add_argument(
         "--devices", help="comma-separated device ids or *-globs the token may see (default all)"
@@ -138,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     query_cli.add_parser(sub)
     alerts_cli.add_parser(sub)
     dead_letters_cli.add_parser(sub)
+    db_cli.add_parser(sub)
     device_credentials.add_parser(sub)
 
     sub.add_parser(
@@ -183,6 +185,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> str:
+    unknown = [scope for scope in args.scope.split() if scope not in SCOPES]
+    if unknown:
+        raise ConfigError(
+            f"--scope: unknown {'scopes' if len(unknown) > 1 else 'scope'} "
+            f"{', '.join(unknown)}; the scopes are: {' '.join(SCOPES)}"
+        )
     if settings.jwt_algorithm in HMAC_ALGORITHMS:
         key = settings.jwt_secret or state_secret(settings, create=False)
         if not key:
@@ -234,6 +242,16 @@ def _config_problems(exc: Exception) -> str:
     return "\n".join(lines)
 
 
+def _report_unexpected(exc: Exception, settings: Settings) -> None:
+    """A service that died of something unforeseen: one line, the traceback under DEBUG."""
+    if settings.log_level.upper() == "DEBUG":
+        logging.getLogger("bridge.cli").error("stopped by an unexpected error", exc_info=exc)
+    message = f"stopped by an unexpected error: {type(exc).__name__}: {exc}"
+    if settings.log_level.upper() != "DEBUG":
+        message += " (BRIDGE_LOG_LEVEL=DEBUG shows the traceback)"
+    _report_error(message, settings.log_format)
+
+
 def _report_error(message: str, log_format: str) -> None:
     """The error that ends the command: a plain line for a person, or under the JSON format
     a record like every other line on stderr (a collector would choke on a bare line)."""
@@ -249,7 +267,11 @@ COMPONENTS = {"ingest": "ingest", "serve": "front", "scheduler": "scheduler", "u
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(query_cli.join_time_options(argv))
+    parser = _parser()
+    # psql's own options follow `psql`; every other command takes only its own
+    args, extra = parser.parse_known_args(query_cli.join_time_options(argv))
+    if extra and args.command != "psql":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         settings = _settings(args)
     except (ValidationError, FileNotFoundError) as exc:
@@ -294,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "dead-letters":
             return asyncio.run(dead_letters_cli.run(args, _database_url(settings)))
+        elif args.command in ("db-url", "psql"):
+            return db_cli.run(args.command, _database_url(settings), extra)
         elif args.command == "add-device":
             password = device_credentials.add_device(
                 args.device_id,
@@ -339,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if args.command not in COMPONENTS:
+            raise
+        _report_unexpected(exc, settings)
+        return 1
     return 0
 
 

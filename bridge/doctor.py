@@ -16,18 +16,16 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
 import asyncpg
 import orjson
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge import preflight
 from bridge.app import ConfigError, jwt_verifier
 from bridge.auth import AuthConfigError
 from bridge.config import Settings
-from ingest import names
 from ingest.mqtt import MqttEndpoint
 from ingest.topics import Topics
 from storage.health import applied_migrations, clock_epoch, server_version
@@ -89,16 +87,9 @@ async def _database(settings: Settings) -> list[Check]:
         return [Check("database", "FAIL", "BRIDGE_DATABASE_URL is not set", "set it")]
     try:
         conn = await asyncpg.connect(settings.database_url, timeout=TIMEOUT_S)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        return [
-            Check(
-                "database",
-                "FAIL",
-                f"cannot connect ({type(exc).__name__}: {exc})",
-                "is PostgreSQL running, and are host, port, user and database in "
-                "BRIDGE_DATABASE_URL right?",
-            )
-        ]
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        problem = preflight.database_problem(exc, settings.database_url)
+        return [Check("database", "FAIL", problem.detail, problem.fix)]
     try:
         version = await server_version(conn)
         out = [Check("database", "ok", f"PostgreSQL {version}")]
@@ -135,51 +126,14 @@ async def _database(settings: Settings) -> list[Check]:
         await conn.close()
 
 
-def _mqtt_connect(ep: MqttEndpoint, *, anonymous: bool = False) -> tuple[paho.Client | None, str]:
-    """A connected paho client, or None and the reason."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=names.bridge_client_id("doctor"))
-    if ep.username and not anonymous:
-        client.username_pw_set(ep.username, ep.password)
-    if ep.tls:
-        client.tls_set()
-    done = threading.Event()
-    result: dict[str, Any] = {}
-
-    def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        result["rc"] = rc
-        done.set()
-
-    client.on_connect = on_connect
-    try:
-        client.connect(ep.host, ep.port, keepalive=10)
-    except OSError as exc:
-        return None, f"{type(exc).__name__}: {exc}"
-    client.loop_start()
-    if not done.wait(TIMEOUT_S):
-        client.loop_stop()
-        return None, "no CONNACK within 5 s"
-    if result["rc"].is_failure:
-        client.loop_stop()
-        client.disconnect()
-        return None, f"refused: {result['rc']}"
-    return client, ""
-
-
 def _broker(settings: Settings) -> list[Check]:
     if not settings.mqtt_url:
         return [Check("broker", "FAIL", "BRIDGE_MQTT_URL is not set", "set it")]
     ep = MqttEndpoint.from_url(settings.mqtt_url)
-    client, why = _mqtt_connect(ep)
+    client, why, refused = preflight.mqtt_connect(ep)
     if client is None:
-        return [
-            Check(
-                "broker",
-                "FAIL",
-                f"{ep.redacted()}: {why}",
-                "is mosquitto running, and are host, port, user and password in "
-                "BRIDGE_MQTT_URL right?",
-            )
-        ]
+        problem = preflight.broker_problem(ep, why, refused=refused)
+        return [Check("broker", "FAIL", problem.detail, problem.fix)]
     out = [Check("broker", "ok", f"connected to {ep.redacted()}")]
     topic = Topics(settings.mqtt_topic_prefix)._join("doctor", uuid.uuid4().hex[:12])
     received, subscribed = threading.Event(), threading.Event()
@@ -202,7 +156,7 @@ def _broker(settings: Settings) -> list[Check]:
         )
     client.loop_stop()
     client.disconnect()
-    anonymous, _ = _mqtt_connect(ep, anonymous=True)
+    anonymous, _, _ = preflight.mqtt_connect(ep, anonymous=True)
     if anonymous is not None:
         anonymous.loop_stop()
         anonymous.disconnect()

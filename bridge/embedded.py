@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,16 +208,20 @@ class EmbeddedPostgres:
     _server: Any = None
 
     def start(self) -> str:
-        try:
-            import pgserver  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            raise EmbeddedError(
-                "no embedded PostgreSQL available (the pgserver wheel needs CPython 3.9-3.12): "
-                "set BRIDGE_DATABASE_URL to a PostgreSQL server"
-            ) from None
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        # cleanup_mode "stop": the server stops when this process exits; data stays.
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            # platformdirs (a pgserver dependency) warns on every start where XDG_RUNTIME_DIR
+            # is unset (containers, su, ssh without a session): noise to the user, not a fault
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+            try:
+                import pgserver  # type: ignore[import-not-found, unused-ignore]
+            except ImportError:
+                raise EmbeddedError(
+                    "no embedded PostgreSQL available (the pgserver wheel needs CPython "
+                    "3.9-3.12): set BRIDGE_DATABASE_URL to a PostgreSQL server"
+                ) from None
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            # cleanup_mode "stop": the server stops when this process exits; data stays.
+            self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
         return str(self._server.get_uri())
 
     def stop(self) -> None:
