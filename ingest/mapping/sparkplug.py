@@ -146,7 +146,9 @@ class SparkplugMapping:
             return self._nbirth(group, edge, node_id, message, received, where)
         if kind == "NDEATH":
             return self._ndeath(group, edge, node_id, message, where)
-        node = self.state.node(group, edge)
+        # Only a birth creates state: data from a node never born must not evict one that was.
+        found = self.state.node(group, edge) if kind == "DBIRTH" else self.state.get(group, edge)
+        node = found if found is not None else NodeState()
         notes = self._seq(node, message, kind, where)
         if kind == "DBIRTH":
             node.forget_device(device)
@@ -196,7 +198,7 @@ class SparkplugMapping:
     def _define(self, node: NodeState, device: str, message: Any) -> None:
         """Record a birth's metric definitions (name, alias, datatype, unit)."""
         for metric in message.metrics:
-            if metric.HasField("name"):
+            if metric.name:
                 alias = metric.alias if metric.HasField("alias") else None
                 node.define(device, alias, definition(metric), self.stats)
 

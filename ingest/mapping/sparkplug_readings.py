@@ -121,7 +121,7 @@ def convert(node: NodeState, device: str, message: Any, received: datetime) -> C
     by_ts: dict[int | None, dict[str, tuple[float, str | None]]] = {}
     payload_ts = message.timestamp if message.HasField("timestamp") else None
     for metric in message.metrics:
-        if metric.HasField("name"):
+        if metric.name:  # some encoders send an empty name next to the alias
             found = node.lookup(device, metric.name)
             if found is None and metric.HasField("alias"):
                 found = node.lookup(device, metric.alias)
