@@ -115,7 +115,9 @@ class SparkplugMapping:
     def extract(self, topic: str, payload: bytes, received: datetime) -> Extracted:
         parts = topic.split("/")
         if parts[0] != NAMESPACE or len(parts) < 2:
-            raise PayloadError("sparkplug_invalid_topic", f"not a Sparkplug B topic: {topic}")
+            raise PayloadError(
+                "sparkplug_invalid_topic", f"not a Sparkplug B topic: {names.safe_excerpt(topic)}"
+            )
         if parts[1] == "STATE" or (len(parts) > 2 and parts[2] in IGNORED_TYPES):
             return _EMPTY
         kind = parts[2] if len(parts) > 2 else ""
@@ -141,7 +143,7 @@ class SparkplugMapping:
             raise PayloadError(
                 "sparkplug_invalid_payload", f"not a Sparkplug B protobuf payload: {exc}"
             ) from None
-        where = f"{group}/{edge}" + (f"/{device}" if device else "")
+        where = names.safe_excerpt("/".join(parts[1:2] + parts[3:]), 200)
         if kind == "NBIRTH":
             return self._nbirth(group, edge, node_id, message, received, where)
         if kind == "NDEATH":
@@ -154,14 +156,16 @@ class SparkplugMapping:
             node.forget_device(device)
             self._define(node, device, message)
             node.device_online(device)
-            out = self._readings(node, device, device_id, message, received, where, birth=True)
-            return _with(out, notes, [DeviceStatus(device_id, "online", "DBIRTH")])
+            out = self._readings(node, device, message, received, where, birth=True)
+            return _with(
+                out, device_id, where, notes, [DeviceStatus(device_id, "online", "DBIRTH")]
+            )
         if kind == "DDEATH":
             node.device_offline(device)
             node.forget_device(device)
             return Extracted(statuses=[DeviceStatus(device_id, "offline", "DDEATH")], notes=notes)
-        out = self._readings(node, device, device_id, message, received, where, birth=False)
-        return _with(out, notes, [])
+        out = self._readings(node, device, message, received, where, birth=False)
+        return _with(out, device_id, where, notes, [])
 
     # -- message kinds ----------------------------------------------------------------------
     def _nbirth(
@@ -172,8 +176,8 @@ class SparkplugMapping:
         node.seq = message.seq if message.HasField("seq") else None
         notes = [] if node.bd_seq is not None else [f"sparkplug {where}: NBIRTH without bdSeq"]
         self._define(node, "", message)
-        out = self._readings(node, "", node_id, message, received, where, birth=True)
-        return _with(out, notes, [DeviceStatus(node_id, "online", "NBIRTH")])
+        out = self._readings(node, "", message, received, where, birth=True)
+        return _with(out, node_id, where, notes, [DeviceStatus(node_id, "online", "NBIRTH")])
 
     def _ndeath(self, group: str, edge: str, node_id: str, message: Any, where: str) -> Extracted:
         node = self.state.get(group, edge)
@@ -214,7 +218,6 @@ class SparkplugMapping:
         self,
         node: NodeState,
         device: str,
-        device_id: str,
         message: Any,
         received: datetime,
         where: str,
@@ -238,8 +241,6 @@ class SparkplugMapping:
             )
         if not birth:
             converted.why_skipped.clear()  # the birth named them already: no note per message
-        converted.device_id = device_id
-        converted.where = where
         return converted
 
     def _device_id(self, group: str, edge: str, device: str) -> str:
@@ -275,10 +276,12 @@ def _bd_seq(message: Any) -> int | None:
     return None
 
 
-def _with(out: Converted, notes: list[str], statuses: list[DeviceStatus]) -> Extracted:
+def _with(
+    out: Converted, device_id: str, where: str, notes: list[str], statuses: list[DeviceStatus]
+) -> Extracted:
     if out.why_skipped:
-        notes = [*notes, f"sparkplug {out.where}: not stored: {out.describe_skipped()}"]
-    readings = [DeviceReadings(out.device_id, out.entries)] if out.entries else []
+        notes = [*notes, f"sparkplug {where}: not stored: {out.describe_skipped()}"]
+    readings = [DeviceReadings(device_id, out.entries)] if out.entries else []
     return Extracted(readings=readings, statuses=statuses, notes=notes)
 
 

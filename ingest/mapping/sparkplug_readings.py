@@ -108,8 +108,6 @@ class Converted:
     skipped: int = 0
     why_skipped: Counter[str] = field(default_factory=Counter)
     unknown_aliases: list[int] = field(default_factory=list)
-    device_id: str = ""
-    where: str = ""
 
     def describe_skipped(self) -> str:
         return ", ".join(f"{n} {why}" for why, n in sorted(self.why_skipped.items()))
