@@ -141,7 +141,7 @@ def test_every_dead_letter_reason_raised_in_the_code_is_listed() -> None:
     PayloadError code in the source is in DEAD_LETTER_REASONS."""
     root = Path(__file__).resolve().parents[2]
     raised: set[str] = set()
-    for source in [*root.glob("ingest/*.py"), *root.glob("bridge/*.py")]:
+    for source in [*root.glob("ingest/**/*.py"), *root.glob("bridge/*.py")]:
         for node in ast.walk(ast.parse(source.read_text())):
             if (
                 isinstance(node, ast.Call)
