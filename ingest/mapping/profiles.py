@@ -122,7 +122,7 @@ def tasmota(timezone: str = "UTC", device_transforms: Sequence[str] = ()) -> lis
 def shelly_gen2(device_from: str = "src") -> list[Mapping]:
     if device_from not in ("src", "topic"):
         raise ValueError("shelly_gen2 device_from is 'src' or 'topic'")
-    device = {"path": "src", "level": None} if device_from == "src" else {"level": "device"}
+    device = {"path": "src"} if device_from == "src" else {"level": "device"}
     return _declared(
         [
             {

@@ -14,7 +14,7 @@ on the metric name (after ``metric_transforms``).
 from __future__ import annotations
 
 import zoneinfo
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -56,6 +56,14 @@ class DeviceSpec(_Strict):
     level: str | None = "device"
     path: Path | None = None
     transforms: tuple[DeviceTransform, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_instead_of_level(cls, data: Any) -> Any:
+        # {path = "src"} alone means the payload, not the payload and the default level
+        if isinstance(data, dict) and data.get("path") is not None and "level" not in data:
+            return {**data, "level": None}
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> DeviceSpec:
