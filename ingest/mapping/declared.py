@@ -198,11 +198,14 @@ class DeclaredMapping:
         if type(source) is not dict and type(source) is not list:
             raise PayloadError("invalid_shape", "payload must be a JSON object")
         values: dict[str, tuple[float, Unit]] = {}
+        cache = self._metrics
         for raw_name, value in jp.leaves(source, self.spec.booleans, MAX_READINGS):
-            decided = self._metric(raw_name)
+            decided = cache[raw_name] if raw_name in cache else self._metric(raw_name)
             if decided is not None:
                 name, unit, unit_path = decided
-                values[name] = (value, self._unit(doc, unit, unit_path))
+                if unit_path is not None:
+                    unit = self._unit(doc, unit, unit_path)
+                values[name] = (value, unit)
         return values
 
     def _chosen(self, doc: Any) -> dict[str, tuple[float, Unit]]:

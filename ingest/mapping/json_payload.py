@@ -8,13 +8,13 @@ Firmware nests its readings (Tasmota ``{"ENERGY": {"Power": 12}}``, Shelly ``{"p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from ingest.payload import PayloadError
 
 MAX_DEPTH = 8  # deeper than any firmware nests its readings; bounds the walk
+MAX_LEAVES = 100_000  # bounds the walk of a hostile message before the readings limit
 _MISSING = object()
 
 
@@ -37,34 +37,38 @@ def split_path(path: str) -> tuple[str, ...]:
     return tuple(path.split("."))
 
 
-def leaves(doc: Any, booleans: bool, limit: int) -> Iterator[tuple[str, float]]:
-    """Every numeric leaf of ``doc`` as (dotted path, value). Text, null and (unless
-    ``booleans``) true/false and ON/OFF are skipped; more than ``limit`` leaves, or nesting
-    deeper than :data:`MAX_DEPTH`, refuses the message."""
-    count = 0
-    stack: list[tuple[str, Any, int]] = [("", doc, 0)]
-    while stack:
-        prefix, node, depth = stack.pop()
-        kind = type(node)
-        if kind is dict or kind is list:
-            if depth >= MAX_DEPTH:
-                raise PayloadError(
-                    "invalid_shape", f"{prefix or 'payload'} nests deeper than {MAX_DEPTH} levels"
-                )
-            items = node.items() if kind is dict else enumerate(node)
-            children = [
-                (f"{prefix}.{key}" if prefix else str(key), child, depth + 1)
-                for key, child in items
-            ]
-            stack.extend(reversed(children))  # keep the document's order
-            continue
-        value = number(node, booleans)
-        if value is None:
-            continue
-        count += 1
-        if count > limit:
-            raise PayloadError("too_many_readings", f"more than {limit} readings in one message")
-        yield prefix, value
+def leaves(doc: Any, booleans: bool, limit: int) -> list[tuple[str, float]]:
+    """Every numeric leaf of ``doc`` as (dotted path, value), in document order. Text, null
+    and (unless ``booleans``) true/false and ON/OFF are skipped; more than ``limit`` leaves,
+    or nesting deeper than :data:`MAX_DEPTH`, refuses the message."""
+    out: list[tuple[str, float]] = []
+    _walk(doc, "", 0, booleans, out)
+    if len(out) > limit:
+        raise PayloadError("too_many_readings", f"more than {limit} numeric values in one message")
+    return out
+
+
+def _walk(node: Any, prefix: str, depth: int, booleans: bool, out: list[tuple[str, float]]) -> None:
+    # one function, type() checks, no generator: this runs for every value of every message
+    if depth >= MAX_DEPTH:
+        raise PayloadError(
+            "invalid_shape", f"{prefix or 'payload'} nests deeper than {MAX_DEPTH} levels"
+        )
+    items = node.items() if type(node) is dict else enumerate(node)
+    for key, child in items:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        kind = type(child)
+        if kind is float:
+            if math.isfinite(child):
+                out.append((path, child))
+        elif kind is int:
+            out.append((path, float(child)))
+        elif kind is dict or kind is list:
+            _walk(child, path, depth + 1, booleans, out)
+        elif booleans and (value := number(child, True)) is not None:
+            out.append((path, value))
+        if len(out) > MAX_LEAVES:
+            raise PayloadError("too_many_readings", f"more than {MAX_LEAVES} values in one message")
 
 
 def number(raw: Any, booleans: bool) -> float | None:

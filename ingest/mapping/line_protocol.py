@@ -98,6 +98,51 @@ def _number(raw: str, number: int, key: str) -> FieldValue:
 
 def parse_line(text: str, number: int = 1) -> Line:
     """One non-empty, non-comment line; raises PayloadError(invalid_line_protocol)."""
+    if "\\" not in text and '"' not in text:
+        return _parse_plain(text, number)
+    return _parse_escaped(text, number)
+
+
+def _parse_plain(text: str, number: int) -> Line:
+    """A line without escapes or strings (nearly every line): split, no scanning."""
+    parts = text.split(" ")
+    if not parts[0]:
+        raise _fail(number, "no measurement")
+    if len(parts) != 2:
+        parts = [part for part in parts if part]  # runs of spaces between the sections
+        if len(parts) not in (2, 3):
+            if len(parts) < 2:
+                raise _fail(number, "no fields after the measurement and tags")
+            raise _fail(number, f"timestamp {' '.join(parts[2:])[:40]!r} is not an integer")
+    head = parts[0].split(",")
+    measurement = head[0]
+    if not measurement:
+        raise _fail(number, "no measurement")
+    tags: dict[str, str] = {}
+    for pair in head[1:]:
+        key, eq, value = pair.partition("=")
+        if not key or not eq:
+            raise _fail(number, "a tag must be key=value")
+        if not value:
+            raise _fail(number, f"tag {key} has no value")
+        tags[key] = value
+    fields: dict[str, FieldValue] = {}
+    for pair in parts[1].split(","):
+        key, eq, raw = pair.partition("=")
+        if not key or not eq:
+            raise _fail(number, "a field must be key=value")
+        if not raw:
+            raise _fail(number, f"field {key} has no value")
+        fields[key] = _number(raw, number, key)
+    timestamp: int | None = None
+    if len(parts) == 3:
+        if not _INT.fullmatch(parts[2]):
+            raise _fail(number, f"timestamp {parts[2][:40]!r} is not an integer")
+        timestamp = int(parts[2])
+    return Line(measurement, tags, fields, timestamp)
+
+
+def _parse_escaped(text: str, number: int) -> Line:
     measurement, i = _read_name(text, 0, ", ", ",\\ ")
     if not measurement:
         raise _fail(number, "no measurement")

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ingest.mapping.line_protocol import Line, format_line, parse_line, parse_lines
+from ingest.mapping.line_protocol import (
+    Line,
+    _parse_escaped,
+    _parse_plain,
+    format_line,
+    parse_line,
+    parse_lines,
+)
 from ingest.payload import PayloadError
 
 
@@ -126,3 +133,20 @@ def test_anything_parses_or_is_refused_with_the_reason(text: str) -> None:
         parse_lines(text, 100)
     except PayloadError as exc:
         assert exc.reason in {"invalid_line_protocol", "too_many_entries"}
+
+
+def _outcome(parse: object, text: str) -> object:
+    try:
+        return parse(text, 1)  # type: ignore[operator]
+    except PayloadError as exc:
+        return exc.reason
+
+
+@settings(max_examples=1_000)
+@example(" m v=1")
+@example("m,t=a=b v=1")
+@example("m v=1 5 ")
+@given(st.text(alphabet="m,= 1i", min_size=1, max_size=16))
+def test_the_fast_path_agrees_with_the_scanner(text: str) -> None:
+    """Lines without escapes or strings are split, not scanned: same lines, same refusals."""
+    assert _outcome(_parse_plain, text) == _outcome(_parse_escaped, text)
