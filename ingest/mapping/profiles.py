@@ -119,7 +119,10 @@ def tasmota(timezone: str = "UTC", device_transforms: Sequence[str] = ()) -> lis
 # Shelly Gen2+ (shelly-api-docs.shelly.cloud/gen2/General/Notifications): JSON-RPC
 # notifications on <topic prefix>/events/rpc; <topic prefix>/online is true/false (retained).
 # Component keys hold ':' ("switch:0"), which a metric name cannot: they become "switch_0".
-def shelly_gen2(device_from: str = "src") -> list[Mapping]:
+# The device is the topic prefix (by default the Shelly's id, which is also its `src`): the
+# broker's ACL ties a topic to a device's login, while `src` is whatever the payload says.
+# device_from="src" trusts the payload instead (for prefixes that are not ids).
+def shelly_gen2(device_from: str = "topic") -> list[Mapping]:
     if device_from not in ("src", "topic"):
         raise ValueError("shelly_gen2 device_from is 'src' or 'topic'")
     device = {"path": "src"} if device_from == "src" else {"level": "device"}

@@ -3,6 +3,8 @@ never routed, filters each once; and mapping files read and written back."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,3 +175,10 @@ def test_profile_specs_round_trip_through_a_file() -> None:
 def test_file_errors(text: str, says: str) -> None:
     with pytest.raises(MappingFileError, match=says):
         loads(text).mappings()
+
+
+def test_the_documented_example_file_loads() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "mappings.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```toml\n(.*?)```", doc, re.S)
+    loaded = loads(block)
+    assert [m.name for m in loaded.mappings()][-1] == "boiler"

@@ -163,14 +163,12 @@ def test_shelly_other_notifications_are_ignored_not_dead_lettered() -> None:
     assert not result.readings and not result.statuses and result.notes
 
 
-def test_shelly_device_from_topic_when_asked() -> None:
-    result = extract(
-        "shelly_gen2",
-        "plug-7/events/rpc",
-        sample("shelly_gen2/notify_status_switch.json"),
-        device_from="topic",
-    )
-    assert list(readings(result)) == ["plug-7"]
+def test_shelly_device_is_the_topic_unless_src_is_asked_for() -> None:
+    payload = sample("shelly_gen2/notify_status_switch.json")
+    by_topic = extract("shelly_gen2", "plug-7/events/rpc", payload)
+    assert list(readings(by_topic)) == ["plug-7"]  # the payload's src does not move it
+    by_src = extract("shelly_gen2", "plug-7/events/rpc", payload, device_from="src")
+    assert list(readings(by_src)) == [SHELLY]
 
 
 @pytest.mark.parametrize(
