@@ -72,6 +72,15 @@ class DeclaredMapping:
         # raw leaf path -> (metric name, fixed unit, unit path) or _SKIP
         self._metrics: dict[str, tuple[str, Unit, tuple[str, ...] | None] | None] = {}
 
+    def limited(
+        self, *, max_bytes: int, max_future: timedelta, max_past: timedelta
+    ) -> DeclaredMapping:
+        """The same mapping under the ingest's configured limits (IngestConfig's
+        max_payload_bytes, max_future, max_past); profiles are built with the defaults."""
+        return DeclaredMapping(
+            self.spec, max_bytes=max_bytes, max_future=max_future, max_past=max_past
+        )
+
     # -- the Mapping protocol -------------------------------------------------------------
     def match(self, topic: str) -> ReadOnly[str, str] | None:
         levels = self.pattern.match(topic)

@@ -67,8 +67,8 @@ def _walk(node: Any, prefix: str, depth: int, booleans: bool, out: list[tuple[st
             _walk(child, path, depth + 1, booleans, out)
         elif booleans and (value := number(child, True)) is not None:
             out.append((path, value))
-        if len(out) > MAX_LEAVES:
-            raise PayloadError("too_many_readings", f"more than {MAX_LEAVES} values in one message")
+    if len(out) > MAX_LEAVES:  # per container, not per value: a payload is bounded in bytes
+        raise PayloadError("too_many_readings", f"more than {MAX_LEAVES} values in one message")
 
 
 def number(raw: Any, booleans: bool) -> float | None:

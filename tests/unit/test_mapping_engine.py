@@ -284,3 +284,17 @@ def test_every_reason_raised_by_the_mappings_is_listed() -> None:
             ):
                 raised.add(node.args[0].value)
     assert raised and raised <= set(DEAD_LETTER_REASONS), raised - set(DEAD_LETTER_REASONS)
+
+
+def test_the_ingest_limits_apply_to_a_built_mapping() -> None:
+    strict = mapping(timestamp={"path": "ts", "format": "iso8601"}).limited(
+        max_bytes=100, max_future=timedelta(0), max_past=timedelta(minutes=5)
+    )
+    ahead = b'{"ts": "2026-11-22T12:00:01Z", "v": 1}'
+    old = b'{"ts": "2026-11-22T11:54:00Z", "v": 1}'
+    assert refused(strict, ahead).reason == "timestamp_out_of_range"
+    assert refused(strict, old).reason == "timestamp_out_of_range"
+    assert refused(strict, b'{"v": 1, "pad": "' + b"x" * 100 + b'"}').reason == "payload_too_large"
+    assert mapping(timestamp={"path": "ts", "format": "iso8601"}).extract(
+        "plant/p1/data", ahead, NOW
+    )
