@@ -58,6 +58,7 @@ DEAD_LETTER_REASONS = (
     "empty",
     "invalid_device_id",
     "invalid_json",
+    "invalid_line_protocol",
     "invalid_shape",
     "payload_too_large",
     "sparkplug_invalid_payload",
