@@ -3,7 +3,7 @@
 ``build_profile("tasmota")`` returns the mappings of every topic that firmware publishes
 readings or status on. A profile's options are keyword arguments of its factory
 (``build_profile("influx_line", topic="telegraf/{host}", device_tag="host")``). Other
-modules add profiles with :func:`register_profile` (the Sparkplug B one does).
+modules add profiles with :func:`register_profile`.
 
 Where each profile's topics and payload shapes come from is named in
 ``tests/data/firmware/<profile>/SOURCE.md`` beside the sample messages it is tested with.
@@ -16,6 +16,7 @@ from typing import Any
 
 from ingest.mapping.api import Mapping
 from ingest.mapping.declared import DeclaredMapping
+from ingest.mapping.sparkplug import sparkplug_profile
 from ingest.mapping.spec import MappingSpec
 
 ProfileFactory = Callable[..., Sequence[Mapping]]
@@ -30,13 +31,11 @@ def register_profile(name: str, factory: ProfileFactory) -> None:
 
 
 def profile_names() -> list[str]:
-    _load_plugins()
     return sorted(_PROFILES)
 
 
 def build_profile(name: str, **options: Any) -> list[Mapping]:
     """The mappings of profile ``name``; ValueError for an unknown name or option."""
-    _load_plugins()
     factory = _PROFILES.get(name)
     if factory is None:
         raise ValueError(f"unknown profile {name!r}; known: {', '.join(sorted(_PROFILES))}")
@@ -44,15 +43,6 @@ def build_profile(name: str, **options: Any) -> list[Mapping]:
         return list(factory(**options))
     except TypeError as exc:  # an option the factory does not take
         raise ValueError(f"profile {name}: {exc}") from None
-
-
-def _load_plugins() -> None:
-    """Profiles living in their own modules register themselves on import."""
-    try:
-        import ingest.mapping.sparkplug  # noqa: F401
-    except ModuleNotFoundError as exc:  # not part of this build; anything else is an error
-        if exc.name != "ingest.mapping.sparkplug":
-            raise
 
 
 def _declared(specs: list[dict[str, Any]]) -> list[Mapping]:
@@ -274,3 +264,5 @@ register_profile("shelly_gen2", shelly_gen2)
 register_profile("zigbee2mqtt", zigbee2mqtt)
 register_profile("esphome", esphome)
 register_profile("influx_line", influx_line)
+# Sparkplug B is stateful (births, aliases) and lives in its own modules.
+register_profile("sparkplug_b", lambda **options: sparkplug_profile(options))
