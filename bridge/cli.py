@@ -17,6 +17,7 @@ from bridge import (
     dead_letters_cli,
     device_credentials,
     doctor,
+    mappings_cli,
     query_cli,
     rules_cli,
     supervisor,
@@ -135,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--private-key", type=Path, help="PEM private key for RS*/ES* algorithms")
 
     rules_cli.add_parser(sub)
+    mappings_cli.add_parser(sub)
     query_cli.add_parser(sub)
     alerts_cli.add_parser(sub)
     dead_letters_cli.add_parser(sub)
@@ -284,6 +286,16 @@ def main(argv: list[str] | None = None) -> int:
             print(_token(settings, args))
         elif args.command == "rules":
             print(asyncio.run(rules_cli.run(args, _database_url(settings))))
+        elif args.command == "mappings":
+            return asyncio.run(
+                mappings_cli.run(
+                    args,
+                    _database_url(settings),
+                    profiles=settings.mappings,
+                    file=settings.mappings_file,
+                    out=sys.stdout,
+                )
+            )
         elif args.command == "query":
             return asyncio.run(query_cli.run(args, _database_url(settings)))
         elif args.command == "alerts":

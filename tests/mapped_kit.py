@@ -8,12 +8,14 @@ of ESPHome's bare numbers to exercise everything the ingest does with a mapping'
 from __future__ import annotations
 
 from collections.abc import Mapping as ReadOnly
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from ingest.mapping.api import DeviceReadings, DeviceStatus, Entries, Extracted, Mapping
+from ingest.mapping_source import MappingEntry, MappingError
 from ingest.payload import PayloadError
 from storage import names
 
@@ -179,3 +181,26 @@ class ListSource:
 
     def fingerprint(self) -> object:
         return self.version
+
+
+class KitEngine:
+    """A MappingEngine (ingest/mapping_source.py) over the mappings above: profiles by name,
+    and a spec ``{topic = "a/{device}/b"}`` read like Tasmota's SENSOR."""
+
+    PROFILES = {"tele_sensor": TeleSensor, "tele_lwt": Lwt, "bare": BareNumber}
+
+    def profiles(self) -> dict[str, str]:
+        return {name: f"test profile {name}" for name in self.PROFILES}
+
+    def build(self, entries: Sequence[MappingEntry]) -> Router:
+        mappings: list[Mapping] = []
+        for e in entries:
+            if e.profile is not None:
+                if e.profile not in self.PROFILES:
+                    raise MappingError(f"mapping {e.name}: no profile {e.profile}")
+                mappings.append(self.PROFILES[e.profile](e.name))
+            elif e.spec is not None and isinstance(e.spec.get("topic"), str):
+                mappings.append(TeleSensor(e.name, e.spec["topic"]))
+            else:
+                raise MappingError(f"mapping {e.name}: a spec needs a topic")
+        return Router(mappings)
