@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 password=args.password,
                 topic_prefix=settings.mqtt_topic_prefix,
                 cafile=args.cafile,
+                profiles=args.profile,
             )
             print(f"device {args.device_id} set at the broker (in effect now)")
             print(f"password: {password}")
