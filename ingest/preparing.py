@@ -50,6 +50,8 @@ class Preparer:
         self.retained = LastRetained(config.retained_topics_max)
         # telemetry topic -> its device: parsed once per topic (a fleet reuses its topics)
         self._telemetry_devices: dict[str, str] = {}
+        # topics found to be none of our own (a firmware's): routed without parsing them again
+        self._mapped_topics: set[str] = set()
         # The enabled mappings; after a reload the previous set still routes a message the
         # new one does not know, so messages received before the reload are unaffected by it.
         self.mappings: MappingRouter = NoMappings()
@@ -76,11 +78,15 @@ class Preparer:
         base_us = int(msg.received_at * 1_000_000)
         received = _EPOCH + timedelta(microseconds=base_us)
         device = self._telemetry_devices.get(msg.topic)
-        if device is None:
+        mapped = device is None and msg.topic in self._mapped_topics
+        if device is None and not mapped:
             device = cfg.topics.parse_device_topic(msg.topic, "telemetry")
             if device is not None and len(self._telemetry_devices) < _TOPICS_MAX:
                 self._telemetry_devices[msg.topic] = device
         try:
+            if mapped:  # a topic seen before that is none of our own: straight to its mapping
+                self._prepare_mapped(prep, msg, received, base_us)
+                return
             if device is None and (reporter := cfg.topics.parse_device_topic(msg.topic, "status")):
                 device = reporter
                 if not names.is_device_id(device):
@@ -97,6 +103,8 @@ class Preparer:
                 )
                 return
             if device is None:
+                if len(self._mapped_topics) < _TOPICS_MAX:
+                    self._mapped_topics.add(msg.topic)
                 self._prepare_mapped(prep, msg, received, base_us)
                 return
             entries = parse_entries(
