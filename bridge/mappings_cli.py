@@ -122,11 +122,12 @@ async def _run(
         name = args.name or args.profile
         options = parse_options(args.option)
         stored = {r["name"]: r for r in await load_mappings(conn)}
+        if args.profile in stored and not options and not args.name:
+            # a stored mapping on again, as it was (its options kept)
+            await set_mapping_enabled(conn, args.profile, True)
+            out.write(f"mapping {args.profile} enabled\n")
+            return 0
         if args.profile not in engine().profiles():
-            if args.profile in stored and not options and not args.name:
-                await set_mapping_enabled(conn, args.profile, True)
-                out.write(f"mapping {args.profile} enabled\n")
-                return 0
             known = ", ".join(sorted(engine().profiles()))
             raise MappingError(f"no built-in profile {args.profile!r} (built-in: {known})")
         item = entry(name, {"profile": args.profile, "options": options}, "command line")

@@ -133,6 +133,16 @@ async def test_the_command_refuses_what_cannot_work(database_url: str, tmp_path:
     with pytest.raises(MappingError, match="no stored mapping"):
         await cli(database_url, "disable", "ghost")
     assert await count(database_url, "SELECT count(*) FROM mappings") == 0
+    # a stored profile switched off and on again keeps its options
+    assert (await cli(database_url, "enable", "bare", "--option", "k=v"))[0] == 0
+    assert (await cli(database_url, "disable", "bare"))[0] == 0
+    assert (await cli(database_url, "enable", "bare"))[0] == 0
+    db = await asyncpg.connect(database_url)
+    try:
+        row = await db.fetchrow("SELECT enabled, options FROM mappings WHERE name = 'bare'")
+    finally:
+        await db.close()
+    assert row["enabled"] and row["options"] == '{"k": "v"}'
     code, text = await cli(database_url, "profiles")
     assert code == 0 and "tele_sensor" in text and "bare" in text
 
