@@ -18,7 +18,10 @@ mosquitto.conf on a free port):
    built before the clock starts: the idempotent COPY path into a bare primary key, and the
    ingest's own write (ReadingWriter) into the project's schema on one and on two connections.
    (``limit``: the older variant, rows built batch by batch between timed writes.)
-4. live: the fleet publishes at a steady rate while the ingest runs; the ingest reports
+4. mapped (bench/mapped.py, not in the default phases): the drain of a mapped firmware format
+   (Tasmota SENSOR JSON, 5 readings a message) next to the bridge's own format in the same
+   run, both through an ingest on this process's event loop; ``--mapped-messages`` each.
+5. live: the fleet publishes at a steady rate while the ingest runs; the ingest reports
    device-timestamp -> commit latency p50/p99.
 
 Zero loss is checked in phases 1 and 4: rows stored == readings the broker acknowledged.
@@ -44,6 +47,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench import cpu
 from bench import ingest_limits as limits
+from bench.mapped import phase_mapped
 from bench.services import (
     DEFAULT_ADMIN,
     fresh_database,
@@ -309,6 +313,7 @@ async def main() -> None:
     )
     p.add_argument("--live-rate", type=float, default=2000, help="messages/s in the live phase")
     p.add_argument("--live-seconds", type=float, default=60)
+    p.add_argument("--mapped-messages", type=int, default=50_000, help="per format (x5 readings)")
     p.add_argument(
         "--phases",
         default="drain,limit-bare,limit-own,naive,live",
@@ -343,6 +348,8 @@ async def main() -> None:
                 elif phase == "limit-own":
                     results[phase] = await limits.limit_own(args.admin_url, prepared, 1)
                     results["limit-own2"] = await limits.limit_own(args.admin_url, prepared, 2)
+            elif phase == "mapped":
+                results[phase] = await phase_mapped(args.admin_url, mqtt_url, args.mapped_messages)
             elif phase == "live":
                 results[phase] = await phase_live(args, mqtt_url, tmp)
             print(f"{phase}: {results[phase]} ({time.monotonic() - t0:.0f}s)", flush=True)

@@ -29,6 +29,7 @@ from bridge.server import Front
 from bridge.snapshot import make_snapshot
 from bridge.system import SystemSampler, component_name
 from ingest import names
+from ingest.mapping_source import ConfiguredMappings
 from ingest.mqtt import MqttEndpoint
 from ingest.service import IngestConfig, IngestService
 from ingest.stream import StreamPublisher
@@ -77,6 +78,9 @@ def ingest_config(settings: Settings, database_url: str, mqtt_url: str) -> Inges
         stats_file=settings.ingest_stats_file,
         dead_letter_per_device_per_min=settings.dead_letter_per_device_per_min,
         dead_letter_max_payload_bytes=settings.dead_letter_max_payload_bytes,
+        mappings=ConfiguredMappings(
+            profiles=settings.mappings, file=settings.mappings_file, database_url=database_url
+        ),
     )
 
 

@@ -18,6 +18,7 @@ from bridge import (
     dead_letters_cli,
     device_credentials,
     doctor,
+    mappings_cli,
     query_cli,
     rules_cli,
     supervisor,
@@ -136,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--private-key", type=Path, help="PEM private key for RS*/ES* algorithms")
 
     rules_cli.add_parser(sub)
+    mappings_cli.add_parser(sub)
     query_cli.add_parser(sub)
     alerts_cli.add_parser(sub)
     dead_letters_cli.add_parser(sub)
@@ -306,6 +308,16 @@ def main(argv: list[str] | None = None) -> int:
             print(_token(settings, args))
         elif args.command == "rules":
             print(asyncio.run(rules_cli.run(args, _database_url(settings))))
+        elif args.command == "mappings":
+            return asyncio.run(
+                mappings_cli.run(
+                    args,
+                    _database_url(settings),
+                    profiles=settings.mappings,
+                    file=settings.mappings_file,
+                    out=sys.stdout,
+                )
+            )
         elif args.command == "query":
             return asyncio.run(query_cli.run(args, _database_url(settings)))
         elif args.command == "alerts":
@@ -325,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 password=args.password,
                 topic_prefix=settings.mqtt_topic_prefix,
                 cafile=args.cafile,
+                profiles=args.profile,
             )
             print(f"device {args.device_id} set at the broker (in effect now)")
             print(f"password: {password}")

@@ -154,6 +154,16 @@ class Settings(BaseSettings):
         default=4096, ge=0, le=1024 * 1024, description="payload bytes a dead letter keeps"
     )
     ingest_stats_file: Path | None = None
+    mappings: str = Field(
+        default="",
+        description="built-in mapping profiles the ingest enables by name, comma-separated "
+        "(tasmota, shelly_gen2, zigbee2mqtt, esphome, sparkplug_b, influx_line); more come from "
+        "BRIDGE_MAPPINGS_FILE and `telemetry-bridge mappings`",
+    )
+    mappings_file: Path | None = Field(
+        default=None,
+        description="TOML file of mappings ([mappings.<name>] tables); reloaded when it changes",
+    )
     device_offline_after_s: int = Field(
         default=300, ge=1, description="silence after which a device is marked offline"
     )

@@ -35,12 +35,14 @@ import shutil
 import ssl
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bridge.profile_acls import PROFILE_TOPICS, profile_acls
 from ingest import names
 from ingest.mqtt import MqttEndpoint
 
@@ -74,6 +76,14 @@ def add_parser(sub: Any) -> None:
         help=f"the device listener as the plugin's admin (default: ${ADMIN_URL_ENV})",
     )
     p.add_argument("--cafile", type=Path, help="CA certificate of the broker's TLS listener")
+    p.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        choices=sorted(PROFILE_TOPICS),
+        help="also allow the topics of this firmware's mapping profile (repeatable): e.g. "
+        "tasmota lets device ID publish tele/ID/+ and stat/ID/+ and read cmnd/ID/+",
+    )
 
     imp = sub.add_parser(
         "import-devices",
@@ -96,9 +106,12 @@ def device_role(device_id: str) -> str:
     return f"{ROLE_PREFIX}{device_id}"
 
 
-def device_acls(device_id: str, topic_prefix: str = "") -> list[dict[str, Any]]:
-    """The ACLs of a device's role (PROTOCOL.md section 2). ``device_id`` is used as is:
-    callers validate it. A device subscribes to exactly what it may receive."""
+def device_acls(
+    device_id: str, topic_prefix: str = "", profiles: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """The ACLs of a device's role (PROTOCOL.md section 2), and of the topics of each mapping
+    profile in ``profiles`` (bridge/profile_acls.py). ``device_id`` is used as is: callers
+    validate it. A device subscribes to exactly what it may receive."""
     base = f"{topic_prefix}/devices/{device_id}" if topic_prefix else f"devices/{device_id}"
     send = ("telemetry", "status", "logs", "commands/+/result")
     read = ("commands/+", "errors")
@@ -106,6 +119,8 @@ def device_acls(device_id: str, topic_prefix: str = "") -> list[dict[str, Any]]:
     for t in read:
         for acltype in ("subscribePattern", "publishClientReceive"):
             acls.append({"acltype": acltype, "topic": f"{base}/{t}", "allow": True})
+    for profile in profiles:
+        acls += profile_acls(profile, device_id, topic_prefix)
     return acls
 
 
@@ -203,6 +218,7 @@ def put_device(
     *,
     topic_prefix: str = "",
     cafile: Path | None = None,
+    profiles: Sequence[str] = (),
 ) -> None:
     """Create the device's client and role, or for an existing device set its password and
     rewrite its role. ``device_id`` is used as is (add_device validates it)."""
@@ -235,7 +251,7 @@ def put_device(
                 "command": "createRole",
                 "rolename": role,
                 "textname": f"topics of device {device_id} (telemetry-bridge add-device)",
-                "acls": device_acls(device_id, topic_prefix),
+                "acls": device_acls(device_id, topic_prefix, profiles),
             },
             {
                 "command": create,
@@ -257,6 +273,7 @@ def add_device(
     password: str | None = None,
     topic_prefix: str = "",
     cafile: Path | None = None,
+    profiles: Sequence[str] = (),
 ) -> str:
     """Returns the password; raises ValueError with what to fix."""
     device_id = names.device_id(device_id)
@@ -266,6 +283,7 @@ def add_device(
             f"client ids ({', '.join(names.BRIDGE_BROKER_USERS)}, "
             f"{names.BRIDGE_CLIENT_ID_PREFIX}...): choose another"
         )
+    device_acls(device_id, topic_prefix, profiles)  # refuses what the ACLs cannot protect
     admin_url = admin_url or os.environ.get(ADMIN_URL_ENV)
     if not admin_url:
         raise ValueError(
@@ -273,7 +291,14 @@ def add_device(
             "the dynamic-security plugin's admin) or pass --admin-url"
         )
     password = password or secrets.token_urlsafe(24)
-    put_device(admin_url, device_id, password, topic_prefix=topic_prefix, cafile=cafile)
+    put_device(
+        admin_url,
+        device_id,
+        password,
+        topic_prefix=topic_prefix,
+        cafile=cafile,
+        profiles=profiles,
+    )
     return password
 
 

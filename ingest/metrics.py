@@ -60,6 +60,13 @@ class IngestCollector:
                 s.retained_skipped,
             ),
             ("db_retries", "write transactions retried", s.db_retries),
+            ("mapping_notes", "facts mappings noted (a Sparkplug sequence gap)", s.mapping_notes),
+            ("mapping_reloads", "mapping sets loaded after the first", s.mapping_reloads),
+            (
+                "mapping_reload_errors",
+                "mapping reloads refused (the previous mappings stay in use)",
+                s.mapping_reload_errors,
+            ),
             ("rules_evaluated", "readings evaluated against rules", s.rules_evaluated),
             ("alerts_raised", "alert events raised", s.alerts),
             (
@@ -79,6 +86,14 @@ class IngestCollector:
         for reason, n in sorted(counted.items()):
             dead.add_metric([reason], n)
         yield dead
+        mapped = CounterMetricFamily(
+            "bridge_ingest_mapped_readings",
+            "readings found in messages read by a mapping, by mapping name",
+            labels=["mapping"],
+        )
+        for mapping, n in sorted(s.mapped_readings.items()):
+            mapped.add_metric([mapping], n)
+        yield mapped
         yield s.batch_messages.family(
             "bridge_ingest_batch_messages", "messages per committed batch"
         )

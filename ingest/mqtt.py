@@ -195,6 +195,23 @@ class AsyncMqtt:
         if self.connected.is_set():
             self._send(self._subscribe_packet(self._packet_id(None), topic, qos))
 
+    async def add_subscription(self, topic: str, qos: int = 1) -> int | None:
+        """Subscribe now (when connected) and again on every reconnection, with this
+        connection's subscription options; the SUBACK's reason code, None when not connected
+        (the next connection subscribes)."""
+        self._subscriptions.append((topic, qos))
+        if not self.connected.is_set():
+            return None
+        ack = await self._request(lambda pid: self._subscribe_packet(pid, topic, qos))
+        assert isinstance(ack, mp.SubAck)
+        return ack.reason_codes[0]
+
+    async def remove_subscription(self, topic: str) -> None:
+        """Unsubscribe now (when connected) and no more on reconnections."""
+        self._subscriptions = [s for s in self._subscriptions if s[0] != topic]
+        if self.connected.is_set():
+            await self.unsubscribe_and_wait([topic])
+
     async def subscribe_and_wait(
         self, filter_: str, *, qos: int = 0, subscription_id: int = 0, retain_handling: int = 0
     ) -> int:
@@ -479,10 +496,12 @@ class AsyncMqtt:
         log.info(
             "connected to MQTT broker %s (session present: %s)", ep.redacted(), ack.session_present
         )
+        # a copy: add_subscription/remove_subscription may change the list meanwhile
+        subscriptions = list(self._subscriptions)
         results = await asyncio.gather(
-            *(self._subscribe_once(topic, qos) for topic, qos in self._subscriptions)
+            *(self._subscribe_once(topic, qos) for topic, qos in subscriptions)
         )
-        for (topic, _), code in zip(self._subscriptions, results, strict=True):
+        for (topic, _), code in zip(subscriptions, results, strict=True):
             if code >= 0x80:
                 log.error("MQTT broker %s refused the subscription to %s: reason 0x%02x",
                           ep.redacted(), topic, code)  # fmt: skip

@@ -60,6 +60,7 @@ DEAD_LETTER_REASONS = (
     "invalid_json",
     "invalid_line_protocol",
     "invalid_shape",
+    "no_mapping",
     "payload_too_large",
     "sparkplug_invalid_payload",
     "sparkplug_invalid_topic",
@@ -137,7 +138,8 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
-def _check_time(ts: datetime, now: datetime, max_future: timedelta, max_past: timedelta) -> None:
+def check_time(ts: datetime, now: datetime, max_future: timedelta, max_past: timedelta) -> None:
+    """Refuse a reading time outside the accepted window around ``now`` (the receive time)."""
     # Differences, not now +/- window: the sum overflows for a window configured in millennia.
     if ts - now > max_future:
         raise PayloadError(
@@ -212,7 +214,7 @@ def parse_entries(
     count = 0
     for ts, values in entries:
         at = ts if ts is not None else received_at
-        _check_time(at, received_at, max_future, max_past)
+        check_time(at, received_at, max_future, max_past)
         out.append((at, values))
         count += len(values)
     if count > MAX_READINGS:

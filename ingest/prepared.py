@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ingest.buckets import BATCH_MESSAGES, COMMIT_SECONDS, DELAY_SECONDS, Buckets
+from ingest.mapped import MappingSource
 from ingest.mqtt import MqttEndpoint
 from ingest.payload import MAX_PAYLOAD_BYTES
 from ingest.topics import Topics
@@ -60,6 +61,13 @@ class IngestConfig:
     dead_letter_max_payload_bytes: int = 4096
     # Topics whose last retained message is remembered (copies are not dead-lettered again).
     retained_topics_max: int = 100_000
+    # Mappings of firmware topics and payloads (ingest/mapped.py); None: the bridge's own
+    # format only. Reloaded on a NOTIFY, when the source's fingerprint (a file's mtime)
+    # changes, checked every ``mappings_poll_s``, and every ``mappings_reload_s``.
+    mappings: MappingSource | None = None
+    mappings_poll_s: float = 2.0
+    mappings_reload_s: float = 60.0
+    mappings_listen: bool = True
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -94,6 +102,11 @@ class IngestStats:
     dead_letters: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # committed, by reason
     dead_letters_dropped: int = 0  # over the per-device budget: counted, not stored
+    # readings found in mapped messages, by mapping name (bounded by the mappings enabled)
+    mapped_readings: dict[str, int] = field(default_factory=dict)
+    mapping_notes: int = 0  # facts a mapping reported (a Sparkplug sequence gap)
+    mapping_reloads: int = 0
+    mapping_reload_errors: int = 0
     retained_skipped: int = 0  # copies of retained garbage dead-lettered before
     batches: int = 0
     db_writes: int = 0  # write transactions attempted

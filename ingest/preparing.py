@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from ingest.dead_letters import DeadLetterBudget, keep_payload
 from ingest.logs import parse_log
+from ingest.mapped import MappingRouter, NoMappings, checked_readings, checked_statuses
+from ingest.mapping.api import Entries, Mapping
 from ingest.payload import PayloadError, parse_entries
 from ingest.prepared import _EPOCH, Inbound, IngestConfig, IngestStats, _Prepared
 from ingest.retained import LastRetained, payload_digest
@@ -47,6 +50,17 @@ class Preparer:
         self.retained = LastRetained(config.retained_topics_max)
         # telemetry topic -> its device: parsed once per topic (a fleet reuses its topics)
         self._telemetry_devices: dict[str, str] = {}
+        # topics found to be none of our own (a firmware's): routed without parsing them again
+        self._mapped_topics: set[str] = set()
+        # The enabled mappings; after a reload the previous set still routes a message the
+        # new one does not know, so messages received before the reload are unaffected by it.
+        self.mappings: MappingRouter = NoMappings()
+        self._previous_mappings: MappingRouter = NoMappings()
+        self._notes_logged = 0.0
+
+    def use_mappings(self, mappings: MappingRouter) -> None:
+        """Route messages with ``mappings`` from the next batch on."""
+        self._previous_mappings, self.mappings = self.mappings, mappings
 
     def prepare(self, batch: list[Inbound]) -> _Prepared:
         prep = _Prepared(batch)
@@ -64,11 +78,15 @@ class Preparer:
         base_us = int(msg.received_at * 1_000_000)
         received = _EPOCH + timedelta(microseconds=base_us)
         device = self._telemetry_devices.get(msg.topic)
-        if device is None:
+        mapped = device is None and msg.topic in self._mapped_topics
+        if device is None and not mapped:
             device = cfg.topics.parse_device_topic(msg.topic, "telemetry")
             if device is not None and len(self._telemetry_devices) < _TOPICS_MAX:
                 self._telemetry_devices[msg.topic] = device
         try:
+            if mapped:  # a topic seen before that is none of our own: straight to its mapping
+                self._prepare_mapped(prep, msg, received, base_us)
+                return
             if device is None and (reporter := cfg.topics.parse_device_topic(msg.topic, "status")):
                 device = reporter
                 if not names.is_device_id(device):
@@ -84,7 +102,11 @@ class Preparer:
                     (cfg.topics.logs(device), parse_log(device, msg.payload, received))
                 )
                 return
-            device = device or ""
+            if device is None:
+                if len(self._mapped_topics) < _TOPICS_MAX:
+                    self._mapped_topics.add(msg.topic)
+                self._prepare_mapped(prep, msg, received, base_us)
+                return
             entries = parse_entries(
                 device,
                 msg.payload,
@@ -105,6 +127,16 @@ class Preparer:
                     "unexpected error parsing a message on %s", names.safe_excerpt(msg.topic)
                 )
             return
+        self._append_rows(prep, ((device, entries),), received, base_us)
+
+    def _append_rows(
+        self,
+        prep: _Prepared,
+        items: Iterable[tuple[str, Entries]],
+        received: datetime,
+        base_us: int,
+    ) -> None:
+        """The rows of one message's readings (of one device, or several for a mapping)."""
         # received_at: one no other reading of this process has, strictly increasing in
         # microseconds, so ``since=<received_at of the last message seen>`` resumes exactly
         # after it, even between two readings of one message.
@@ -112,13 +144,68 @@ class Preparer:
         base = received if us == base_us else _EPOCH + timedelta(microseconds=us)
         append = prep.rows.append
         k = 0
-        for at, values in entries:
-            for name, (value, unit) in values.items():
-                step = _STEPS[k] if k < _NSTEPS else timedelta(microseconds=k)
-                append((device, name, at, value, unit, base + step))
-                k += 1
+        for device, entries in items:
+            for at, values in entries:
+                for name, (value, unit) in values.items():
+                    step = _STEPS[k] if k < _NSTEPS else timedelta(microseconds=k)
+                    append((device, name, at, value, unit, base + step))
+                    k += 1
         if k:
             self._last_received_us = us + k - 1
+
+    def _route(self, topic: str) -> tuple[Mapping | None, str]:
+        """The mapping of ``topic`` and the topic without the deployment prefix (mappings
+        see topics as the firmware publishes them)."""
+        rest = self.config.topics.strip_prefix(topic)
+        if rest is None:
+            return None, topic
+        return self.mappings.route(rest) or self._previous_mappings.route(rest), rest
+
+    def _prepare_mapped(
+        self, prep: _Prepared, msg: Inbound, received: datetime, base_us: int
+    ) -> None:
+        """A message on a firmware's own topic, read by the mapping its topic belongs to
+        (ingest/mapped.py): stored exactly like one in the bridge's own format."""
+        cfg = self.config
+        mapping, topic = self._route(msg.topic)
+        if mapping is None:
+            raise PayloadError("no_mapping", "no enabled mapping covers this topic")
+        try:
+            if len(msg.payload) > cfg.max_payload_bytes:
+                raise PayloadError(
+                    "payload_too_large",
+                    f"payload of {len(msg.payload)} bytes exceeds {cfg.max_payload_bytes} bytes",
+                )
+            extracted = mapping.extract(topic, msg.payload, received)
+            readings, count = checked_readings(
+                mapping, extracted, received, max_future=cfg.max_future, max_past=cfg.max_past
+            )
+            statuses = checked_statuses(extracted)
+        except PayloadError as exc:
+            # the mapping's name in the detail: the operator sees which one refused it
+            raise PayloadError(exc.reason, f"mapping {mapping.name}: {exc.message}") from None
+        for device, status, reason in statuses:
+            prep.statuses.append((device, status, reason, received))
+        if extracted.notes:
+            self._note(mapping, extracted.notes)
+        if count:
+            self._append_rows(prep, ((r.device_id, r.entries) for r in readings), received, base_us)
+            by_mapping = self.stats.mapped_readings
+            by_mapping[mapping.name] = by_mapping.get(mapping.name, 0) + count
+
+    def _note(self, mapping: Mapping, notes: Sequence[str]) -> None:
+        """Count what a mapping noted (a Sparkplug sequence gap); log it at most once a
+        minute so a chatty fleet cannot flood the log."""
+        self.stats.mapping_notes += len(notes)
+        now = time.monotonic()
+        if now - self._notes_logged >= 60:
+            self._notes_logged = now
+            log.info(
+                "mapping %s: %s (%d notes so far; logged at most once a minute)",
+                mapping.name,
+                names.safe_excerpt(notes[0], 200),
+                self.stats.mapping_notes,
+            )
 
     def _retained_repeat(self, prep: _Prepared, msg: Inbound) -> bool:
         """Whether ``msg`` is a copy of the last retained message handled on its topic

@@ -46,7 +46,14 @@ class RulesListener:
         *,
         ping_s: float = 15.0,
         max_backoff_s: float = 10.0,
+        channel: str = RULES_CHANNEL,
+        application_name: str = APPLICATION_NAME,
+        what: str = "rules",
     ) -> None:
+        # The same listener serves the mappings (ingest/mapping_loop.py): another channel.
+        self._channel = channel
+        self._application_name = application_name
+        self._what = what
         self._url = database_url
         self._changed = changed
         self._ping_s = ping_s
@@ -81,10 +88,12 @@ class RulesListener:
                     delay = 0.2
                 log.log(
                     logging.WARNING if is_transient(exc) else logging.ERROR,
-                    "rules listener: %s: %s; rules still reload periodically, "
+                    "%s listener: %s: %s; %s still reload periodically, "
                     "listening again in about %.1fs",
+                    self._what,
                     type(exc).__name__,
                     exc,
+                    self._what,
                     delay,
                 )
             finally:
@@ -98,15 +107,15 @@ class RulesListener:
 
     async def _listen(self) -> None:
         """One connection: LISTEN, then watch it until it is lost (raises)."""
-        conn = await connect(self._url, application_name=APPLICATION_NAME)
+        conn = await connect(self._url, application_name=self._application_name)
         try:
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _c: lost.set())
-            await conn.add_listener(RULES_CHANNEL, self._notified)
+            await conn.add_listener(self._channel, self._notified)
             self.listening = True
             self.connections += 1
             if self.connections > 1:
-                log.info("listening for rule changes again")
+                log.info("listening for %s changes again", self._what)
             # Changes committed while nobody listened were announced to nobody.
             self._changed.set()
             await self._watch(conn, lost)

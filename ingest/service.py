@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 from ingest.after_commit import AfterCommit
 from ingest.batcher import Batcher
 from ingest.faults import Faults
+from ingest.mapping_loop import MappingLoop
 from ingest.metrics import IngestCollector
 from ingest.mqtt import AsyncMqtt, Message
 from ingest.pipeline import Pipeline
@@ -72,6 +73,9 @@ class IngestService:
         self._rules = RulesLoop(config, self.stats, self._stream)
         self.rules_listener: RulesListener = self._rules.listener
         self._preparer = Preparer(config, self.stats)
+        self.mappings: MappingLoop | None = None
+        if config.mappings is not None:
+            self.mappings = MappingLoop(config, self.stats, self._preparer, config.mappings)
         self._store = BatchStore(self.stats, self._preparer, self._giving_up)
         self._after = AfterCommit(
             config, self.stats, self._stream, self._preparer, self._rules, self._faults
@@ -146,11 +150,18 @@ class IngestService:
         logs_subscription = cfg.topics.ingest_subscription(
             shared=cfg.shared_subscription, kind="logs"
         )
+        # a firmware's own topics, read by the mappings (ingest/mapping_loop.py)
+        mapped = await self.mappings.start() if self.mappings is not None else []
         self._mqtt = AsyncMqtt(
             cfg.mqtt,
             cfg.client_id,
             on_message=self._on_message,
-            subscriptions=[(subscription, 1), (status_subscription, 1), (logs_subscription, 0)],
+            subscriptions=[
+                (subscription, 1),
+                (status_subscription, 1),
+                (logs_subscription, 0),
+                *((m, 1) for m in mapped),
+            ],
             clean_start=False,
             session_expiry_s=cfg.session_expiry_s,
             receive_maximum=cfg.receive_maximum,
@@ -169,6 +180,12 @@ class IngestService:
         tasks = [writer_task, stats_task, rules_task]
         if cfg.rules_listen:
             tasks.append(asyncio.create_task(self.rules_listener.run(), name="ingest-rules-listen"))
+        if self.mappings is not None:
+            tasks.append(asyncio.create_task(self.mappings.run(self._mqtt), name="ingest-mappings"))
+            if self.mappings.listener is not None:
+                tasks.append(
+                    asyncio.create_task(self.mappings.listener.run(), name="ingest-mappings-listen")
+                )
         try:
             await self._stream.start()
             await self._stream.connected.wait()
@@ -188,6 +205,11 @@ class IngestService:
             self._closing = True
             self._rules.closing = True
             self.rules_listener.close()
+            if self.mappings is not None:
+                self.mappings.closing = True
+                self.mappings.changed.set()
+                if self.mappings.listener is not None:
+                    self.mappings.listener.close()
             for task in tasks:
                 task.cancel()
             _, stuck = await asyncio.wait(tasks, timeout=10)

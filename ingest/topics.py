@@ -49,6 +49,12 @@ class Topics:
         topic = self._join("devices", "+", kind)
         return f"$share/{SHARED_GROUP}/{topic}" if shared else topic
 
+    def mapped_subscription(self, filter_: str, *, shared: bool) -> str:
+        """What the ingest subscribes to for a mapping's filter (a firmware's own topics,
+        ingest/mapped.py): under the deployment prefix like every topic of the bridge."""
+        topic = self._join(filter_)
+        return f"$share/{SHARED_GROUP}/{topic}" if shared else topic
+
     def device_errors(self, device_id: str) -> str:
         return self._join("devices", names.device_id(device_id), "errors")
 

@@ -51,6 +51,8 @@ def test_ingest_collector_names_types_and_values() -> None:
     s.dead_letter_reasons.update(invalid_json=2, invalid_device_id=1)
     s.dead_letters_dropped, s.db_retries, s.rules_evaluated, s.alerts = 4, 3, 12, 2
     s.database_up, s.last_commit = False, 1_700_000_000.5
+    s.mapped_readings.update(tasmota=9)
+    s.mapping_notes, s.mapping_reloads, s.mapping_reload_errors = 1, 2, 3
     s.batch_messages.observe(6)
     s.commit_seconds.observe(0.004)
     s.delay_seconds.observe(0.2)
@@ -70,6 +72,10 @@ def test_ingest_collector_names_types_and_values() -> None:
         "bridge_ingest_dead_letters_dropped": "counter",
         "bridge_ingest_retained_repeats": "counter",
         "bridge_ingest_db_retries": "counter",
+        "bridge_ingest_mapped_readings": "counter",
+        "bridge_ingest_mapping_notes": "counter",
+        "bridge_ingest_mapping_reloads": "counter",
+        "bridge_ingest_mapping_reload_errors": "counter",
         "bridge_ingest_rules_evaluated": "counter",
         "bridge_ingest_alerts_raised": "counter",
         "bridge_ingest_stream_dropped": "counter",
@@ -90,6 +96,10 @@ def test_ingest_collector_names_types_and_values() -> None:
     assert value("bridge_ingest_dead_letters_total", reason="invalid_device_id") == 1
     assert value("bridge_ingest_dead_letters_dropped_total") == 4
     assert value("bridge_ingest_db_retries_total") == 3
+    assert value("bridge_ingest_mapped_readings_total", mapping="tasmota") == 9
+    assert value("bridge_ingest_mapping_notes_total") == 1
+    assert value("bridge_ingest_mapping_reloads_total") == 2
+    assert value("bridge_ingest_mapping_reload_errors_total") == 3
     assert value("bridge_ingest_rules_evaluated_total") == 12
     assert value("bridge_ingest_alerts_raised_total") == 2
     assert value("bridge_ingest_stream_dropped_total") == 7
