@@ -23,7 +23,7 @@ from ingest.mapping.api import DeviceReadings, DeviceStatus, Entries, Extracted
 from ingest.mapping.line_protocol import parse_lines
 from ingest.mapping.pattern import compile_pattern
 from ingest.mapping.spec import MappingSpec
-from ingest.payload import MAX_ENTRIES, MAX_PAYLOAD_BYTES, MAX_READINGS, PayloadError, _check_time
+from ingest.payload import MAX_ENTRIES, MAX_PAYLOAD_BYTES, MAX_READINGS, PayloadError, check_time
 from ingest.storable import text_problem
 
 _CACHE_MAX = 4_096
@@ -151,7 +151,7 @@ class DeclaredMapping:
             raw = jp.get_path(doc, self._ts_path)
             if raw is not None:
                 at = jp.device_time(raw, self.spec.timestamp.format, self._zone)
-        _check_time(at, received, self._max_future, self._max_past)
+        check_time(at, received, self._max_future, self._max_past)
         return at
 
     def _metric(self, raw_name: str) -> tuple[str, Unit, tuple[str, ...] | None] | None:
@@ -286,7 +286,7 @@ class DeclaredMapping:
             at = received
             if line.timestamp is not None:
                 at = jp.device_time(line.timestamp * divisor, "unix_ns", self._zone)
-            _check_time(at, received, self._max_future, self._max_past)
+            check_time(at, received, self._max_future, self._max_past)
             values = by_device.setdefault(device, {}).setdefault(at, {})
             for key, raw in line.fields.items():
                 value = jp.number(raw, True) if type(raw) is bool else jp.number(raw, False)

@@ -238,7 +238,7 @@ def esphome(binary_sensors: bool = False) -> list[Mapping]:
 # InfluxDB line protocol (docs.influxdata.com/influxdb/v2/reference/syntax/line-protocol/),
 # as Telegraf's MQTT output and InfluxDB clients publish it.
 def influx_line(
-    topic: str = "influx/{device}",
+    topic: str = "telegraf/{device}/{plugin}",  # Telegraf MQTT output: telegraf/<host>/<plugin>
     device_tag: str | None = None,
     metric_style: str = "field",
     precision: str = "ns",

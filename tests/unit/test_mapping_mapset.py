@@ -44,7 +44,7 @@ def everything(own_prefix: str = "") -> MappingSet:
         ("zigbee2mqtt/bridge/state", None),
         ("node1/sensor/t/state", "esphome.sensor"),
         ("node1/status", "esphome.status"),
-        ("influx/w1", "influx_line"),
+        ("telegraf/w1/cpu", "influx_line"),
         # the bridge's own and the broker's topics, whatever would match them
         ("devices/status", None),
         ("devices/online", None),

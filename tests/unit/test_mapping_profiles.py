@@ -308,7 +308,9 @@ def test_esphome_text_is_refused() -> None:
 
 # -- InfluxDB line protocol -----------------------------------------------------------------
 def test_influx_telegraf_metrics_device_from_topic() -> None:
-    result = extract("influx_line", "influx/node1", sample("influx_line/telegraf_cpu_mem.txt"))
+    result = extract(
+        "influx_line", "telegraf/node1/cpu", sample("influx_line/telegraf_cpu_mem.txt")
+    )
     assert readings(result) == {
         "node1": [
             (
@@ -357,7 +359,7 @@ def test_influx_measurement_prefix_and_device_from_tag() -> None:
 
 
 def test_influx_precision_seconds() -> None:
-    result = extract("influx_line", "influx/d1", b"m v=1 1795348740", precision="s")
+    result = extract("influx_line", "telegraf/d1/cpu", b"m v=1 1795348740", precision="s")
     assert readings(result) == {"d1": [(T, {"v": (1.0, None)})]}
 
 

@@ -52,3 +52,20 @@ def test_ids_that_would_reach_other_namespaces_and_unknown_profiles_are_refused(
     assert profile_acls("tasmota", "devices")  # tele/devices/+ reaches nothing of ours
     with pytest.raises(ValueError, match="no built-in profile 'nope'"):
         profile_acls("nope", "kitchen")
+
+
+def test_every_profiles_subscriptions_are_within_its_acl_topics() -> None:
+    """The engine's filters for a profile (what the ingest subscribes to) and the topics the
+    ACLs allow for it are kept apart; they must agree, or the ingest would be refused."""
+    from bridge.broker_filters import subsumes
+    from ingest.mapping.profiles import build_profile, profile_names
+
+    assert set(profile_names()) == set(PROFILE_TOPICS)
+    for profile in profile_names():
+        allowed = PROFILE_TOPICS[profile].ingest_reads
+        for mapping in build_profile(profile):
+            assert any(subsumes(acl, mapping.filter) for acl in allowed), (
+                profile,
+                mapping.filter,
+                allowed,
+            )
