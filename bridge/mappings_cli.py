@@ -25,6 +25,7 @@ from ingest.mapping_source import (
     entry,
 )
 from ingest.payload import PayloadError
+from ingest.wire import iso_ms
 from storage.mappings import delete_mapping, load_mappings, set_mapping_enabled, upsert_mapping
 from storage.pool import connect
 
@@ -195,7 +196,7 @@ async def _test(
     for r in readings:
         for at, values in r.entries:
             for metric, (value, unit) in values.items():
-                t.add_row(r.device_id, metric, at.isoformat(), console.format_value(value),
+                t.add_row(r.device_id, metric, iso_ms(at), console.format_value(value),
                           unit or "")  # fmt: skip
     out.write(f"mapping {mapping.name} would store (nothing was stored):\n")
     console.print_table(out, t)
