@@ -72,10 +72,9 @@ class MappingLoop:
         self.closing = False
         self._fingerprint: object = None
 
-    def _subscription(self, filter_: str) -> str:
-        return self._config.topics.mapped_subscription(
-            filter_, shared=self._config.shared_subscription
-        )
+    def _subscription(self, filter_: str, unshared: set[str]) -> str:
+        shared = self._config.shared_subscription and filter_ not in unshared
+        return self._config.topics.mapped_subscription(filter_, shared=shared)
 
     async def _load(self) -> tuple[MappingRouter, list[str]]:
         self._fingerprint = self._source.fingerprint()
@@ -84,7 +83,9 @@ class MappingLoop:
         bad = [f for f in filters if not valid_filter(f)]
         if bad:
             raise ValueError(f"invalid mapping filter {names.safe_excerpt(bad[0])}")
-        return router, [self._subscription(f) for f in filters]
+        # a stateful mapping (Sparkplug) needs every message in every ingest: not shared
+        unshared: set[str] = getattr(router, "unshared_filters", set)()
+        return router, [self._subscription(f, unshared) for f in filters]
 
     async def start(self) -> list[str]:
         """The first load; the subscriptions the MQTT connection starts with."""

@@ -75,6 +75,11 @@ class MappingSet:
             f for f in unique if not any(other != f and filter_covers(other, f) for other in unique)
         ]
 
+    def unshared_filters(self) -> set[str]:
+        """Filters of mappings that keep state across messages (Sparkplug's births): each
+        ingest must see all of their messages, so they are not shared subscriptions."""
+        return {m.filter for m in self.mappings if getattr(m, "stateful", False)}
+
     def is_own(self, topic: str) -> bool:
         own = self._own
         return topic.startswith(own) and (len(topic) == len(own) or topic[len(own)] == "/")

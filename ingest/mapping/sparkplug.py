@@ -90,6 +90,12 @@ class SparkplugOptions(BaseModel):
 class SparkplugMapping:
     """One Sparkplug B host view: every group, or one group when ``group`` is given."""
 
+    # Births define the aliases and the bdSeq that later messages are read with, so every
+    # ingest must see every message of an edge node: its filter is never a shared
+    # subscription (ingest/mapping_loop.py). Two ingests then store the same readings,
+    # which the (device, metric, ts) key keeps to one row each.
+    stateful = True
+
     def __init__(self, options: SparkplugOptions | None = None, group: str | None = None) -> None:
         self.options = options or SparkplugOptions()
         self.group = group

@@ -120,3 +120,20 @@ async def test_a_name_that_is_not_an_id_is_a_dead_letter_not_another_device(
     row = await conn.fetchrow("SELECT reason, detail FROM dead_letters")
     assert row["reason"] == "invalid_device_id", row
     assert int(await conn.fetchval("SELECT count(*) FROM readings")) == 0
+
+
+async def test_a_shared_ingest_shares_all_but_sparkplug(
+    broker: BrokerInfo, database_url: str, topic_prefix: str
+) -> None:
+    """Sparkplug's state (births, aliases) needs every message in every ingest."""
+    topics = Topics(topic_prefix)
+    source = ConfiguredMappings(profiles="tasmota,sparkplug_b")
+    async with running_ingest(
+        broker.url, database_url, topics, mappings=source, shared_subscription=True
+    ) as service:
+        assert service.mappings is not None
+        subscribed = service.mappings.subscribed
+    assert f"{topic_prefix}/spBv1.0/#" in subscribed
+    shared = [s for s in subscribed if s.startswith("$share/")]
+    assert any(s.endswith(f"{topic_prefix}/tele/+/SENSOR") for s in shared), subscribed
+    assert not any("spBv1.0" in s for s in shared), subscribed

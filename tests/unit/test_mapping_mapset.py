@@ -182,3 +182,9 @@ def test_the_documented_example_file_loads() -> None:
     [block] = re.findall(r"```toml\n(.*?)```", doc, re.S)
     loaded = loads(block)
     assert [m.name for m in loaded.mappings()][-1] == "boiler"
+
+
+def test_a_stateful_mappings_filter_is_never_shared() -> None:
+    """Sparkplug's births define how later messages are read: each ingest needs them all."""
+    mappings = MappingSet([*build_profile("tasmota"), *build_profile("sparkplug_b")])
+    assert mappings.unshared_filters() == {"spBv1.0/#"}
