@@ -1,46 +1,26 @@
-// The live dashboard: state, rendering and wiring. The wire contract is PROTOCOL.md; the
-// connection handling (auth, reconnect, resume) lives in conn.js, the charts in chart.js.
+// The live dashboard: start-up, connection, devices, alerts, status strip and the page's
+// wiring. The wire contract is PROTOCOL.md; the connection handling (auth, reconnect, resume)
+// lives in conn.js, the live charts in live.js, the history view in history.js, the view's
+// URL in urlstate.js.
 
 import { Connection } from "./conn.js";
-import { LineChart, formatNumber, formatTime } from "./chart.js";
+import { HELP, formatNumber } from "./chart.js";
 import { $, ago, el, parseTime, setText, toast, tokenClaims } from "./dom.js";
+import { getJson } from "./api.js";
+import { COLORS, KEEP_MS, MAX_DEVICES, SEVERITY_RANK, hasScope, markDirty, seriesKey, state } from "./state.js";
+import { WINDOWS, formatView, parseView, windowName } from "./urlstate.js";
+import { activeMetrics, drawLive, loadBackfill, renderCharts, setLiveZoom } from "./live.js";
+import { drawHistory, historyCsv, historyWindow, loadHistory, renderHistoryCharts } from "./history.js";
 
 const TOKEN_KEY = "telemetry-bridge.token";
-const MAX_DEVICES = 6;
-const AUTO_METRICS = 4; // metrics charted before the user picks any
-const KEEP_MS = 15 * 60 * 1000; // the longest live window
 const MAX_POINTS = 5000; // per series, whatever the rate
 const ALERTS_SINCE_MS = 24 * 3600 * 1000;
-const COLORS = ["#5b9dff", "#3ecf8e", "#f5b942", "#c084fc", "#ff7a90", "#45d0d8"];
-const SEVERITY_RANK = { critical: 0, high: 1, warning: 2, info: 3 };
-
-const state = {
-  token: null,
-  claims: null,
-  authRequired: true,
-  conn: null,
-  connState: "idle",
-  devices: new Map(), // id -> {id, status, lastSeen, reason}
-  selected: [], // device ids, in selection order (their colour)
-  metrics: new Map(), // device -> Set(metric)
-  chosenMetrics: null, // null: automatic; else Set chosen by the user
-  series: new Map(), // `${device}\u0000${metric}` -> {points, unit}
-  charts: new Map(), // metric -> {chart, card, values}
-  alerts: new Map(), // alert_id -> alert
-  alertFilter: "open",
-  acking: new Set(),
-  system: new Map(), // component -> metrics
-  frontConnections: null,
-  history: { points: 0, chart: null, series: [] },
-  windowMs: 300000,
-  ticks: 0,
-  dirty: { devices: true, alerts: true, charts: true, strip: true },
-};
+const ALERT_VIEW_MS = 30 * 60 * 1000; // an alert's link shows this much either side of it
 
 // ---------------------------------------------------------------------------- start-up
 async function init() {
   bindUi();
-  state.history.chart = new LineChart($("h-canvas"), { range: () => historyRange() });
+  applyView(parseView(location.hash));
   requestAnimationFrame(frame);
   setInterval(tick, 1000);
   const status = await getJson("/status", false).catch(() => null);
@@ -84,7 +64,7 @@ function resetData() {
   state.alerts.clear();
   state.system.clear();
   state.series.clear();
-  state.metrics.clear();
+  state.backfill.clear();
   markDirty("devices", "alerts", "charts", "strip");
 }
 
@@ -109,6 +89,9 @@ function connectionState(name, detail) {
     setText("conn-text", "Live");
     banner.hidden = true;
     loadRest();
+    loadBackfill();
+    for (const id of state.selected) loadMetricNames(id);
+    if (state.history.wanted) loadHistory();
   } else if (name === "connecting") {
     setText("conn-text", detail.attempt ? "Reconnecting…" : "Connecting…");
   } else if (name === "reconnecting") {
@@ -154,18 +137,6 @@ async function loadRest() {
   }
 }
 
-async function getJson(path, withToken = true) {
-  const headers = { Accept: "application/json" };
-  if (withToken && state.token) headers.Authorization = `Bearer ${state.token}`;
-  const resp = await fetch(path, { headers, cache: "no-store" });
-  const body = await resp.json().catch(() => ({}));
-  if (!resp.ok) {
-    const err = new Error(body.message || `HTTP ${resp.status}`);
-    err.status = resp.status;
-    throw err;
-  }
-  return body;
-}
 
 // ----------------------------------------------------------------------------- messages
 function handleMessage(msg) {
@@ -257,7 +228,6 @@ function upsertDevice(id, status, lastSeen, reason) {
   if (reason) d.reason = reason;
   state.devices.set(id, d);
   markDirty("devices", "strip");
-  if (!$("h-device").value) markDirty("historyOptions");
 }
 
 // REST rows and live events describe the same alert; the newest updated_at wins.
@@ -281,6 +251,8 @@ function mergeAlert(a) {
     acknowledgedBy: a.acknowledged_by ?? old?.acknowledgedBy ?? null,
   });
   markDirty("alerts", "strip");
+  for (const c of state.charts.values()) c.chart.dirty = true;
+  for (const c of state.history.charts.values()) c.chart.dirty = true;
 }
 
 async function acknowledge(alertId) {
@@ -314,62 +286,125 @@ function toggleDevice(id) {
     }
     state.selected.push(id);
     subscribeDevice(id);
-    if (!$("h-device").value || !state.devices.has($("h-device").value)) {
-      $("h-device").value = id;
-    }
   }
-  markDirty("devices", "charts", "historyOptions");
+  if (state.connState === "live") loadBackfill();
+  markDirty("devices", "charts", "url");
 }
 
 // Every metric of the device, starting with the readings of the last KEEP_MS (replayed by
-// the server), then live; after a reconnect it resumes from the last one seen.
+// the server), then live; after a reconnect it resumes from the last one seen. Its metric
+// names also come from its latest values, so a quiet device has its chips too.
 function subscribeDevice(id) {
   state.conn?.subscribe(`t:${id}`, {
     channel: "telemetry",
     device_id: id,
     since: new Date(Date.now() - KEEP_MS).toISOString(),
   });
+  if (state.connState === "live") loadMetricNames(id);
 }
 
-function activeMetrics() {
-  const all = new Set();
-  for (const device of state.selected) {
-    for (const m of state.metrics.get(device) || []) all.add(m);
+async function loadMetricNames(device) {
+  try {
+    const body = await getJson(`/api/v1/devices/${encodeURIComponent(device)}`);
+    if (!state.selected.includes(device)) return;
+    const known = state.metrics.get(device) || new Set();
+    for (const m of Object.keys(body.latest || {})) known.add(m);
+    state.metrics.set(device, known);
+    markDirty("charts");
+  } catch {
+    /* no devices:read: the metrics appear with the readings */
   }
-  const sorted = [...all].sort();
-  if (state.chosenMetrics === null) return [sorted, sorted.slice(0, AUTO_METRICS)];
-  return [sorted, sorted.filter((m) => state.chosenMetrics.has(m))];
 }
 
-function toggleMetric(metric) {
-  const [, shown] = activeMetrics();
-  const chosen = new Set(state.chosenMetrics ?? shown);
-  if (chosen.has(metric)) chosen.delete(metric);
-  else chosen.add(metric);
-  state.chosenMetrics = chosen;
-  markDirty("charts", "historyOptions");
+// ------------------------------------------------------------------------ view <-> URL
+function currentView() {
+  return {
+    devices: state.selected,
+    metrics: state.chosenMetrics ? [...state.chosenMetrics].sort() : null,
+    window: windowName(state.windowMs),
+    range: state.history.spec || state.history.wanted ? state.history.range : null,
+    bucket: $("h-bucket").value,
+    agg: $("h-agg").value,
+    alerts: state.alertFilter,
+    severity: state.alertSeverity,
+  };
+}
+
+function applyView(view) {
+  if (view.devices) {
+    for (const id of [...state.selected]) if (!view.devices.includes(id)) toggleDevice(id);
+    for (const id of view.devices) if (!state.selected.includes(id)) toggleDevice(id);
+  }
+  state.chosenMetrics = view.metrics ? new Set(view.metrics) : null;
+  if (view.window) setWindow(WINDOWS[view.window]);
+  if (view.bucket) $("h-bucket").value = view.bucket;
+  if (view.agg) $("h-agg").value = view.agg;
+  if (view.alerts) setAlertFilter(view.alerts);
+  if (view.severity) {
+    state.alertSeverity = view.severity;
+    $("al-severity").value = view.severity;
+  }
+  if (view.range) {
+    setRange(view.range);
+    state.history.wanted = true;
+    if (state.connState === "live") loadHistory();
+  }
+  markDirty("charts", "alerts", "devices");
+}
+
+function writeUrl() {
+  state.dirty.url = false;
+  const hash = formatView(currentView());
+  const target = hash === "#" ? location.pathname + location.search : hash;
+  if (hash !== location.hash && !(hash === "#" && !location.hash)) history.replaceState(null, "", target);
+}
+
+function setWindow(ms) {
+  state.windowMs = ms;
+  $("window").value = String(ms);
+  setLiveZoom(null);
+  if (state.connState === "live") loadBackfill();
+  for (const c of state.charts.values()) c.chart.dirty = true;
+  markDirty("url");
+}
+
+// A range preset, or [from, to] shown as "Custom" with its two fields.
+function setRange(range) {
+  state.history.range = range;
+  const custom = Array.isArray(range);
+  $("h-range").value = custom ? "custom" : range;
+  for (const node of document.querySelectorAll(".h-form .custom")) node.hidden = !custom;
+  if (custom) {
+    $("h-from").value = localInput(range[0]);
+    $("h-to").value = localInput(range[1]);
+  }
+}
+
+const localInput = (ms) => new Date(ms - new Date(ms).getTimezoneOffset() * 60000).toISOString().slice(0, 19);
+
+function alertHref(a) {
+  const t = a.createdMs || Date.now();
+  return formatView({
+    devices: [a.device_id],
+    metrics: [a.metric],
+    window: windowName(state.windowMs),
+    range: [t - ALERT_VIEW_MS, Math.min(Date.now(), t + ALERT_VIEW_MS)],
+    alerts: state.alertFilter,
+    severity: state.alertSeverity,
+  });
 }
 
 // ------------------------------------------------------------------------------ render
-function markDirty(...parts) {
-  for (const p of parts) state.dirty[p] = true;
-}
-
 function frame() {
   const d = state.dirty;
   if (d.devices) renderDevices();
   if (d.charts) renderCharts();
   if (d.alerts) renderAlerts();
   if (d.strip) renderStrip();
-  if (d.historyOptions) renderHistoryOptions();
-  for (const [metric, c] of state.charts) {
-    if (c.chart.dirty) {
-      c.chart.setSeries(chartSeries(metric));
-      c.chart.draw();
-      renderChartValues(metric, c);
-    }
-  }
-  if (state.history.chart.dirty) state.history.chart.draw();
+  if (d.historyCharts) renderHistoryCharts();
+  if (d.url) writeUrl();
+  drawLive();
+  drawHistory();
   requestAnimationFrame(frame);
 }
 
@@ -381,7 +416,7 @@ function tick() {
     while (n < s.points.length && s.points[n][0] < cut) n += 1;
     if (n) s.points.splice(0, n);
   }
-  for (const c of state.charts.values()) c.chart.dirty = true;
+  if (!state.liveZoom) for (const c of state.charts.values()) c.chart.dirty = true;
   for (const node of document.querySelectorAll("[data-ago]")) {
     const text = ago(Number(node.dataset.ago));
     if (node.textContent !== text) node.textContent = text;
@@ -389,6 +424,7 @@ function tick() {
   updateBanner();
   state.ticks += 1;
   if (state.ticks % 15 === 0 && state.connState === "live") loadRest();
+  if (state.ticks % 60 === 0 && state.connState === "live") loadBackfill();
   if (state.ticks % 10 === 0) {
     getJson("/status", false)
       .then((s) => {
@@ -436,109 +472,26 @@ function renderDevices() {
   list.replaceChildren(...items);
 }
 
-function renderCharts() {
-  state.dirty.charts = false;
-  const [all, shown] = activeMetrics();
-  $("live-empty").hidden = state.selected.length > 0 && all.length > 0;
-  setText(
-    "live-empty",
-    state.selected.length
-      ? "Waiting for readings…"
-      : "Pick a device on the left to watch its readings live.",
-  );
-  $("metric-chips").replaceChildren(
-    ...all.map((m) =>
-      el(
-        "button",
-        {
-          type: "button",
-          class: `chip${shown.includes(m) ? " on" : ""}`,
-          "aria-pressed": shown.includes(m) ? "true" : "false",
-          dataset: { metric: m },
-          onclick: () => toggleMetric(m),
-        },
-        m,
-      ),
-    ),
-  );
-  $("legend").replaceChildren(
-    ...state.selected.map((d, i) =>
-      el("span", { class: "legend-item" }, el("i", { style: { background: COLORS[i] } }), d),
-    ),
-  );
-  const box = $("charts");
-  for (const [metric, c] of state.charts) {
-    if (!shown.includes(metric)) {
-      c.card.remove();
-      state.charts.delete(metric);
-    }
-  }
-  for (const metric of shown) {
-    let c = state.charts.get(metric);
-    if (!c) {
-      const canvas = el("canvas", { "aria-label": `${metric} chart` });
-      const values = el("div", { class: "chart-values" });
-      const unit = el("span", { class: "unit" });
-      const card = el(
-        "div",
-        { class: "chart-card", dataset: { metric } },
-        el("div", { class: "chart-head" }, el("h3", {}, metric), unit, el("div", { class: "spacer" }), values),
-        el("div", { class: "chart-box" }, canvas),
-      );
-      c = { chart: new LineChart(canvas, { range: liveRange }), card, values, unit };
-      state.charts.set(metric, c);
-    }
-    box.append(c.card); // keeps the sorted order
-    c.chart.dirty = true;
-  }
-  box.dataset.count = String(shown.length);
-}
-
-function liveRange() {
-  const now = Date.now();
-  return [now - state.windowMs, now];
-}
-
-function chartSeries(metric) {
-  const out = [];
-  state.selected.forEach((device, i) => {
-    const s = state.series.get(`${device}\u0000${metric}`);
-    if (s) out.push({ name: device, color: COLORS[i], points: s.points, unit: s.unit });
-  });
-  return out;
-}
-
-function renderChartValues(metric, c) {
-  const series = chartSeries(metric);
-  const unit = series.find((s) => s.unit)?.unit || "";
-  c.chart.unit = unit;
-  if (c.unit.textContent !== unit) c.unit.textContent = unit;
-  c.values.replaceChildren(
-    ...series
-      .filter((s) => s.points.length)
-      .map((s) =>
-        el(
-          "span",
-          { class: "latest", style: { color: s.color }, title: s.name },
-          formatNumber(s.points[s.points.length - 1][1]),
-        ),
-      ),
-  );
-}
-
 function renderAlerts() {
   state.dirty.alerts = false;
   const all = [...state.alerts.values()];
   const open = all.filter((a) => a.state !== "resolved");
   setText("al-count", String(open.length));
-  const shown = (state.alertFilter === "open" ? open : all).sort(
+  const least = SEVERITY_RANK[state.alertSeverity] ?? 9;
+  const shown = (state.alertFilter === "open" ? open : all)
+    .filter((a) => (SEVERITY_RANK[a.severity] ?? 9) <= least)
+    .sort(
     (a, b) =>
       (a.state === "resolved") - (b.state === "resolved") ||
       (SEVERITY_RANK[a.severity] ?? 9) - (SEVERITY_RANK[b.severity] ?? 9) ||
       (b.updatedMs || 0) - (a.updatedMs || 0),
   );
   $("al-empty").hidden = shown.length > 0;
-  setText("al-empty", state.alertFilter === "open" ? "No open alerts." : "No alerts in the last day.");
+  const which = state.alertSeverity === "all" ? "" : ` at ${state.alertSeverity} or above`;
+  setText(
+    "al-empty",
+    state.alertFilter === "open" ? `No open alerts${which}.` : `No alerts${which} in the last day.`,
+  );
   const canAck = hasScope("alerts:write");
   $("al-list").replaceChildren(
     ...shown.slice(0, 200).map((a) => {
@@ -575,7 +528,11 @@ function renderAlerts() {
           el("span", { class: "muted small", dataset: { ago: String(a.createdMs || 0) } }, ago(a.createdMs)),
         ),
         el("div", { class: "alert-title" }, a.title || a.metric),
-        el("div", { class: "alert-where" }, `${a.device_id} · ${a.metric}`),
+        el(
+          "a",
+          { class: "alert-where", href: alertHref(a), title: "Chart this device and metric around the alert" },
+          `${a.device_id} · ${a.metric}`,
+        ),
         a.message && a.message !== a.title ? el("div", { class: "alert-msg" }, a.message) : null,
         detail ? el("div", { class: "alert-detail" }, detail) : null,
         a.state === "acknowledged" && a.acknowledgedBy
@@ -621,118 +578,6 @@ function renderWho() {
   $("signin").hidden = Boolean(state.token) || state.authRequired;
 }
 
-function hasScope(scope) {
-  const scopes = String(state.claims?.scope ?? state.claims?.scopes ?? "").split(/[\s,]+/);
-  return scopes.includes(scope) || scopes.includes("admin");
-}
-
-// ----------------------------------------------------------------------------- history
-function renderHistoryOptions() {
-  state.dirty.historyOptions = false;
-  const devSel = $("h-device");
-  const current = devSel.value;
-  const ids = [...state.devices.keys()].sort();
-  devSel.replaceChildren(...ids.map((id) => el("option", { value: id }, id)));
-  devSel.value = ids.includes(current) ? current : state.selected[0] || ids[0] || "";
-  const metSel = $("h-metric");
-  const prev = metSel.value;
-  const metrics = [...(state.metrics.get(devSel.value) || [])].sort();
-  metSel.replaceChildren(...metrics.map((m) => el("option", { value: m }, m)));
-  if (prev && !metrics.includes(prev)) metSel.prepend(el("option", { value: prev }, prev));
-  metSel.value = prev || metrics[0] || "";
-  if (!metSel.value) loadMetricNames(devSel.value);
-}
-
-// Metric names of a device that is not charted: the device endpoint lists its latest values.
-async function loadMetricNames(device) {
-  if (!device) return;
-  try {
-    const body = await getJson(`/api/v1/devices/${encodeURIComponent(device)}`);
-    const names = Object.keys(body.latest || {}).sort();
-    if ($("h-device").value !== device || $("h-metric").value) return;
-    $("h-metric").replaceChildren(...names.map((m) => el("option", { value: m }, m)));
-  } catch {
-    /* no devices:read: the user can still chart the device first */
-  }
-}
-
-const RANGES = { "15m": 9e5, "1h": 3.6e6, "6h": 2.16e7, "24h": 8.64e7, "7d": 6.048e8 };
-const AUTO_BUCKETS = [[9e5, null], [2.16e7, "1m"], [8.64e7, "5m"], [Infinity, "1h"]];
-
-function historyWindow() {
-  const range = $("h-range").value;
-  if (range === "custom") {
-    const from = Date.parse($("h-from").value);
-    const to = $("h-to").value ? Date.parse($("h-to").value) : Date.now();
-    return [from, to];
-  }
-  const now = Date.now();
-  return [now - RANGES[range], now];
-}
-
-function historyRange() {
-  return state.history.range || historyWindow();
-}
-
-async function loadHistory(ev) {
-  ev?.preventDefault();
-  const device = $("h-device").value;
-  const metric = $("h-metric").value;
-  if (!device || !metric) {
-    toast("Choose a device and a metric first.", "warn");
-    return;
-  }
-  const [from, to] = historyWindow();
-  if (!Number.isFinite(from) || !Number.isFinite(to) || from >= to) {
-    toast("The range needs a start before its end.", "warn");
-    return;
-  }
-  let bucket = $("h-bucket").value;
-  if (bucket === "auto") bucket = AUTO_BUCKETS.find(([span]) => to - from <= span)[1];
-  if (bucket === "raw") bucket = null;
-  const params = new URLSearchParams({
-    device_id: device,
-    metric,
-    from: new Date(from).toISOString(),
-    to: new Date(to).toISOString(),
-    limit: "10000",
-  });
-  if (bucket) {
-    params.set("bucket", bucket);
-    params.set("agg", $("h-agg").value);
-  }
-  $("h-load").disabled = true;
-  setText("h-summary", "Loading…");
-  try {
-    const body = await getJson(`/api/v1/telemetry?${params}`);
-    const points = [];
-    for (const s of body.series || []) {
-      for (const [ts, value] of s.points || []) {
-        const t = parseTime(ts);
-        if (t !== null) points.push([t, typeof value === "number" ? value : null]);
-      }
-    }
-    points.sort((a, b) => a[0] - b[0]);
-    state.history.points = points.length;
-    state.history.range = [from, to];
-    state.history.chart.setSeries([{ name: `${device} ${metric}`, color: COLORS[0], points }]);
-    $("h-empty").hidden = points.length > 0;
-    setText("h-empty", "No readings in this range.");
-    const how = bucket ? `${$("h-agg").value} per ${bucket}` : "raw readings";
-    setText(
-      "h-summary",
-      `${points.length} point${points.length === 1 ? "" : "s"} · ${how} · ${formatTime(from, 1)} – ${formatTime(to, 1)}` +
-        (body.truncated ? " · truncated" : ""),
-    );
-    $("h-canvas").closest(".history").dataset.loaded = "true";
-  } catch (err) {
-    setText("h-summary", "");
-    toast(err.message || "The query failed.");
-  } finally {
-    $("h-load").disabled = false;
-  }
-}
-
 // --------------------------------------------------------------------------------- UI
 function showLogin(error) {
   const dialog = $("login");
@@ -741,6 +586,12 @@ function showLogin(error) {
   $("login-anon").hidden = state.authRequired;
   if (!dialog.open) dialog.showModal();
   $("login-token").focus();
+}
+
+function setAlertFilter(filter) {
+  state.alertFilter = filter;
+  for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t.dataset.filter === filter);
+  markDirty("alerts", "url");
 }
 
 function bindUi() {
@@ -767,39 +618,59 @@ function bindUi() {
   $("signin").addEventListener("click", () => showLogin());
   $("banner-retry").addEventListener("click", () => state.conn?.retryNow());
   $("dev-search").addEventListener("input", () => markDirty("devices"));
-  $("window").addEventListener("change", (ev) => {
-    state.windowMs = Number(ev.target.value);
-    for (const c of state.charts.values()) c.chart.dirty = true;
-  });
+  $("window").addEventListener("change", (ev) => setWindow(Number(ev.target.value)));
+  $("live-reset").addEventListener("click", () => setLiveZoom(null));
+  for (const node of document.querySelectorAll(".help")) node.title = HELP;
   for (const tab of document.querySelectorAll(".tab")) {
-    tab.addEventListener("click", () => {
-      state.alertFilter = tab.dataset.filter;
-      for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t === tab);
-      markDirty("alerts");
-    });
+    tab.addEventListener("click", () => setAlertFilter(tab.dataset.filter));
   }
-  $("h-form").addEventListener("submit", loadHistory);
-  $("h-device").addEventListener("change", () => {
-    $("h-metric").value = "";
-    $("h-metric").replaceChildren();
-    markDirty("historyOptions");
+  $("al-severity").addEventListener("change", (ev) => {
+    state.alertSeverity = ev.target.value;
+    markDirty("alerts", "url");
   });
+  $("h-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const preset = $("h-range").value;
+    if (preset === "custom") {
+      const from = Date.parse($("h-from").value);
+      const to = $("h-to").value ? Date.parse($("h-to").value) : Date.now();
+      setRange([from, to]);
+    } else setRange(preset);
+    loadHistory().then(() => markDirty("url"));
+  });
+  $("h-csv").addEventListener("click", historyCsv);
   $("h-range").addEventListener("change", () => {
-    const custom = $("h-range").value === "custom";
-    for (const node of document.querySelectorAll(".h-form .custom")) node.hidden = !custom;
-    if (custom && !$("h-from").value) {
-      const local = (ms) => new Date(ms - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 16);
-      $("h-from").value = local(Date.now() - 3.6e6);
-      $("h-to").value = local(Date.now());
-    }
+    const preset = $("h-range").value;
+    setRange(preset === "custom" ? historyWindow() : preset);
   });
-  window.addEventListener("resize", () => {
-    for (const c of state.charts.values()) c.chart.dirty = true;
-    state.history.chart.dirty = true;
+  window.addEventListener("hashchange", () => {
+    applyView(parseView(location.hash));
+    if (state.history.wanted) $("history").scrollIntoView({ block: "start" });
+  });
+  // The theme follows the system: charts take their colours when built, so rebuild them.
+  matchMedia("(prefers-color-scheme: light)").addEventListener("change", () => {
+    for (const c of [...state.charts.values(), ...state.history.charts.values()]) {
+      c.chart.signature = "";
+      c.chart.dirty = true;
+    }
   });
 }
 
 // A read-only view for tests and the curious (nothing here changes state).
+function drawnScales(charts, metric) {
+  const c = charts.get(metric);
+  const scales = c?.chart.scales();
+  if (!scales) return null;
+  // every value drawn inside the x range: lines and band edges
+  const values = [];
+  for (const s of c.chart.series) {
+    for (const pts of [s.points, s.band?.min || [], s.band?.max || []]) {
+      for (const [t, v] of pts) if (v !== null && t >= scales.xMin && t <= scales.xMax) values.push(v);
+    }
+  }
+  return { ...scales, values, markers: Number(c.chart.box.dataset.markers || 0) };
+}
+
 window.__dashboard = Object.freeze({
   connection: () => state.connState,
   pointCount: (device, metric) => {
@@ -810,11 +681,15 @@ window.__dashboard = Object.freeze({
     }
     return n;
   },
-  pointTimes: (device, metric) =>
-    (state.series.get(`${device}\u0000${metric}`)?.points || []).map((p) => p[0]),
+  pointTimes: (device, metric) => (state.series.get(seriesKey(device, metric))?.points || []).map((p) => p[0]),
   deviceStatus: (id) => state.devices.get(id)?.status ?? null,
   alerts: () => [...state.alerts.values()].map((a) => ({ ...a })),
   historyPointCount: () => state.history.points,
+  liveScales: (metric) => drawnScales(state.charts, metric),
+  historyScales: (metric) => drawnScales(state.history.charts, metric),
+  liveZoom: () => state.liveZoom,
+  shownMetrics: () => activeMetrics()[1],
+  selected: () => [...state.selected],
   system: () => Object.fromEntries(state.system),
 });
 
