@@ -15,7 +15,7 @@ async function chart(variant) {
     const c = new LineChart(canvas, { range: () => [t1 - SPAN, t1] });
     return () => { c.setSeries(series); c.draw(); };
   }
-  const { TimeChart } = await import("./new/chart.js");
+  const { TimeChart } = await import(variant === "first" ? "./first/chart.js" : "./new/chart.js");
   const c = new TimeChart(box, { height: 240, unit: "°C" });
   return () => { c.setSeries(series); c.setBase([t1 - SPAN, t1]); c.draw(); };
 }

@@ -1,5 +1,6 @@
 """Frames per second of the dashboard's live chart: the hand-written canvas chart (chart.js as
-of a git revision, default the last one before uPlot) against the current uPlot one.
+of a git revision, default the last one before uPlot), the first uPlot chart (re-joining every
+line onto one time column on every redraw) and the current one, in the same run.
 
 Each variant draws 6 series x 15 minutes at 1 Hz (5,400 points) in headless Chromium; every
 animation frame adds one reading per series, slides the window and redraws (the worst case of
@@ -8,7 +9,10 @@ requestAnimationFrame callbacks for ``--seconds`` and times each redraw (giving 
 drawing). Chromium caps frames at the display rate (60/s headless), so the redraw time is
 the figure that shows headroom.
 
-    .venv/bin/python -m bench.dashboard_fps [--seconds 10] [--runs 3] [--before <rev>]
+    .venv/bin/python -m bench.dashboard_fps [--seconds 10] [--runs 3] [--before <rev>] [--first <rev>]
+
+Runs are interleaved (before, first, after, before, ...) so that other work on the machine
+weighs on each alike; each line printed is the medians over the runs.
 
 Needs Chromium (/usr/bin/chromium or BRIDGE_TEST_CHROMIUM) and playwright (the test extra).
 """
@@ -33,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "bridge" / "static"
 CHROMIUM = Path(os.environ.get("BRIDGE_TEST_CHROMIUM", "/usr/bin/chromium"))
 BEFORE = "e11e0ac"  # the last revision with the hand-written canvas chart
+FIRST = "42b1972"  # the first uPlot chart, joining from scratch on every redraw
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8">
 <link rel="stylesheet" href="new/vendor/uPlot.min.css">
@@ -44,15 +49,16 @@ canvas { width: 100%; height: 100% }</style>
 RUN = Path(__file__).with_suffix(".js")  # the page side: data, animation, timing
 
 
-def prepare(tmp: Path, before: str) -> None:
-    (tmp / "old").mkdir()
-    old = subprocess.run(
-        ["git", "show", f"{before}:bridge/static/chart.js"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout
-    (tmp / "old" / "chart.js").write_bytes(old)
+def prepare(tmp: Path, before: str, first: str) -> None:
+    for folder, rev in (("old", before), ("first", first)):
+        (tmp / folder).mkdir()
+        chart = subprocess.run(
+            ["git", "show", f"{rev}:bridge/static/chart.js"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        ).stdout
+        (tmp / folder / "chart.js").write_bytes(chart)
     shutil.copytree(STATIC, tmp / "new")
     (tmp / "index.html").write_text(PAGE)
     shutil.copy(RUN, tmp / "run.js")
@@ -87,23 +93,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--before", default=BEFORE, help="git revision of the old chart.js")
+    parser.add_argument("--first", default=FIRST, help="git revision of the first uPlot chart.js")
     args = parser.parse_args()
     if not CHROMIUM.exists():
         raise SystemExit(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     with tempfile.TemporaryDirectory() as tmp:
-        prepare(Path(tmp), args.before)
+        prepare(Path(tmp), args.before, args.first)
         handler = functools.partial(Quiet, directory=tmp)
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
         try:
-            summary = {}
-            for variant in ("before", "after"):
-                runs = [asyncio.run(measure(url, variant, args.seconds)) for _ in range(args.runs)]
-                summary[variant] = {
-                    key: round(statistics.median(r[key] for r in runs), 2) for key in runs[0]
+            variants = ("before", "first", "after")
+            runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+            for _ in range(args.runs):
+                for variant in variants:
+                    runs[variant].append(asyncio.run(measure(url, variant, args.seconds)))
+            for variant in variants:
+                summary = {
+                    key: round(statistics.median(r[key] for r in runs[variant]), 2)
+                    for key in runs[variant][0]
                 }
-                print(variant, json.dumps(summary[variant]))
+                print(variant, json.dumps(summary))
         finally:
             server.shutdown()
 

@@ -191,10 +191,11 @@ function onTelemetry(msg) {
     let s = state.series.get(key);
     if (!s) state.series.set(key, (s = { points: [], unit: reading.unit || "" }));
     if (reading.unit) s.unit = reading.unit;
-    insertPoint(s.points, t, v);
+    const appended = insertPoint(s.points, t, v);
     latest = Math.max(latest, t);
-    const chart = state.charts.get(metric);
-    if (chart) chart.chart.dirty = true;
+    const chart = state.charts.get(metric)?.chart;
+    if (chart && appended) chart.dirty = true;
+    else if (chart) chart.invalidate(); // not at the end: the chart joins its lines afresh
   }
   const d = state.devices.get(device);
   if (d && latest > (d.lastSeen || 0)) {
@@ -205,8 +206,10 @@ function onTelemetry(msg) {
 
 // Points arrive in receive order; a device sending its own older timestamps must not
 // scramble the line, so insert in time order (the common case is a push at the end).
+// Returns whether it was that push.
 function insertPoint(points, t, v) {
-  if (!points.length || points[points.length - 1][0] <= t) points.push([t, v]);
+  const appended = !points.length || points[points.length - 1][0] <= t;
+  if (appended) points.push([t, v]);
   else {
     let lo = 0;
     let hi = points.length;
@@ -218,6 +221,7 @@ function insertPoint(points, t, v) {
     points.splice(lo, 0, [t, v]);
   }
   if (points.length > MAX_POINTS) points.splice(0, points.length - MAX_POINTS);
+  return appended;
 }
 
 function upsertDevice(id, status, lastSeen, reason) {

@@ -1,8 +1,10 @@
 // Time-series charts on uPlot (vendored in static/vendor, loaded before this module): cursor
 // readout, drag to zoom, shift-drag to pan, double-click to reset, alert markers, min/max bands.
 // uPlot draws thousands of points per series on a canvas in well under a frame; this module
-// only turns our series ([[ms, value], ...] per device) into its column layout and owns the
-// zoom state, so every chart behaves the same.
+// only turns our series ([[ms, value], ...] per device) into its column layout (join.js, kept
+// between redraws) and owns the zoom state, so every chart behaves the same.
+
+import { Join } from "./join.js";
 
 const uPlot = window.uPlot;
 
@@ -42,6 +44,7 @@ export class TimeChart {
     this.base = [0, 1]; // the x range when not zoomed
     this.zoom = null;
     this.markers = []; // [{t, severity}]
+    this.join = new Join(); // the series as uPlot's columns, updated in place
     this.dirty = true;
     this.resize = new ResizeObserver(() => {
       if (this.plot && this.box.clientWidth) {
@@ -51,8 +54,15 @@ export class TimeChart {
     this.resize.observe(box);
   }
 
+  // The lines may grow at the end and lose readings at the front between redraws (the chart
+  // joins only that); after any other change to a line's readings, call invalidate().
   setSeries(series) {
     this.series = series;
+    this.dirty = true;
+  }
+
+  invalidate() {
+    this.join.invalidate();
     this.dirty = true;
   }
 
@@ -99,13 +109,14 @@ export class TimeChart {
       this.plot?.destroy();
       this.signature = signature;
       this.plot = this.build();
+      this.join.invalidate();
     }
     const columns = [];
     for (const s of this.series) {
       columns.push(s.points);
       if (s.band) columns.push(s.band.min, s.band.max);
     }
-    const data = align(columns);
+    const data = this.join.update(columns);
     const [min, max] = this.xRange();
     this.plot.batch(() => {
       this.plot.setData(data, false);
@@ -189,7 +200,7 @@ export class TimeChart {
       },
     };
     this.box.replaceChildren();
-    return new uPlot(opts, align([]), this.box);
+    return new uPlot(opts, [[]], this.box);
   }
 
   userZoom(range) {
@@ -245,31 +256,6 @@ export class TimeChart {
   }
 }
 
-// Columns for uPlot from series sorted by time: [xs, ys0, ys1, ...], a null where a series has
-// no value at that x. One merge pass over all series (k-way, k is small).
-export function align(columns) {
-  const k = columns.length;
-  const at = new Array(k).fill(0);
-  const xs = [];
-  const ys = columns.map(() => []);
-  for (;;) {
-    let t = Infinity;
-    for (let s = 0; s < k; s++) {
-      const p = columns[s][at[s]];
-      if (p !== undefined && p[0] < t) t = p[0];
-    }
-    if (t === Infinity) break;
-    xs.push(t);
-    for (let s = 0; s < k; s++) {
-      const col = columns[s];
-      let v = null;
-      while (at[s] < col.length && col[at[s]][0] === t) v = col[at[s]++][1];
-      ys[s].push(v);
-    }
-  }
-  return [xs, ...ys];
-}
-
 function nearestValue(ys, i) {
   if (!ys || ys[i] !== null) return i;
   for (let d = 1; d < 400; d++) {
@@ -303,16 +289,21 @@ function withAlpha(hex, alpha) {
   return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
 }
 
+// Intl formatters are costly to create (a tenth of a millisecond each, and the time axis
+// formats every tick on every redraw): made once.
+const FORMATS = {
+  hm: new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", hour12: false }),
+  hms: new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false }),
+  full: new Intl.DateTimeFormat([], { hour12: false, month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit", second: "2-digit" }),
+};
+
 export function formatTime(ms, span) {
   const d = new Date(ms);
-  const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
-  if (span > 2 * 86400000) return `${d.getMonth() + 1}/${d.getDate()} ${hm}`;
-  if (span && span <= 600000) return `${hm}:${String(d.getSeconds()).padStart(2, "0")}`;
-  if (!span) {
-    return d.toLocaleString([], { hour12: false, month: "short", day: "numeric",
-      hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  }
-  return hm;
+  if (!span) return FORMATS.full.format(d);
+  if (span > 2 * 86400000) return `${d.getMonth() + 1}/${d.getDate()} ${FORMATS.hm.format(d)}`;
+  if (span <= 600000) return FORMATS.hms.format(d);
+  return FORMATS.hm.format(d);
 }
 
 export function formatNumber(v) {

@@ -49,6 +49,7 @@ export async function loadBackfill() {
   const generation = ++backfillGeneration;
   const span = state.windowMs;
   if (span <= KEEP_MS || !state.selected.length) {
+    if (state.backfill.size) for (const c of state.charts.values()) c.chart.invalidate();
     state.backfill.clear();
     return;
   }
@@ -77,6 +78,7 @@ export async function loadBackfill() {
       known.add(s.metric);
       state.metrics.set(s.device_id, known);
     }
+    for (const c of state.charts.values()) c.chart.invalidate(); // older readings changed
     markDirty("charts");
   } catch (err) {
     if (err.status !== 403) console.warn("backfill", err);
