@@ -41,7 +41,7 @@ export class Join {
   applyAll(columns) {
     const plans = [];
     for (let c = 0; c < columns.length; c++) {
-      const plan = this.plan(c, columns[c]);
+      const plan = planLine(this.times[c], this.lasts[c], columns[c]);
       if (!plan) return false;
       plans.push(plan);
     }
@@ -60,28 +60,6 @@ export class Join {
     }
     this.dropBefore(oldest);
     return true;
-  }
-
-  // What changed in line c: {removed: readings gone from the front, added: readings at the
-  // end}, or null when the line changed some other way.
-  plan(c, col) {
-    const times = this.times[c];
-    let removed = 0;
-    if (col.length && times.length) {
-      const first = col[0][0];
-      while (removed < times.length && times[removed] < first) removed += 1;
-    } else removed = col.length ? 0 : times.length;
-    const kept = times.length - removed;
-    if (col.length < kept) return null;
-    if (kept) {
-      const last = col[kept - 1];
-      if (col[0][0] !== times[removed] || last[0] !== times[times.length - 1]) return null;
-      if (!Object.is(last[1], this.lasts[c])) return null;
-    }
-    const added = col.slice(kept);
-    const after = kept ? times[times.length - 1] : -Infinity;
-    for (const p of added) if (!(p[0] >= after)) return null;
-    return { removed, added };
   }
 
   // The row of time t (binary search; the common case is near the end).
@@ -124,6 +102,73 @@ export class Join {
     const n = t === Infinity ? this.data[0].length : this.row(t);
     if (n) for (const col of this.data) col.splice(0, n);
   }
+}
+
+// uPlot's other layout (its mode 2): every line with its own x values, [null, [xs, ys], ...].
+// Nothing to join; kept between redraws the same way (appends and front trims in place).
+export class Lines {
+  constructor() {
+    this.invalidate();
+  }
+
+  invalidate() {
+    this.data = null;
+    this.lasts = null;
+    this.rebuilds = 0;
+  }
+
+  update(columns) {
+    if (!this.data || this.data.length !== columns.length + 1 || !this.applyAll(columns)) {
+      this.data = [null, ...columns.map((col) => [col.map((p) => p[0]), col.map((p) => p[1])])];
+      this.lasts = columns.map((col) => (col.length ? col[col.length - 1][1] : undefined));
+      this.rebuilds += 1;
+    }
+    return this.data;
+  }
+
+  applyAll(columns) {
+    const plans = [];
+    for (let c = 0; c < columns.length; c++) {
+      const plan = planLine(this.data[c + 1][0], this.lasts[c], columns[c]);
+      if (!plan) return false;
+      plans.push(plan);
+    }
+    plans.forEach(({ removed, added }, c) => {
+      const [xs, ys] = this.data[c + 1];
+      if (removed) {
+        xs.splice(0, removed);
+        ys.splice(0, removed);
+      }
+      for (const [t, v] of added) {
+        xs.push(t);
+        ys.push(v);
+      }
+      if (added.length) this.lasts[c] = added[added.length - 1][1];
+    });
+    return true;
+  }
+}
+
+// What changed in a line since its readings at `times` (the last value `last`) were taken:
+// {removed: readings gone from the front, added: readings at the end}, or null when the line
+// changed some other way.
+function planLine(times, last, col) {
+  let removed = 0;
+  if (col.length && times.length) {
+    const first = col[0][0];
+    while (removed < times.length && times[removed] < first) removed += 1;
+  } else removed = col.length ? 0 : times.length;
+  const kept = times.length - removed;
+  if (col.length < kept) return null;
+  if (kept) {
+    const end = col[kept - 1];
+    if (col[0][0] !== times[removed] || end[0] !== times[times.length - 1]) return null;
+    if (!Object.is(end[1], last)) return null;
+  }
+  const added = col.slice(kept);
+  const after = kept ? times[times.length - 1] : -Infinity;
+  for (const p of added) if (!(p[0] >= after)) return null;
+  return { removed, added };
 }
 
 // Columns for uPlot from lines sorted by time: [xs, ys0, ys1, ...], a null where a line has
