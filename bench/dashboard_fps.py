@@ -9,7 +9,8 @@ requestAnimationFrame callbacks for ``--seconds`` and times each redraw (giving 
 drawing). Chromium caps frames at the display rate (60/s headless), so the redraw time is
 the figure that shows headroom.
 
-    .venv/bin/python -m bench.dashboard_fps [--seconds 10] [--runs 3] [--before <rev>] [--first <rev>]
+    .venv/bin/python -m bench.dashboard_fps [--seconds 10] [--runs 3]
+        [--before <rev>] [--first <rev>]
 
 Runs are interleaved (before, first, after, before, ...) so that other work on the machine
 weighs on each alike; each line printed is the medians over the runs.
