@@ -1,20 +1,24 @@
-// The live dashboard: start-up, connection, devices, status strip and the page's wiring. The
-// wire contract is PROTOCOL.md; the connection handling (auth, reconnect, resume) lives in
-// conn.js, the live charts in live.js, the history view in history.js, the alert list in
-// alerts.js, the view's URL in urlstate.js.
+// The live dashboard: start-up, sign-in, the connection's messages, the render loop and the
+// page's wiring. The wire contract is PROTOCOL.md; the connection handling (auth, reconnect,
+// resume) lives in conn.js, the device list and readings in devices.js, the live charts in
+// live.js, the history view in history.js, the alert list in alerts.js, the status strip in
+// strip.js, the view's URL in view.js and urlstate.js, the test hook in probe.js.
 
 import { Connection } from "./conn.js";
-import { HELP, formatNumber } from "./chart.js";
-import { $, ago, el, parseTime, setText, toast, tokenClaims } from "./dom.js";
+import { HELP } from "./chart.js";
+import { $, ago, parseTime, setText, toast, tokenClaims } from "./dom.js";
 import { getJson } from "./api.js";
-import { COLORS, KEEP_MS, MAX_DEVICES, markDirty, seriesKey, state } from "./state.js";
-import { WINDOWS, formatView, parseView, windowName } from "./urlstate.js";
-import { activeMetrics, drawLive, loadBackfill, renderCharts, setLiveZoom } from "./live.js";
+import { KEEP_MS, markDirty, state } from "./state.js";
+import { parseView } from "./urlstate.js";
+import { drawLive, liveCsv, loadBackfill, renderCharts, setLiveZoom } from "./live.js";
 import { mergeAlert, renderAlerts } from "./alerts.js";
 import { drawHistory, historyCsv, historyWindow, loadHistory, renderHistoryCharts } from "./history.js";
+import { loadMetricNames, onTelemetry, renderDevices, subscribeDevice, upsertDevice } from "./devices.js";
+import { applyView, setAlertFilter, setRange, setWindow, writeUrl } from "./view.js";
+import { renderStrip } from "./strip.js";
+import "./probe.js";
 
 const TOKEN_KEY = "telemetry-bridge.token";
-const MAX_POINTS = 5000; // per series, whatever the rate
 const ALERTS_SINCE_MS = 24 * 3600 * 1000;
 
 // ---------------------------------------------------------------------------- start-up
@@ -173,182 +177,6 @@ function handleMessage(msg) {
   }
 }
 
-function onTelemetry(msg) {
-  const device = msg.device_id;
-  if (!state.selected.includes(device)) return; // a late frame after unsubscribing
-  const known = state.metrics.get(device) || new Set();
-  state.metrics.set(device, known);
-  let latest = 0;
-  for (const [metric, reading] of Object.entries(msg.telemetry || {})) {
-    const t = parseTime(reading.timestamp);
-    const v = typeof reading.value === "number" ? reading.value : Number(reading.value);
-    if (t === null || !Number.isFinite(v)) continue;
-    if (!known.has(metric)) {
-      known.add(metric);
-      markDirty("charts");
-    }
-    const key = `${device}\u0000${metric}`;
-    let s = state.series.get(key);
-    if (!s) state.series.set(key, (s = { points: [], unit: reading.unit || "" }));
-    if (reading.unit) s.unit = reading.unit;
-    const appended = insertPoint(s.points, t, v);
-    latest = Math.max(latest, t);
-    const chart = state.charts.get(metric)?.chart;
-    if (chart && appended) chart.dirty = true;
-    else if (chart) chart.invalidate(); // not at the end: the chart joins its lines afresh
-  }
-  const d = state.devices.get(device);
-  if (d && latest > (d.lastSeen || 0)) {
-    d.lastSeen = latest;
-    markDirty("devices");
-  }
-}
-
-// Points arrive in receive order; a device sending its own older timestamps must not
-// scramble the line, so insert in time order (the common case is a push at the end).
-// Returns whether it was that push.
-function insertPoint(points, t, v) {
-  const appended = !points.length || points[points.length - 1][0] <= t;
-  if (appended) points.push([t, v]);
-  else {
-    let lo = 0;
-    let hi = points.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (points[mid][0] <= t) lo = mid + 1;
-      else hi = mid;
-    }
-    points.splice(lo, 0, [t, v]);
-  }
-  if (points.length > MAX_POINTS) points.splice(0, points.length - MAX_POINTS);
-  return appended;
-}
-
-function upsertDevice(id, status, lastSeen, reason) {
-  if (typeof id !== "string") return;
-  const d = state.devices.get(id) || { id, status: "unknown", lastSeen: null, reason: "" };
-  if (status) d.status = status;
-  if (lastSeen && lastSeen > (d.lastSeen || 0)) d.lastSeen = lastSeen;
-  if (reason) d.reason = reason;
-  state.devices.set(id, d);
-  markDirty("devices", "strip");
-}
-
-
-// --------------------------------------------------------------------- device selection
-function toggleDevice(id) {
-  const i = state.selected.indexOf(id);
-  if (i >= 0) {
-    state.selected.splice(i, 1);
-    state.conn?.unsubscribe(`t:${id}`);
-    for (const key of [...state.series.keys()]) {
-      if (key.startsWith(`${id}\u0000`)) state.series.delete(key);
-    }
-    state.metrics.delete(id);
-  } else {
-    if (state.selected.length >= MAX_DEVICES) {
-      toast(`At most ${MAX_DEVICES} devices at once.`, "warn");
-      return;
-    }
-    state.selected.push(id);
-    subscribeDevice(id);
-  }
-  if (state.connState === "live") loadBackfill();
-  markDirty("devices", "charts", "url");
-}
-
-// Every metric of the device, starting with the readings of the last KEEP_MS (replayed by
-// the server), then live; after a reconnect it resumes from the last one seen. Its metric
-// names also come from its latest values, so a quiet device has its chips too.
-function subscribeDevice(id) {
-  state.conn?.subscribe(`t:${id}`, {
-    channel: "telemetry",
-    device_id: id,
-    since: new Date(Date.now() - KEEP_MS).toISOString(),
-  });
-  if (state.connState === "live") loadMetricNames(id);
-}
-
-async function loadMetricNames(device) {
-  try {
-    const body = await getJson(`/api/v1/devices/${encodeURIComponent(device)}`);
-    if (!state.selected.includes(device)) return;
-    const known = state.metrics.get(device) || new Set();
-    for (const m of Object.keys(body.latest || {})) known.add(m);
-    state.metrics.set(device, known);
-    markDirty("charts");
-  } catch {
-    /* no devices:read: the metrics appear with the readings */
-  }
-}
-
-// ------------------------------------------------------------------------ view <-> URL
-function currentView() {
-  return {
-    devices: state.selected,
-    metrics: state.chosenMetrics ? [...state.chosenMetrics].sort() : null,
-    window: windowName(state.windowMs),
-    range: state.history.spec || state.history.wanted ? state.history.range : null,
-    bucket: $("h-bucket").value,
-    agg: $("h-agg").value,
-    alerts: state.alertFilter,
-    severity: state.alertSeverity,
-  };
-}
-
-function applyView(view) {
-  if (view.devices) {
-    for (const id of [...state.selected]) if (!view.devices.includes(id)) toggleDevice(id);
-    for (const id of view.devices) if (!state.selected.includes(id)) toggleDevice(id);
-  }
-  state.chosenMetrics = view.metrics ? new Set(view.metrics) : null;
-  if (view.window) setWindow(WINDOWS[view.window]);
-  if (view.bucket) $("h-bucket").value = view.bucket;
-  if (view.agg) $("h-agg").value = view.agg;
-  if (view.alerts) setAlertFilter(view.alerts);
-  if (view.severity) {
-    state.alertSeverity = view.severity;
-    $("al-severity").value = view.severity;
-  }
-  if (view.range) {
-    setRange(view.range);
-    state.history.wanted = true;
-    if (state.connState === "live") loadHistory();
-  }
-  markDirty("charts", "alerts", "devices");
-}
-
-function writeUrl() {
-  state.dirty.url = false;
-  const hash = formatView(currentView());
-  const target = hash === "#" ? location.pathname + location.search : hash;
-  if (hash !== location.hash && !(hash === "#" && !location.hash)) history.replaceState(null, "", target);
-}
-
-function setWindow(ms) {
-  state.windowMs = ms;
-  $("window").value = String(ms);
-  setLiveZoom(null);
-  if (state.connState === "live") loadBackfill();
-  for (const c of state.charts.values()) c.chart.dirty = true;
-  markDirty("url");
-}
-
-// A range preset, or [from, to] shown as "Custom" with its two fields.
-function setRange(range) {
-  state.history.range = range;
-  const custom = Array.isArray(range);
-  $("h-range").value = custom ? "custom" : range;
-  for (const node of document.querySelectorAll(".h-form .custom")) node.hidden = !custom;
-  if (custom) {
-    $("h-from").value = localInput(range[0]);
-    $("h-to").value = localInput(range[1]);
-  }
-}
-
-const localInput = (ms) => new Date(ms - new Date(ms).getTimezoneOffset() * 60000).toISOString().slice(0, 19);
-
-
 // ------------------------------------------------------------------------------ render
 function frame() {
   const d = state.dirty;
@@ -390,70 +218,6 @@ function tick() {
   }
 }
 
-function renderDevices() {
-  state.dirty.devices = false;
-  const list = $("dev-list");
-  const filter = $("dev-search").value.trim().toLowerCase();
-  const devices = [...state.devices.values()].sort((a, b) => a.id.localeCompare(b.id));
-  setText("dev-count", String(devices.length));
-  $("dev-empty").hidden = devices.length > 0;
-  const items = [];
-  for (const d of devices) {
-    if (filter && !d.id.toLowerCase().includes(filter)) continue;
-    const slot = state.selected.indexOf(d.id);
-    items.push(
-      el(
-        "li",
-        {},
-        el(
-          "button",
-          {
-            type: "button",
-            class: `dev${slot >= 0 ? " selected" : ""}`,
-            "aria-pressed": slot >= 0 ? "true" : "false",
-            dataset: { deviceId: d.id, status: d.status },
-            style: slot >= 0 ? { "--swatch": COLORS[slot] } : {},
-            onclick: () => toggleDevice(d.id),
-            title: d.reason ? `${d.status}: ${d.reason}` : d.status,
-          },
-          el("span", { class: "status-dot" }),
-          el("span", { class: "dev-name" }, d.id),
-          el("span", { class: "dev-status" }, d.status),
-          el("span", { class: "dev-seen", dataset: { ago: String(d.lastSeen || 0) } }, ago(d.lastSeen)),
-        ),
-      ),
-    );
-  }
-  list.replaceChildren(...items);
-}
-
-function renderStrip() {
-  state.dirty.strip = false;
-  const sys = [...state.system.values()];
-  const sum = (k) => (sys.some((m) => typeof m[k] === "number") ? sys.reduce((a, m) => a + (m[k] || 0), 0) : null);
-  const max = (k) => {
-    const vals = sys.map((m) => m[k]).filter((v) => typeof v === "number");
-    return vals.length ? Math.max(...vals) : null;
-  };
-  const rate = sum("ingest_rate");
-  setText("s-rate", rate === null ? "–" : `${formatNumber(rate)}/s`);
-  const lag = max("ingest_lag_ms");
-  setText("s-lag", lag === null ? "–" : `${formatNumber(lag)} ms`);
-  const conns = sum("active_connections") ?? state.frontConnections;
-  setText("s-conns", conns === null || conns === undefined ? "–" : String(conns));
-  const cpu = max("cpu_usage");
-  setText("s-cpu", cpu === null ? "–" : `${formatNumber(cpu)}%`);
-  const mem = max("memory_usage");
-  setText("s-mem", mem === null ? "–" : `${formatNumber(mem)}%`);
-  const devices = [...state.devices.values()];
-  const online = devices.filter((d) => d.status === "online").length;
-  setText("s-online", devices.length ? `${online} / ${devices.length}` : "–");
-  const open = [...state.alerts.values()].filter((a) => a.state !== "resolved").length;
-  setText("s-alerts", String(open));
-  $("s-alerts").dataset.hot = open > 0 ? "true" : "false";
-  setText("s-comp", sys.length ? [...state.system.keys()].join(", ") : "waiting for status…");
-}
-
 function renderWho() {
   const claims = state.claims;
   setText("who", claims ? String(claims.sub ?? "") : "");
@@ -469,12 +233,6 @@ function showLogin(error) {
   $("login-anon").hidden = state.authRequired;
   if (!dialog.open) dialog.showModal();
   $("login-token").focus();
-}
-
-function setAlertFilter(filter) {
-  state.alertFilter = filter;
-  for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t.dataset.filter === filter);
-  markDirty("alerts", "url");
 }
 
 function bindUi() {
@@ -503,6 +261,7 @@ function bindUi() {
   $("dev-search").addEventListener("input", () => markDirty("devices"));
   $("window").addEventListener("change", (ev) => setWindow(Number(ev.target.value)));
   $("live-reset").addEventListener("click", () => setLiveZoom(null));
+  $("live-csv").addEventListener("click", liveCsv);
   for (const node of document.querySelectorAll(".help")) node.title = HELP;
   for (const tab of document.querySelectorAll(".tab")) {
     tab.addEventListener("click", () => setAlertFilter(tab.dataset.filter));
@@ -538,42 +297,5 @@ function bindUi() {
     }
   });
 }
-
-// A read-only view for tests and the curious (nothing here changes state).
-function drawnScales(charts, metric) {
-  const c = charts.get(metric);
-  const scales = c?.chart.scales();
-  if (!scales) return null;
-  // every value drawn inside the x range: lines and band edges
-  const values = [];
-  for (const s of c.chart.series) {
-    for (const pts of [s.points, s.band?.min || [], s.band?.max || []]) {
-      for (const [t, v] of pts) if (v !== null && t >= scales.xMin && t <= scales.xMax) values.push(v);
-    }
-  }
-  return { ...scales, values, markers: Number(c.chart.box.dataset.markers || 0) };
-}
-
-window.__dashboard = Object.freeze({
-  connection: () => state.connState,
-  pointCount: (device, metric) => {
-    let n = 0;
-    for (const [key, s] of state.series) {
-      const [d, m] = key.split("\u0000");
-      if ((device === undefined || d === device) && (metric === undefined || m === metric)) n += s.points.length;
-    }
-    return n;
-  },
-  pointTimes: (device, metric) => (state.series.get(seriesKey(device, metric))?.points || []).map((p) => p[0]),
-  deviceStatus: (id) => state.devices.get(id)?.status ?? null,
-  alerts: () => [...state.alerts.values()].map((a) => ({ ...a })),
-  historyPointCount: () => state.history.points,
-  liveScales: (metric) => drawnScales(state.charts, metric),
-  historyScales: (metric) => drawnScales(state.history.charts, metric),
-  liveZoom: () => state.liveZoom,
-  shownMetrics: () => activeMetrics()[1],
-  selected: () => [...state.selected],
-  system: () => Object.fromEntries(state.system),
-});
 
 init();

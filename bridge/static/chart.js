@@ -4,7 +4,8 @@
 // only turns our series ([[ms, value], ...] per device) into its column layout (join.js, kept
 // between redraws) and owns the zoom state, so every chart behaves the same.
 
-import { Join, Lines } from "./join.js";
+import { Join, Lines, closestIndex, extent } from "./join.js";
+import { Readout, nearestTime, nearestValue } from "./readout.js";
 
 const uPlot = window.uPlot;
 
@@ -226,7 +227,7 @@ export class TimeChart {
       },
     };
     this.box.replaceChildren();
-    this.readout = new Readout(this.series, fmt);
+    this.readout = new Readout(this.series, fmt, (t) => formatTime(t, 0));
     const empty = mode === 2 ? [null, ...this.series.map(() => [[], []])] : [[]];
     const plot = new uPlot(opts, empty, this.box);
     this.box.append(this.readout.node);
@@ -295,115 +296,6 @@ function sparse(u, seriesIdx) {
   const i0 = closestIndex(xs, min);
   const i1 = closestIndex(xs, max);
   return i1 - i0 < u.bbox.width / devicePixelRatio / 8;
-}
-
-// The least and greatest value of the readings from..to of every line ([null, null]: none).
-function extent(series, from, to) {
-  let lo = Infinity;
-  let hi = -Infinity;
-  for (const s of series) {
-    const pts = s.points;
-    let i = firstAtOrAfter(pts, from);
-    for (; i < pts.length && pts[i][0] <= to; i++) {
-      const v = pts[i][1];
-      if (v === null || !Number.isFinite(v)) continue;
-      if (v < lo) lo = v;
-      if (v > hi) hi = v;
-    }
-  }
-  return lo === Infinity ? [null, null] : [lo, hi];
-}
-
-function firstAtOrAfter(points, t) {
-  let lo = 0;
-  let hi = points.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (points[mid][0] < t) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
-function closestIndex(xs, t) {
-  let lo = 0;
-  let hi = xs.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (xs[mid] < t) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo > 0 && t - xs[lo - 1] < xs[lo] - t ? lo - 1 : lo;
-}
-
-function nearestTime(u, seriesIdx) {
-  const xs = u.data[seriesIdx]?.[0];
-  if (!xs?.length || u.cursor.left === undefined || u.cursor.left < 0) return null;
-  return closestIndex(xs, u.posToVal(u.cursor.left, "x"));
-}
-
-// The cursor readout under the chart: its time, then each line's nearest reading (and the
-// band's min-max). DOM made once per chart; text written only when it changes.
-class Readout {
-  constructor(series, fmt) {
-    this.series = series;
-    this.fmt = fmt;
-    this.time = el("span", "time");
-    this.values = series.map(() => el("span", "value"));
-    this.node = el("div", "readout");
-    this.node.append(this.time);
-    series.forEach((s, i) => {
-      const item = el("span", "item");
-      const name = el("span", "name");
-      name.style.color = s.color;
-      name.textContent = s.name;
-      item.append(name, this.values[i]);
-      this.node.append(item);
-    });
-  }
-
-  show(u) {
-    const left = u.cursor.left;
-    const on = left !== undefined && left >= 0;
-    set(this.time, on ? formatTime(u.posToVal(left, "x"), 0) : "");
-    let si = 1;
-    this.series.forEach((s, i) => {
-      const parts = [this.value(u, si, on)];
-      if (s.band) parts.push(` (${this.value(u, si + 1, on)} – ${this.value(u, si + 2, on)})`);
-      set(this.values[i], parts.join(""));
-      si += s.band ? 3 : 1;
-    });
-  }
-
-  value(u, si, on) {
-    if (!on) return "–";
-    if (u.mode === 2) {
-      const i = nearestTime(u, si);
-      return this.fmt(u, i === null ? null : u.data[si][1][i]);
-    }
-    const i = u.cursor.idx;
-    return this.fmt(u, i === null || i === undefined ? null : u.data[si][nearestValue(u.data[si], i)]);
-  }
-}
-
-function el(tag, cls) {
-  const node = document.createElement(tag);
-  node.className = cls;
-  return node;
-}
-
-function set(node, text) {
-  if (node.textContent !== text) node.textContent = text;
-}
-
-function nearestValue(ys, i) {
-  if (!ys || ys[i] !== null) return i;
-  for (let d = 1; d < 400; d++) {
-    if (i - d >= 0 && ys[i - d] !== null && ys[i - d] !== undefined) return i - d;
-    if (i + d < ys.length && ys[i + d] !== null) return i + d;
-    if (i - d < 0 && i + d >= ys.length) break;
-  }
-  return i;
 }
 
 // The y range: every value drawn lies inside it, with a little room, on round numbers.

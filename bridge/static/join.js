@@ -6,7 +6,8 @@
 // readings appended at the end of a line (a new row, or the cell of an existing x) and readings
 // dropped from its front (cells cleared, empty leading rows dropped). Anything else it cannot
 // prove unchanged (another line count, a line whose kept readings are not the ones joined,
-// invalidate()) is joined again from scratch. Pure: no DOM.
+// invalidate()) is joined again from scratch. Lines does the same for uPlot's layout with an x
+// column per line. Pure: no DOM.
 
 export class Join {
   constructor() {
@@ -194,4 +195,44 @@ export function align(columns) {
     }
   }
   return [xs, ...ys];
+}
+
+// -------------------------------------------------------------------- lookups by time
+// The least and greatest value of the readings from..to of every line ([null, null]: none).
+export function extent(series, from, to) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const s of series) {
+    const pts = s.points;
+    let i = firstAtOrAfter(pts, from);
+    for (; i < pts.length && pts[i][0] <= to; i++) {
+      const v = pts[i][1];
+      if (v === null || !Number.isFinite(v)) continue;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+  }
+  return lo === Infinity ? [null, null] : [lo, hi];
+}
+
+function firstAtOrAfter(points, t) {
+  let lo = 0;
+  let hi = points.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (points[mid][0] < t) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+export function closestIndex(xs, t) {
+  let lo = 0;
+  let hi = xs.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid] < t) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo > 0 && t - xs[lo - 1] < xs[lo] - t ? lo - 1 : lo;
 }

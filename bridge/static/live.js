@@ -4,12 +4,13 @@
 
 import { TimeChart, formatNumber } from "./chart.js";
 import { COLORS, KEEP_MS, markDirty, seriesKey, state } from "./state.js";
-import { queryAll } from "./api.js";
-import { $, el, parseTime, setText } from "./dom.js";
+import { downloadCsv, queryAll } from "./api.js";
+import { $, el, parseTime, setText, toast } from "./dom.js";
 
 const AUTO_METRICS = 4; // metrics charted before the user picks any
 // Bucket of the filled-in part per window: a few hundred points per line.
 const BACKFILL_BUCKETS = [[3.6e6, "10s"], [2.16e7, "1m"], [8.64e7, "5m"]];
+const backfillBucket = (span) => BACKFILL_BUCKETS.find(([s]) => span <= s)?.[1] || "5m";
 let backfillGeneration = 0;
 
 export function activeMetrics() {
@@ -53,7 +54,7 @@ export async function loadBackfill() {
     state.backfill.clear();
     return;
   }
-  const bucket = BACKFILL_BUCKETS.find(([s]) => span <= s)?.[1] || "5m";
+  const bucket = backfillBucket(span);
   const now = Date.now();
   const params = {
     device_id: state.selected.join(","),
@@ -115,9 +116,32 @@ export function alertMarkers(devices, metric) {
   return out;
 }
 
+// CSV of what the live charts show: the selected devices, the charted metrics, the window (or
+// the part zoomed into). Raw readings up to KEEP_MS; a longer window in the buckets its charts
+// are filled with (averages), so a day does not download every reading.
+export async function liveCsv() {
+  const [, metrics] = activeMetrics();
+  if (!state.selected.length || !metrics.length) return;
+  const [from, to] = state.liveZoom || liveRange();
+  const params = {
+    device_id: state.selected.join(","),
+    metric: metrics.join(","),
+    from: new Date(from).toISOString(),
+    to: new Date(to).toISOString(),
+  };
+  if (to - from > KEEP_MS) Object.assign(params, { bucket: backfillBucket(to - from), agg: "avg" });
+  const stamp = (ms) => new Date(ms).toISOString().slice(0, 19).replace(/[-:T]/g, "");
+  try {
+    await downloadCsv(params, `live-${stamp(from)}-${stamp(to)}.csv`);
+  } catch (err) {
+    toast(err.message || "The download failed.");
+  }
+}
+
 export function renderCharts() {
   state.dirty.charts = false;
   const [all, shown] = activeMetrics();
+  $("live-csv").disabled = !state.selected.length || !shown.length;
   $("live-empty").hidden = state.selected.length > 0 && all.length > 0;
   setText(
     "live-empty",

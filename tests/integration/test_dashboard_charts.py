@@ -70,6 +70,17 @@ def publish_readings(stack: Stack, device: str, now_ms: int) -> int:
     return count
 
 
+async def download_csv(page: Any, button: str, folder: Path) -> list[list[str]]:
+    async with page.expect_download() as info:
+        await page.click(button)
+    download = await info.value
+    saved = folder / download.suggested_filename
+    await download.save_as(saved)
+    assert saved.suffix == ".csv"
+    with saved.open(newline="") as f:
+        return list(csv.reader(f))
+
+
 async def assert_within(page: Any, getter: str, metric: str, expected: int) -> dict[str, Any]:
     await page.wait_for_function(
         f"([m, n]) => (window.__dashboard.{getter}(m)?.values.length ?? 0) >= n",
@@ -126,6 +137,24 @@ async def test_axes_hold_every_point_zoom_csv_and_url_round_trip(
         )
         await expect(page.locator("#live-reset")).to_be_hidden()
 
+        # -- the cursor readout: its time and each line's nearest reading
+        readout = page.locator('.chart-card[data-metric="rssi"] .readout')
+        await page.mouse.move(box["x"] + box["width"] * 0.95, y)
+        await expect(readout.locator(".time")).not_to_have_text("")
+        await expect(readout.locator(".value").first).not_to_have_text(
+            "\u2013"
+        )  # the "no value" dash
+
+        # -- the live panel's CSV: the selected devices, charted metrics and window, raw
+        rows = await download_csv(page, "#live-csv", tmp_path)
+        assert rows[0] == ["device_id", "metric", "ts", "value"]
+        assert len(rows) - 1 == (n + 1) * len(READINGS)
+        assert {r[0] for r in rows[1:]} == {"clip-a", "clip-b"}
+        assert {r[1] for r in rows[1:]} == set(READINGS)
+        assert sorted(float(r[3]) for r in rows[1:] if r[1] == "rssi") == sorted(
+            READINGS["rssi"] + [-90.0]
+        )
+
         # -- history of the charted devices and metrics: raw, then its CSV
         await page.locator('.chip[data-metric="humidity"]').click()  # chart 3 of 4 metrics
         await page.select_option("#window", "3600000")
@@ -139,14 +168,7 @@ async def test_axes_hold_every_point_zoom_csv_and_url_round_trip(
         assert history_points == (n + 1) * len(shown)
         for metric in shown:
             await assert_within(page, "historyScales", metric, 1)
-        async with page.expect_download() as info:
-            await page.click("#h-csv")
-        download = await info.value
-        saved = tmp_path / download.suggested_filename
-        await download.save_as(saved)
-        assert saved.suffix == ".csv"
-        with saved.open(newline="") as f:
-            rows = list(csv.reader(f))
+        rows = await download_csv(page, "#h-csv", tmp_path)
         assert rows[0] == ["device_id", "metric", "ts", "value"]
         assert len(rows) - 1 == history_points
         assert {r[0] for r in rows[1:]} == {"clip-a", "clip-b"}
