@@ -215,14 +215,26 @@ export function drawLive() {
     c.chart.setMarkers(alertMarkers(state.selected, metric));
     c.chart.draw();
     if (c.unit.textContent !== unit) c.unit.textContent = unit;
-    c.values.replaceChildren(
+    showLatest(c.values, series);
+  }
+}
+
+// The newest value of each line in the chart's head: the same spans kept, text set only when
+// it changes (this runs with every redraw).
+function showLatest(box, series) {
+  const spans = box.children;
+  const same =
+    spans.length === series.length &&
+    series.every((s, i) => spans[i].title === s.name && spans[i].dataset.color === s.color);
+  if (!same) {
+    box.replaceChildren(
       ...series.map((s) =>
-        el(
-          "span",
-          { class: "latest", style: { color: s.color }, title: s.name },
-          formatNumber(s.points[s.points.length - 1][1]),
-        ),
+        el("span", { class: "latest", style: { color: s.color }, title: s.name, dataset: { color: s.color } }),
       ),
     );
   }
+  series.forEach((s, i) => {
+    const text = formatNumber(s.points[s.points.length - 1][1]);
+    if (spans[i].textContent !== text) spans[i].textContent = text;
+  });
 }
