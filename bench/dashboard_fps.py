@@ -111,10 +111,11 @@ def main() -> None:
                 for variant in variants:
                     runs[variant].append(asyncio.run(measure(url, variant, args.seconds)))
             for variant in variants:
-                summary = {
+                summary: dict[str, Any] = {
                     key: round(statistics.median(r[key] for r in runs[variant]), 2)
                     for key in runs[variant][0]
                 }
+                summary["runs_median_ms"] = [round(r["median_ms"], 2) for r in runs[variant]]
                 print(variant, json.dumps(summary))
         finally:
             server.shutdown()

@@ -186,7 +186,7 @@ export class TimeChart {
       },
       axes: [
         { ...axis, label: "local time", labelSize: 16, size: 30,
-          values: (u, splits) => splits.map((v) => formatTime(v, u.scales.x.max - u.scales.x.min)) },
+          values: (u, splits) => splits.map((v) => tickLabel(v, u.scales.x.max - u.scales.x.min)) },
         { ...axis, label: unit || "value", labelSize: 16, size: 52,
           values: (u, splits) => splits.map((v) => formatNumber(v)) },
       ],
@@ -261,6 +261,10 @@ export class TimeChart {
     const { min, max } = u.scales.x;
     const ctx = u.ctx;
     let shown = 0;
+    if (!this.markers.length) {
+      if (this.box.dataset.markers !== "0") this.box.dataset.markers = "0";
+      return;
+    }
     ctx.save();
     ctx.lineWidth = 1.5 * devicePixelRatio;
     ctx.setLineDash([4 * devicePixelRatio, 3 * devicePixelRatio]);
@@ -329,6 +333,21 @@ const FORMATS = {
   full: new Intl.DateTimeFormat([], { hour12: false, month: "short", day: "numeric",
     hour: "2-digit", minute: "2-digit", second: "2-digit" }),
 };
+
+// Time axis labels: a sliding window keeps the same ticks frame after frame, so their labels
+// are remembered (by tick and the format the span picks) rather than formatted every redraw.
+const tickLabels = new Map();
+function tickLabel(ms, span) {
+  const kind = !span ? "f" : span > 2 * 86400000 ? "d" : span <= 600000 ? "s" : "m";
+  const key = kind + ms;
+  let label = tickLabels.get(key);
+  if (label === undefined) {
+    if (tickLabels.size > 500) tickLabels.clear();
+    label = formatTime(ms, span);
+    tickLabels.set(key, label);
+  }
+  return label;
+}
 
 export function formatTime(ms, span) {
   const d = new Date(ms);
