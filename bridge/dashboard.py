@@ -1,7 +1,8 @@
 """The live dashboard page: static files from ``bridge/static`` served on the front's port.
 
-``GET /`` is ``index.html`` and ``GET /static/<name>`` any other file of that directory. Only
-names listed in the directory at start-up are served, compared as exact strings, so no
+``GET /`` is ``index.html`` and ``GET /static/<name>`` any other file of that directory, or of
+its ``vendor/`` subdirectory (third-party files, ``/static/vendor/<name>``). Only names
+listed in those directories at start-up are served, compared as exact strings, so no
 request path (``..``, ``%2e%2e``, a backslash, a symlink added later) can reach another file.
 The files are package data, small and immutable for the life of the process: they are read
 once and answered from memory with an ETag, so a reload costs a 304.
@@ -20,6 +21,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 STATIC_DIR = Path(__file__).with_name("static")
+SUBDIRS = ("vendor",)  # one level, named here: nothing else below STATIC_DIR is served
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -44,14 +46,16 @@ class StaticFile:
 def files() -> dict[str, StaticFile]:
     """Every servable file by its exact name (read once; the package does not change)."""
     out = {}
-    if STATIC_DIR.is_dir():
-        for path in STATIC_DIR.iterdir():
+    for prefix, folder in [("", STATIC_DIR)] + [(f"{d}/", STATIC_DIR / d) for d in SUBDIRS]:
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
             kind = CONTENT_TYPES.get(path.suffix)
             if kind is None or not path.is_file() or path.name.startswith("."):
                 continue
             body = path.read_bytes()
             etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-            out[path.name] = StaticFile(body, kind, etag)
+            out[prefix + path.name] = StaticFile(body, kind, etag)
     return out
 
 

@@ -163,7 +163,7 @@ async def test_dashboard_live_charts_alerts_status_history_and_resume(
             await live.click()
             await page.wait_for_function(POINTS, arg=["dash-live", "temperature", 1])
             await expect(
-                page.locator('.chart-card[data-metric="temperature"] canvas')
+                page.locator('.chart-card[data-metric="temperature"] canvas').first
             ).to_be_visible()
             for i in range(1, 6):
                 publish(stack, "dash-live", now_ms - 3000 + i * 200, temperature=21.0 + i)
@@ -199,9 +199,7 @@ async def test_dashboard_live_charts_alerts_status_history_and_resume(
             await expect(quiet).to_have_attribute("data-status", "offline", timeout=10_000)
             await expect(quiet.locator(".dev-status")).to_have_text("offline")
 
-            # -- history through the query API
-            await page.select_option("#h-device", "dash-live")
-            await page.select_option("#h-metric", "temperature")
+            # -- history through the query API: the charted devices and metrics
             await page.select_option("#h-bucket", "raw")
             await page.click("#h-load")
             await page.wait_for_function("() => window.__dashboard.historyPointCount() >= 6")

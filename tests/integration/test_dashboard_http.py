@@ -41,6 +41,9 @@ async def test_page_and_assets(stack: Stack) -> None:
         ("app.js", "text/javascript; charset=utf-8"),
         ("style.css", "text/css; charset=utf-8"),
         ("favicon.svg", "image/svg+xml"),
+        ("vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+        ("vendor/uPlot.min.css", "text/css; charset=utf-8"),
+        ("vendor/uPlot-LICENSE.txt", "text/plain; charset=utf-8"),
     ]:
         status, headers, body = await get(stack, f"/static/{name}")
         assert (status, headers["content-type"]) == (200, kind) and body
@@ -57,6 +60,10 @@ async def test_no_path_leaves_the_static_directory(stack: Stack) -> None:
         "/static/",
         "/static/nope.js",
         "/static/.hidden",
+        "/static/vendor/",
+        "/static/vendor/README.md",
+        "/static/vendor/../dashboard.py",
+        "/static/vendor/%2e%2e/app.js",
         "/../pyproject.toml",
     ]:
         status, _, body = await get(stack, path)
