@@ -76,6 +76,11 @@ class Preparer:
         # One conversion for both the stand-in ts and received_at (below): a float
         # rounding here and a truncation there once made received_at 1 us before ts.
         base_us = int(msg.received_at * 1_000_000)
+        # ... and unique: the receive time is the stand-in ts of a reading sent without one,
+        # and two messages a device sends back to back can arrive within one microsecond;
+        # the same (device, metric, ts) would store the second as a duplicate of the first.
+        if base_us <= self._last_received_us:
+            base_us = self._last_received_us + 1
         received = _EPOCH + timedelta(microseconds=base_us)
         device = self._telemetry_devices.get(msg.topic)
         mapped = device is None and msg.topic in self._mapped_topics

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -19,6 +22,17 @@ from bridge.embedded import free_port
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def state_root() -> Iterator[Path]:
+    """Where `up` keeps its state: outside pytest's temp root. Run as root, the embedded
+    PostgreSQL runs as a user of its own that must reach its directory, and every pytest
+    session that starts makes pytest's root private again (one started by another run on
+    the machine broke a test here with "could not bind Unix address: Permission denied")."""
+    root = Path(tempfile.mkdtemp(prefix="tb-up-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _env(state: Path, ws_port: int, **extra: str) -> dict[str, str]:
@@ -80,9 +94,11 @@ def _simulate(state: Path, count: int) -> str:
 
 
 @pytest.mark.timeout(180)
-async def test_up_runs_embedded_services_and_keeps_state_across_restarts(tmp_path: Path) -> None:
+async def test_up_runs_embedded_services_and_keeps_state_across_restarts(
+    tmp_path: Path, state_root: Path
+) -> None:
     pytest.importorskip("pgserver", reason="the embedded PostgreSQL wheel is not installed")
-    state, log = tmp_path / "state", tmp_path / "up.log"
+    state, log = state_root / "state", tmp_path / "up.log"
     runtime = state / "runtime.json"
 
     async def started() -> bool:
@@ -137,10 +153,10 @@ def _cli(state: Path, ws_port: int, *args: str) -> subprocess.CompletedProcess[s
 
 @pytest.mark.timeout(180)
 async def test_a_second_up_on_the_state_dir_refuses_and_leaves_the_first_alone(
-    tmp_path: Path,
+    tmp_path: Path, state_root: Path
 ) -> None:
     pytest.importorskip("pgserver", reason="the embedded PostgreSQL wheel is not installed")
-    state, log, port = tmp_path / "state", tmp_path / "up.log", free_port()
+    state, log, port = state_root / "state", tmp_path / "up.log", free_port()
     runtime = state / "runtime.json"
     first = _start_up(state, log, port, TELEMETRY_BRIDGE_COMMAND="./run")
 
@@ -192,12 +208,12 @@ async def test_a_second_up_on_the_state_dir_refuses_and_leaves_the_first_alone(
 
 
 @pytest.mark.timeout(60)
-def test_a_start_that_fails_shows_no_banner(tmp_path: Path) -> None:
+def test_a_start_that_fails_shows_no_banner(tmp_path: Path, state_root: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         done = subprocess.run(
             [sys.executable, "-m", "bridge", "up"],
-            env=_env(tmp_path / "state", port),
+            env=_env(state_root / "state", port),
             capture_output=True,
             text=True,
             timeout=30,
@@ -206,4 +222,4 @@ def test_a_start_that_fails_shows_no_banner(tmp_path: Path) -> None:
     assert "is up" not in done.stdout + done.stderr
     assert "BRIDGE_WS_PORT" in done.stderr and f"127.0.0.1:{port}" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 2, done.stderr
-    assert not (tmp_path / "state" / "runtime.json").exists()
+    assert not (state_root / "state" / "runtime.json").exists()
