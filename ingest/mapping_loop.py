@@ -23,6 +23,8 @@ from ingest.prepared import IngestConfig, IngestStats
 from ingest.preparing import Preparer
 from ingest.rules_listener import RulesListener
 from storage import names
+from storage.mappings import held_subscriptions, remember_subscriptions
+from storage.pool import connect
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,38 @@ class MappingLoop:
             log.info("mapped topics: %s", ", ".join(self.subscribed))
         return list(self.subscribed)
 
+    async def drop_stale(self, mqtt: AsyncMqtt) -> list[str]:
+        """Once connected: unsubscribe from mapped subscriptions the broker session may still
+        hold from an earlier run (a mapping removed while this ingest was stopped), and record
+        what is held now. A database error is logged: the stale ones then stay until the
+        session expires, dead-lettering what arrives on them as no_mapping."""
+        stale: list[str] = []
+        try:
+            conn = await connect(self._config.database_url)
+            try:
+                held = await held_subscriptions(conn, self._config.client_id)
+                stale = [s for s in held if s not in self.subscribed]
+                for sub in stale:
+                    await mqtt.remove_subscription(sub)
+                await remember_subscriptions(conn, self._config.client_id, self.subscribed)
+            finally:
+                await conn.close()
+        except Exception as exc:
+            log.warning("could not check the mapped subscriptions of an earlier run: %s", exc)
+        if stale:
+            log.info("left mapped subscriptions no mapping needs any more: %s", stale)
+        return stale
+
+    async def _remember(self) -> None:
+        try:
+            conn = await connect(self._config.database_url)
+            try:
+                await remember_subscriptions(conn, self._config.client_id, self.subscribed)
+            finally:
+                await conn.close()
+        except Exception as exc:
+            log.warning("could not record the mapped subscriptions: %s", exc)
+
     async def reload(self, mqtt: AsyncMqtt) -> bool:
         """Load again and apply; whether the new mappings are in use."""
         try:
@@ -116,6 +150,7 @@ class MappingLoop:
         self._stats.mapping_reloads += 1
         if added or removed:
             log.info("mappings reloaded: subscribed to %s, unsubscribed from %s", added, removed)
+            await self._remember()
         return True
 
     async def run(self, mqtt: AsyncMqtt) -> None:

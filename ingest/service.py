@@ -191,6 +191,8 @@ class IngestService:
             await self._stream.connected.wait()
             await self._mqtt.start()
             log.info("ingest subscribed to %s at QoS 1 as %s", subscription, cfg.client_id)
+            if self.mappings is not None:
+                await self.mappings.drop_stale(self._mqtt)
             if ready is not None:
                 ready.set()
             await stop.wait()

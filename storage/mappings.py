@@ -56,3 +56,28 @@ async def set_mapping_enabled(
 async def delete_mapping(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> bool:
     status = await conn.execute("DELETE FROM mappings WHERE name = $1", name)
     return bool(status.endswith(" 1"))
+
+
+async def held_subscriptions(conn: asyncpg.Connection, client_id: str) -> list[str]:
+    """The mapped subscriptions the ingest ``client_id`` last said it holds
+    (storage/migrations/0009_mapped_subscriptions.sql)."""
+    rows = await conn.fetch(
+        "SELECT subscription FROM ingest_mapped_subscriptions WHERE client_id = $1 "
+        "ORDER BY subscription",
+        client_id,
+    )
+    return [r["subscription"] for r in rows]
+
+
+async def remember_subscriptions(
+    conn: asyncpg.Connection, client_id: str, subscriptions: list[str]
+) -> None:
+    """Record what the ingest ``client_id`` holds now (replacing what it held)."""
+    async with conn.transaction():
+        await conn.execute(
+            "DELETE FROM ingest_mapped_subscriptions WHERE client_id = $1", client_id
+        )
+        await conn.executemany(
+            "INSERT INTO ingest_mapped_subscriptions (client_id, subscription) VALUES ($1, $2)",
+            [(client_id, s) for s in dict.fromkeys(subscriptions)],
+        )

@@ -137,3 +137,48 @@ async def test_a_shared_ingest_shares_all_but_sparkplug(
     shared = [s for s in subscribed if s.startswith("$share/")]
     assert any(s.endswith(f"{topic_prefix}/tele/+/SENSOR") for s in shared), subscribed
     assert not any("spBv1.0" in s for s in shared), subscribed
+
+
+async def test_a_mapping_removed_while_the_ingest_was_stopped_leaves_its_session(
+    broker: BrokerInfo, database_url: str, topic_prefix: str, peer: MqttPeer
+) -> None:
+    """The ingest's broker session is persistent: without cleaning up, the subscription of a
+    mapping removed while it was stopped would still deliver, as no_mapping dead letters."""
+    topics = Topics(topic_prefix)
+    client_id = f"ingest-stale-{topic_prefix}"
+    async with running_ingest(
+        broker.url,
+        database_url,
+        topics,
+        mappings=ConfiguredMappings(profiles="tasmota,esphome"),
+        client_id=client_id,
+    ) as service:
+        assert service.mappings is not None
+        assert f"{topic_prefix}/tele/+/SENSOR" in service.mappings.subscribed
+    async with running_ingest(
+        broker.url,
+        database_url,
+        topics,
+        mappings=ConfiguredMappings(profiles="esphome"),
+        client_id=client_id,
+    ):
+        conn = await asyncpg.connect(database_url)
+        try:
+            peer.publish(f"{topics.prefix}/tele/plug-9/SENSOR", b'{"ENERGY": {"Power": 1}}')
+            peer.publish(f"{topics.prefix}/node-9/sensor/t/state", b"20.5")  # then a barrier
+
+            async def barrier() -> bool:
+                return bool(await conn.fetchval("SELECT count(*) FROM readings"))
+
+            await wait_until(barrier, timeout=20)
+            dead = await conn.fetch("SELECT topic, reason FROM dead_letters")
+            assert dead == [], [dict(r) for r in dead]
+            held = await conn.fetch(
+                "SELECT subscription FROM ingest_mapped_subscriptions WHERE client_id = $1",
+                client_id,
+            )
+            assert sorted(r["subscription"] for r in held) == sorted(
+                f"{topic_prefix}/{f}" for f in ("+/sensor/+/state", "+/status")
+            )
+        finally:
+            await conn.close()
