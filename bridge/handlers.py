@@ -18,6 +18,7 @@ from bridge.actions import FrontActions
 from bridge.commands import Commands
 from bridge.errors import ws_error
 from bridge.protocol import ClientError, message
+from bridge.registry import Send
 from bridge.session_state import SessionState
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ MAX_BATCH = 50
 
 
 class Handlers(SessionState):
-    async def _sessions(self, msg: dict[str, Any], id_: Any) -> None:
+    async def _sessions(self, msg: dict[str, Any], id_: Any, send: Send) -> None:
         assert self.principal is not None
         manager = self.device_sessions
         if manager is None:
@@ -36,10 +37,10 @@ class Handlers(SessionState):
             if msg.get("data") not in (None, {}):  # the Zhineng clients send an empty one
                 raise ClientError(422, "validation_error", "list_sessions takes no filters")
             sessions = manager.list(p)
-            self.reply(message("sessions_list", id_=id_, sessions=sessions, count=len(sessions)))
+            send(message("sessions_list", id_=id_, sessions=sessions, count=len(sessions)))
         elif kind == "start_session":
             ses = await manager.start(p, msg, self.reply)
-            self.reply(
+            send(
                 message(
                     "session_started",
                     id_=id_,
@@ -50,22 +51,20 @@ class Handlers(SessionState):
             )
         elif kind == "send_command":
             ses = await manager.input(p, msg)
-            self.reply(message("command_sent", id_=id_, session_id=ses.session_id))
+            send(message("command_sent", id_=id_, session_id=ses.session_id))
         elif kind == "stop_session":
             ses = await manager.stop(p, msg)
-            self.reply(
-                message("session_stopped", id_=id_, session_id=ses.session_id, status=ses.status)
-            )
+            send(message("session_stopped", id_=id_, session_id=ses.session_id, status=ses.status))
         else:
             ses = await manager.delete(p, msg)
-            self.reply(message("session_deleted", id_=id_, session_id=ses.session_id))
+            send(message("session_deleted", id_=id_, session_id=ses.session_id))
 
     def _need_commands(self) -> Commands:
         if self.commands is None:
             raise ClientError(503, "unavailable", "commands are not available on this front")
         return self.commands
 
-    async def _command(self, msg: dict[str, Any], id_: Any) -> None:
+    async def _command(self, msg: dict[str, Any], id_: Any, send: Send) -> None:
         assert self.principal is not None
         commands = self._need_commands()
         commands.validate(self.principal, msg)  # errors now, not from the background task
@@ -80,21 +79,19 @@ class Handlers(SessionState):
 
         async def run() -> None:
             try:
-                await commands.run(principal, msg, id_, self.reply)
+                await commands.run(principal, msg, id_, send)
             except Exception as exc:  # the one ladder: only unknown errors log
-                self.reply(ws_error(exc, id_, what="command"))
+                send(ws_error(exc, id_, what="command"))
 
         task = asyncio.create_task(run(), name=f"command-{self.client_id}")
         self._track(task)
 
-    async def _telemetry(self, msg: dict[str, Any], id_: Any) -> None:
+    async def _telemetry(self, msg: dict[str, Any], id_: Any, send: Send) -> None:
         assert self.principal is not None
         device, count = await self._need_commands().telemetry(self.principal, msg)
-        self.reply(
-            message("telemetry_ack", id_=id_, device_id=device, agentId=device, readings=count)
-        )
+        send(message("telemetry_ack", id_=id_, device_id=device, agentId=device, readings=count))
 
-    async def _query(self, msg: dict[str, Any], id_: Any) -> None:
+    async def _query(self, msg: dict[str, Any], id_: Any, send: Send) -> None:
         if self.history is None:
             raise ClientError(503, "unavailable", "stored telemetry is not available")
         assert self.principal is not None
@@ -102,51 +99,51 @@ class Handlers(SessionState):
         if params.get("format", "json") != "json":
             raise ClientError(422, "validation_error", "format: json over WebSocket (CSV: HTTP)")
         body = await self.history.query(self.principal, params)
-        self.reply(message("query_result", id_=id_, **body))
+        send(message("query_result", id_=id_, **body))
 
     def _need_actions(self) -> FrontActions:
         if self.actions is None:
             raise ClientError(503, "unavailable", "this front has no database configured")
         return self.actions
 
-    async def _ack_alert(self, msg: dict[str, Any], id_: Any) -> None:
+    async def _ack_alert(self, msg: dict[str, Any], id_: Any, send: Send) -> None:
         assert self.principal is not None
         alert = await self._need_actions().ack_alert(msg.get("alert_id"), self.principal)
-        self.reply(message("alert_acknowledged", id_=id_, alert_id=alert["alert_id"], alert=alert))
+        send(message("alert_acknowledged", id_=id_, alert_id=alert["alert_id"], alert=alert))
 
-    async def _rules(self, msg: dict[str, Any], id_: Any) -> None:
+    async def _rules(self, msg: dict[str, Any], id_: Any, send: Send) -> None:
         assert self.principal is not None
         actions, kind = self._need_actions(), msg["type"]
         if kind == "list_rules":
             rules = await actions.list_rules(self.principal)
-            self.reply(message("rules_list", id_=id_, rules=rules, count=len(rules)))
+            send(message("rules_list", id_=id_, rules=rules, count=len(rules)))
         elif kind == "delete_rule":
             await actions.delete_rule(self.principal, msg.get("rule_id"))
-            self.reply(message("rule_deleted", id_=id_, rule_id=msg.get("rule_id")))
+            send(message("rule_deleted", id_=id_, rule_id=msg.get("rule_id")))
         else:
             rule = await actions.save_rule(
                 self.principal, msg.get("rule"), create=kind == "create_rule"
             )
             reply = "rule_created" if kind == "create_rule" else "rule_updated"
-            self.reply(message(reply, id_=id_, rule_id=rule["rule_id"], rule=rule))
+            send(message(reply, id_=id_, rule_id=rule["rule_id"], rule=rule))
 
-    async def _ping(self, msg: dict[str, Any], id_: Any) -> None:
+    def _ping(self, msg: dict[str, Any], id_: Any, send: Send) -> None:
         fields = {"client_timestamp": msg["timestamp"]} if "timestamp" in msg else {}
         if "timestamp" in msg:
             # echo it under its own name too; our own envelope timestamp follows
             reply = message("pong", id_=id_, **fields)
             reply["timestamp"] = msg["timestamp"]
             reply["server_timestamp"] = protocol.now_iso()
-            self.reply(reply)
+            send(reply)
         else:
-            self.reply(message("pong", id_=id_))
+            send(message("pong", id_=id_))
 
-    async def _pong(self, _msg: dict[str, Any], _id: Any) -> None:
+    def _pong(self, _msg: dict[str, Any], _id: Any, send: Send) -> None:
         """A client's answer to an application-level ping (the Nexus client sends one when it
         gets a ``ping`` message): nothing to reply. The bridge's own keepalive is the
         WebSocket ping frame."""
 
-    async def _batch(self, msg: dict[str, Any], id_: Any) -> None:
+    async def _batch(self, msg: dict[str, Any], id_: Any, send: Send) -> None:
         items = msg.get("messages")
         if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
             raise ClientError(

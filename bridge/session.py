@@ -2,8 +2,8 @@
 
 :class:`Session` is what ``bridge/server.py`` makes per connection and drives: it reads the
 client's frames (``handle_frame``: rate limits, JSON), dispatches each message by ``type``
-(``handle_message``, the table in ``_handlers``), authenticates and refreshes the token, and
-releases everything on ``close``. Its parts:
+(``handle_message``, through ``REGISTRY``: each type's schema and handler, bridge/registry.py),
+authenticates and refreshes the token, and releases everything on ``close``. Its parts:
 
 - ``bridge/session_state.py``: the connection's state and output (``reply``, ``room``...);
 - ``bridge/handlers.py``: commands, device sessions, telemetry, query, alerts, rules, batch;
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -29,6 +28,7 @@ from bridge.errors import ws_error
 from bridge.handlers import Handlers
 from bridge.limits import FrontLimits
 from bridge.protocol import ClientError, bad_request, message
+from bridge.registry import Registry, Send, message_id
 from bridge.subscribing import Subscribing
 from bridge.subscription_set import Subscription
 from bridge.subscriptions import SubscriptionError
@@ -41,37 +41,6 @@ __all__ = ["CLOSE_TOO_MANY_CONNECTIONS", "MESSAGE_TYPES", "FrontLimits", "Sessio
 # A connection refused because its subject has too many: the close code mirrors the handshake's
 # HTTP 429, as 4001 (token expired) mirrors 401.
 CLOSE_TOO_MANY_CONNECTIONS = 4029
-
-# The message types a client may send (the keys of ``Session._handlers``): the label values of
-# the handling-time histogram; anything else is counted as "other", so a client cannot make
-# up labels.
-MESSAGE_TYPES = frozenset(
-    {
-        "auth",
-        "authenticate",
-        "ping",
-        "pong",
-        "subscribe",
-        "subscribe-metrics",
-        "subscribe-logs",
-        "unsubscribe",
-        "list_subscriptions",
-        "batch",
-        "ack_alert",
-        "command",
-        "start_session",
-        "send_command",
-        "stop_session",
-        "delete_session",
-        "list_sessions",
-        "telemetry",
-        "query",
-        "list_rules",
-        "create_rule",
-        "update_rule",
-        "delete_rule",
-    }
-)
 
 
 class Session(Subscribing, Handlers):
@@ -111,11 +80,7 @@ class Session(Subscribing, Handlers):
         return type_ if isinstance(type_, str) and type_ in MESSAGE_TYPES else "other"
 
     async def handle_message(self, msg: Any, in_batch: bool = False) -> None:
-        id_ = msg.get("id") if isinstance(msg, dict) else None
-        if id_ is not None and not (
-            isinstance(id_, str | int) and not isinstance(id_, bool) and len(str(id_)) <= 128
-        ):
-            id_ = None
+        id_ = message_id(msg) if isinstance(msg, dict) else None
         try:
             if not isinstance(msg, dict):
                 raise bad_request("message must be a JSON object")
@@ -126,45 +91,17 @@ class Session(Subscribing, Handlers):
                 raise ClientError(
                     401, "unauthorized", "authenticate first: send {type: auth, token}"
                 )
-            handler = self._handlers().get(type_)
-            if handler is None:
+            if type_ not in REGISTRY:
                 raise bad_request(f"unknown message type {protocol_excerpt(type_)}")
             if type_ == "batch" and in_batch:
                 raise bad_request("a batch cannot contain a batch")
-            await handler(msg, id_)
+            await REGISTRY.dispatch(self, type_, msg, id_, self.reply)
         except Exception as exc:  # the one ladder (bridge/errors.py): only unknown ones log
             kind = protocol_excerpt(msg.get("type")) if isinstance(msg, dict) else "?"
             self.reply(ws_error(exc, id_, what=f"handling a {kind} message"))
 
-    def _handlers(self) -> dict[str, Callable[[dict[str, Any], Any], Awaitable[None]]]:
-        return {
-            "auth": self._auth,
-            "authenticate": self._auth,
-            "ping": self._ping,
-            "pong": self._pong,
-            "subscribe": self._subscribe,
-            "subscribe-metrics": self._subscribe_o1,
-            "subscribe-logs": self._subscribe_o1,
-            "unsubscribe": self._unsubscribe,
-            "list_subscriptions": self._list,
-            "batch": self._batch,
-            "ack_alert": self._ack_alert,
-            "command": self._command,
-            "start_session": self._sessions,
-            "send_command": self._sessions,
-            "stop_session": self._sessions,
-            "delete_session": self._sessions,
-            "list_sessions": self._sessions,
-            "telemetry": self._telemetry,
-            "query": self._query,
-            "list_rules": self._rules,
-            "create_rule": self._rules,
-            "update_rule": self._rules,
-            "delete_rule": self._rules,
-        }
-
     # -- authentication and token refresh ---------------------------------------------------
-    async def _auth(self, msg: dict[str, Any], id_: Any) -> None:
+    async def _auth(self, msg: dict[str, Any], id_: Any, send: Send) -> bool:
         """First authentication of a connection, or a refresh of its token (same subject).
 
         A refresh takes effect at once: live delivery reads ``self.principal`` per message,
@@ -179,7 +116,7 @@ class Session(Subscribing, Handlers):
             self._auth_failed(ClientError(401, exc.error, exc.message), id_, legacy)
             if self.principal is None:
                 self.request_close(1008, "authentication failed")
-            return
+            return False
         previous = self.principal
         if previous is not None and principal.sub != previous.sub:
             raise ClientError(403, "forbidden", "a refreshed token must be for the same subject")
@@ -192,17 +129,15 @@ class Session(Subscribing, Handlers):
                 self._auth_failed(exc, id_, legacy)
                 if previous is None:
                     self.request_close(CLOSE_TOO_MANY_CONNECTIONS, exc.message)
-                return
+                return False
         self.principal = principal
         # No await from the principal's change to the end of _withdraw: nothing the new token
         # forbids is delivered in between.
         withdrawn = self._withdraw(principal) if previous is not None else None
         if legacy:
-            self.reply(
-                message("auth_success", id_=id_, client_id=self.client_id, user=principal.sub)
-            )
+            send(message("auth_success", id_=id_, client_id=self.client_id, user=principal.sub))
         else:
-            self.reply(
+            send(
                 message(
                     "auth_response",
                     id_=id_,
@@ -213,6 +148,7 @@ class Session(Subscribing, Handlers):
             )
         if withdrawn is not None:
             await self._finish_refresh(principal, *withdrawn)
+        return True
 
     def _auth_failed(self, exc: ClientError, id_: Any, legacy: bool) -> None:
         if legacy:
@@ -329,3 +265,37 @@ def protocol_excerpt(value: Any) -> str:
     from ingest.names import safe_excerpt
 
     return safe_excerpt(value, 40)
+
+
+# Each message type a client may send: its schema (bridge/contract/ws_client.py) and handler.
+REGISTRY: Registry[Session] = Registry(
+    {
+        "auth": Session._auth,
+        "authenticate": Session._auth,
+        "ping": Session._ping,
+        "pong": Session._pong,
+        "subscribe": Session._subscribe,
+        "subscribe-metrics": Session._subscribe_o1,
+        "subscribe-logs": Session._subscribe_o1,
+        "unsubscribe": Session._unsubscribe,
+        "list_subscriptions": Session._list,
+        "batch": Session._batch,
+        "ack_alert": Session._ack_alert,
+        "command": Session._command,
+        "start_session": Session._sessions,
+        "send_command": Session._sessions,
+        "stop_session": Session._sessions,
+        "delete_session": Session._sessions,
+        "list_sessions": Session._sessions,
+        "telemetry": Session._telemetry,
+        "query": Session._query,
+        "list_rules": Session._rules,
+        "create_rule": Session._rules,
+        "update_rule": Session._rules,
+        "delete_rule": Session._rules,
+    }
+)
+
+# The message types a client may send: the label values of the handling-time histogram;
+# anything else is counted as "other", so a client cannot make up labels.
+MESSAGE_TYPES = REGISTRY.types

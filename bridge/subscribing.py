@@ -15,6 +15,7 @@ from typing import Any
 from bridge.delivery import Delivery
 from bridge.dialects import EVENT_CHANNELS
 from bridge.protocol import ClientError, message
+from bridge.registry import Send
 from bridge.subscription_set import RESUMABLE_CHANNELS, subscription_id
 from bridge.subscriptions import (
     CHANNELS,
@@ -30,7 +31,7 @@ from ingest.payload import parse_timestamp
 
 
 class Subscribing(Delivery):
-    async def _subscribe(self, msg: dict[str, Any], id_: Any) -> None:
+    async def _subscribe(self, msg: dict[str, Any], id_: Any, send: Send) -> None:
         if "deploymentId" in msg:
             # o1's deployments: nothing on a telemetry bridge is one
             deployment = safe_excerpt(msg.get("deploymentId"), 64)
@@ -47,9 +48,9 @@ class Subscribing(Delivery):
         if msg.get("batch") is True:
             self.batch_mode = True
         if "topics" in msg:
-            await self._subscribe_named(msg, id_, "topics")
+            await self._subscribe_named(msg, id_, "topics", send)
         elif "events" in msg:
-            await self._subscribe_named(msg, id_, "events")
+            await self._subscribe_named(msg, id_, "events", send)
         else:
             selector = parse_channel_subscribe(msg)
             since = self._since(msg, selector)
@@ -59,7 +60,7 @@ class Subscribing(Delivery):
                 # asks for was replayed when it was made. Replaying again per repeat would
                 # let one small message make the server read and queue 10,000 frames.
                 authorize(selector, self.principal)  # type: ignore[arg-type]
-                self.reply(
+                send(
                     message(
                         "subscribed",
                         id_=id_,
@@ -86,7 +87,7 @@ class Subscribing(Delivery):
             sub = await self._add(selector, "channel", "", hold=True)
             if resume_from is not None:
                 sub.resume_point = resume_from.isoformat()
-            self.reply(
+            send(
                 message(
                     "subscribed",
                     id_=id_,
@@ -121,7 +122,9 @@ class Subscribing(Delivery):
                 422, "validation_error", "since: epoch milliseconds or ISO-8601 (a received_at)"
             ) from None
 
-    async def _subscribe_named(self, msg: dict[str, Any], id_: Any, dialect: str) -> None:
+    async def _subscribe_named(
+        self, msg: dict[str, Any], id_: Any, dialect: str, send: Send
+    ) -> None:
         names_ = msg.get(dialect)
         if not isinstance(names_, list) or not 0 < len(names_) <= 20:
             raise ClientError(422, "validation_error", f"{dialect} must be a list of 1-20 names")
@@ -168,13 +171,11 @@ class Subscribing(Delivery):
         subs = [await self._add(sel, dialect, name) for name, sel in selectors]
         ids = [s.id for s in subs]
         if dialect == "topics":
-            self.reply(
-                message("subscription_confirmed", id_=id_, topics=names_, subscription_ids=ids)
-            )
+            send(message("subscription_confirmed", id_=id_, topics=names_, subscription_ids=ids))
         else:
-            self.reply(message("subscribed", id_=id_, events=names_, subscription_ids=ids))
+            send(message("subscribed", id_=id_, events=names_, subscription_ids=ids))
 
-    async def _subscribe_o1(self, msg: dict[str, Any], id_: Any) -> None:
+    async def _subscribe_o1(self, msg: dict[str, Any], id_: Any, send: Send) -> None:
         logs = msg["type"] == "subscribe-logs"
         takes = (
             ("host", "application", "search", "level")
@@ -217,7 +218,7 @@ class Subscribing(Delivery):
                 filters={k: v for k, v in filters.items() if k in ("device_id", "metrics")},
             )
             ids.append((await self._add(system, "o1-metrics", label, parent=sub.id)).id)
-        self.reply(
+        send(
             message(
                 "subscribed",
                 id_=id_,
@@ -227,7 +228,7 @@ class Subscribing(Delivery):
             )
         )
 
-    async def _unsubscribe(self, msg: dict[str, Any], id_: Any) -> None:
+    async def _unsubscribe(self, msg: dict[str, Any], id_: Any, send: Send) -> None:
         """By ``subscription_id`` (o1: ``subscriptionId``): that one; by ``topics`` or
         ``events``: those named; by ``channel``: that channel's subscriptions, or with
         ``device_id`` those naming only devices among the ones given
@@ -239,7 +240,7 @@ class Subscribing(Delivery):
             await self._remove(sub)
         ids = [s.id for s in targets]
         if "topics" in msg:
-            self.reply(
+            send(
                 message(
                     "unsubscription_confirmed", id_=id_, topics=msg["topics"], subscription_ids=ids
                 )
@@ -251,8 +252,8 @@ class Subscribing(Delivery):
             fields["events"] = [e for e in dict.fromkeys(msg["events"]) if e in gone]
         elif "channel" in msg:
             fields["channel"] = msg["channel"]
-        self.reply(message("unsubscribed", id_=id_, **fields))
+        send(message("unsubscribed", id_=id_, **fields))
 
-    async def _list(self, _msg: dict[str, Any], id_: Any) -> None:
+    def _list(self, _msg: dict[str, Any], id_: Any, send: Send) -> None:
         subs = [s.describe() for s in self.subscriptions.values()]
-        self.reply(message("subscriptions_list", id_=id_, subscriptions=subs, count=len(subs)))
+        send(message("subscriptions_list", id_=id_, subscriptions=subs, count=len(subs)))

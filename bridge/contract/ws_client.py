@@ -1,18 +1,20 @@
 """Models of every WebSocket message a client sends (docs/protocol.md sections 3, 5, 7, 8).
 
-Schema only: the session (``bridge/session.py``) dispatches by ``type`` and each handler
-checks its own fields by hand (``bridge/subscriptions.py`` for subscriptions, with the
-filter table ``FILTER_CHANNELS`` these models mirror), because its errors name the field and
-the rule in the words docs/protocol.md uses. tests/contract/test_capture.py validates every
-message it sends against these models, and the real server answering each one as documented
-is what shows that they describe what the server accepts.
+The front's message registry (``bridge/registry.py``) validates every client message against
+these models before its handler runs; each handler still checks its own fields
+(``bridge/subscriptions.py`` for subscriptions, with the filter table ``FILTER_CHANNELS`` these
+models mirror), because its errors name the field and the rule in the words docs/protocol.md
+uses. So a model may be looser than its handler, never stricter (the registry logs a message a
+model refused and its handler accepted). tests/contract/test_capture.py validates every message
+it sends against these models, and the real server answering each one as documented is what
+shows that they describe what the server accepts.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bridge.contract.base import (
     Channel,
@@ -25,6 +27,9 @@ from bridge.contract.base import (
     Severity,
 )
 
+# A query's from/to: InputTime, or "now", "now-1h" or "-1h" (relative to now), as
+# storage/query_spec.py parses them
+QueryTime = InputTime | Annotated[str, StringConstraints(pattern=r"^\s*(now|[+-])")]
 OneOrMany = DeviceId | Annotated[list[DeviceId], Field(min_length=1)]
 Names = str | list[str]
 
@@ -165,8 +170,8 @@ class Query(ClientMessage):
     device_id: OneOrMany | None = None
     metric: MetricName | None = None
     metrics: list[MetricName] | MetricName | None = None
-    from_: InputTime | None = Field(default=None, alias="from")
-    to: InputTime | None = None
+    from_: QueryTime | None = Field(default=None, alias="from")
+    to: QueryTime | None = None
     bucket: str | None = None
     agg: Literal["avg", "min", "max", "sum", "count", "last"] | None = None
     limit: Annotated[int, Field(ge=1)] | None = None
