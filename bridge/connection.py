@@ -14,7 +14,6 @@ import contextlib
 import logging
 import time
 
-import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -151,10 +150,8 @@ class Connection:
         self.owner.live[session] = self
         try:
             async for frame in ws:
-                if default_channel and isinstance(frame, str | bytes):
-                    frame = _with_default_channel(frame, default_channel)
                 began = time.perf_counter()
-                type_ = await session.handle_frame(frame)
+                type_ = await session.handle_frame(frame, default_channel or None)
                 stats.handled(type_, time.perf_counter() - began)
                 # The next message is read only once this client has taken enough of what
                 # is queued for it: a client that sends and never reads stops being read.
@@ -363,16 +360,3 @@ class Connection:
 def _batch_frame(frames: list[bytes]) -> bytes:
     stamp = protocol.now_iso().encode()
     return b'{"type":"batch","messages":[' + b",".join(frames) + b'],"timestamp":"' + stamp + b'"}'
-
-
-def _with_default_channel(frame: str | bytes, channel: str) -> str | bytes:
-    """On /ws/{channel}, a subscribe that names no channel gets that one."""
-    try:
-        msg = orjson.loads(frame)
-    except orjson.JSONDecodeError:
-        return frame
-    if isinstance(msg, dict) and msg.get("type") == "subscribe" and "channel" not in msg:
-        if "topics" not in msg and "events" not in msg:
-            msg["channel"] = channel
-            return orjson.dumps(msg)
-    return frame

@@ -45,10 +45,11 @@ CLOSE_TOO_MANY_CONNECTIONS = 4029
 
 class Session(Subscribing, Handlers):
     # -- input -------------------------------------------------------------------------------
-    async def handle_frame(self, raw: str | bytes) -> str:
+    async def handle_frame(self, raw: str | bytes, default_channel: str | None = None) -> str:
         """One frame from the client; returns its message type for the handling-time metric
         (one of :data:`MESSAGE_TYPES`, or "other" for anything else: refused before it was
-        read, not JSON, or of no known type)."""
+        read, not JSON, or of no known type). On a ``/ws/{channel}`` path, *default_channel*
+        is that channel: a subscribe that names none gets it (docs/protocol.md)."""
         self.received += 1
         if self.principal is None and self.received > self.limits.preauth_messages:
             # an unauthenticated connection gets a few tries, not a service
@@ -75,6 +76,8 @@ class Session(Subscribing, Handlers):
         except orjson.JSONDecodeError:
             self.error(ClientError(400, "invalid_json", "message is not valid JSON"))
             return "other"
+        if default_channel is not None:
+            _default_channel(msg, default_channel)
         await self.handle_message(msg)
         type_ = msg.get("type") if isinstance(msg, dict) else None
         return type_ if isinstance(type_, str) and type_ in MESSAGE_TYPES else "other"
@@ -299,3 +302,12 @@ REGISTRY: Registry[Session] = Registry(
 # The message types a client may send: the label values of the handling-time histogram;
 # anything else is counted as "other", so a client cannot make up labels.
 MESSAGE_TYPES = REGISTRY.types
+
+
+def _default_channel(msg: Any, channel: str) -> None:
+    """On /ws/{channel}, a subscribe that names no channel (nor topics or events, the other
+    dialects' ways of saying what it wants) gets that one; the parsed frame is changed in
+    place so that it is parsed only once."""
+    if isinstance(msg, dict) and msg.get("type") == "subscribe" and "channel" not in msg:
+        if "topics" not in msg and "events" not in msg:
+            msg["channel"] = channel
