@@ -1,5 +1,5 @@
 """Plain HTTP on the WebSocket port: REST, CSV export planning, the dashboard, /health,
-/metrics, /status and the o1 endpoints (/api/websocket/...).
+/metrics, /status and the o1 endpoints (/api/websocket/..., answered by bridge/o1_http.py).
 
 :class:`HttpApi` answers from the front's state (stats, hub, sessions, pool, history) and
 never touches a WebSocket. Errors go through the one ladder of bridge.errors. ``/metrics``
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import http
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from bridge import __version__, dashboard, openapi, protocol, rest
+from bridge import __version__, dashboard, o1_http, openapi, protocol, rest
 from bridge.auth import AUTH_FAILURE_REASONS, JwtVerifier, Principal
 from bridge.errors import http_error, json_response
 from bridge.exports import ExportSlots
@@ -205,7 +204,7 @@ class HttpApi:
         if dashboard.is_dashboard_path(path):  # a plain GET /: the page (with Upgrade: /ws)
             return dashboard.response(path, request)
         if path.startswith("/api/websocket/"):
-            return self._o1(path)
+            return o1_http.response(self, path)
         if path == "/api/openapi.json":  # public, like the seed documents
             return json_response(200, openapi.document())
         if path == "/health":
@@ -229,82 +228,6 @@ class HttpApi:
         if path == "/status":
             return json_response(200, self.status())
         return json_response(404, {"error": "not_found", "message": f"no endpoint {path}"})
-
-    def _o1(self, path: str) -> Response:
-        """The o1 seed's shapes of health, stats and metrics."""
-        s = self.stats
-        if path == "/api/websocket/health":
-            ok = self.hub.connected.is_set()
-            body = {
-                "status": "healthy" if ok else "unhealthy",
-                "connectionCount": s.current,
-                "timestamp": protocol.now_iso(),
-            }
-            return json_response(200 if ok else 503, body)
-        m = self.metrics()
-        if path == "/api/websocket/metrics":
-            uptime = int(time.monotonic() - s.started)
-            cpu = os.times()
-            return json_response(
-                200,
-                {
-                    "connections": {"current": s.current, "peak": s.peak, "total": s.total},
-                    "messages": m["messages"],
-                    "performance": {
-                        "uptime": _duration(uptime),
-                        "memoryUsage": f"{_rss_mb():.1f}MB",
-                        "cpuUsage": f"{100 * (cpu.user + cpu.system) / max(1, uptime):.1f}%",
-                    },
-                },
-            )
-        if path == "/api/websocket/stats":
-            return json_response(200, self._o1_stats(m))
-        return json_response(404, {"error": "not_found", "message": f"no endpoint {path}"})
-
-    def _o1_stats(self, m: dict[str, Any]) -> dict[str, Any]:
-        s = self.stats
-        queued = sum(len(x.queue) for x in self.sessions)
-        sent, received = m["messages"]["sent"], m["messages"]["received"]
-        errors = s.errors + sum(x.errors for x in self.sessions)
-        handling = sorted(s.handling_ms)
-
-        def rank(q: float) -> float:
-            return round(handling[int(q * (len(handling) - 1))], 3) if handling else 0.0
-
-        return {
-            "totalConnections": s.current,
-            # active: connections with a subscription; idle: those without one
-            "poolStats": {
-                "active": sum(1 for x in self.sessions if x.subscriptions),
-                "idle": sum(1 for x in self.sessions if not x.subscriptions),
-                "total": s.current,
-            },
-            # a batch: the frames written to one client's connection at once
-            "batcherStats": {
-                "batchesProcessed": s.batches,
-                "messagesProcessed": sent,
-                "averageBatchSize": round(sent / s.batches, 2) if s.batches else 0.0,
-                "queuedMessages": queued,
-            },
-            # the messages clients sent, and how many were answered with an error
-            "processorStats": {
-                "messagesProcessed": received,
-                "errors": errors,
-                "successRate": round(100 * max(0, received - errors) / received, 2)
-                if received
-                else 100.0,
-                "dropped": m["messages"]["dropped"],
-            },
-            # handling one client message, in milliseconds (the most recent 1,000)
-            "performanceMetrics": {
-                "averageResponseTime": round(sum(handling) / len(handling), 3) if handling else 0.0,
-                "p95": rank(0.95),
-                "p99": rank(0.99),
-                "unit": "ms",
-            },
-            # a count only: the filters name other clients' devices and sessions
-            "brokerSubscriptionCount": len(self.hub.subscriptions()),
-        }
 
     def snapshot(self) -> FrontSnapshot:
         """The front's numbers now: its own counters plus what each open session counts
@@ -387,15 +310,3 @@ class HttpApi:
             },
             "timestamp": protocol.now_iso(),
         }
-
-
-def _duration(seconds: int) -> str:
-    return f"{seconds // 86400}d {seconds % 86400 // 3600}h {seconds % 3600 // 60}m"
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-    except (OSError, ValueError, IndexError):
-        return 0.0

@@ -15,21 +15,23 @@ fallback broker over MQTT 3.1.1. So (bridge/routes.py):
   (bridge/broker_filters.py), each message comes once, and the listeners of every matching
   filter in use are found locally.
 
-Broker subscriptions follow the filters in use through one reconciler (``_sync``), so changes
-reach the broker in order, and reconnects (jittered backoff) resubscribe everything in use.
+Broker subscriptions follow the filters in use through one reconciler (``_sync``,
+bridge/broker_sync.py), so changes reach the broker in order, and reconnects (jittered
+backoff) resubscribe everything in use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 
 from bridge.broker_filters import Cover
 from bridge.broker_filters import matches as topic_matches
+from bridge.broker_sync import BrokerClient, BrokerSync, ThisConnection
 from bridge.routes import Echoes, Route, Routes
 from ingest.mqtt import AsyncMqtt, Message, MqttEndpoint
 from ingest.mqtt_packets import ConnAck
@@ -44,57 +46,8 @@ log = logging.getLogger(__name__)
 # same subscription shape reuse the frame the first of them built (serialise once).
 Listener = Callable[[tuple[str, ...], dict[str, Any], bool, dict[Any, Any]], None]
 
-# SUBSCRIBE/UNSUBSCRIBE requests in flight at once
-_BATCH = 256
-# MQTT 5 retain handling 2: the broker sends no retained copies on subscribing (they would be
-# dropped on arrival anyway, _dispatch)
-_NO_RETAINED = 2
 
-
-class BrokerClient(Protocol):
-    """What the hub asks of its connection (ingest/mqtt.py's AsyncMqtt; tests stand in)."""
-
-    async def subscribe_and_wait(
-        self, filter_: str, *, qos: int = 0, subscription_id: int = 0, retain_handling: int = 0
-    ) -> int: ...
-
-    async def unsubscribe_and_wait(self, filters: Sequence[str]) -> None: ...
-
-    async def publish_and_wait(self, topic: str, payload: bytes, *, qos: int = 1) -> None: ...
-
-
-class _ThisConnection:
-    """The client for as long as the connection it has now lasts. A new one is made for each
-    connection, so the hub's ``self._client is client`` checks see a reconnection as a
-    different client, and requests of a connection given up fail instead of reaching the
-    next one."""
-
-    __slots__ = ("_client", "_generation")
-
-    def __init__(self, client: AsyncMqtt) -> None:
-        self._client = client
-        self._generation = client.generation
-
-    def _check(self) -> AsyncMqtt:
-        if self._client.generation != self._generation:
-            raise ConnectionError("that MQTT connection is gone")
-        return self._client
-
-    async def subscribe_and_wait(
-        self, filter_: str, *, qos: int = 0, subscription_id: int = 0, retain_handling: int = 0
-    ) -> int:
-        return await self._check().subscribe_and_wait(
-            filter_, qos=qos, subscription_id=subscription_id, retain_handling=retain_handling
-        )
-
-    async def unsubscribe_and_wait(self, filters: Sequence[str]) -> None:
-        await self._check().unsubscribe_and_wait(filters)
-
-    async def publish_and_wait(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
-        await self._check().publish_and_wait(topic, payload, qos=qos)
-
-
-class Hub:
+class Hub(BrokerSync):
     def __init__(self, endpoint: MqttEndpoint, topics: Topics, client_id: str) -> None:
         self.endpoint = endpoint
         self.topics = topics
@@ -182,104 +135,6 @@ class Hub:
             self._changed(filter_, added=False)
             await self._sync()
 
-    def _changed(self, filter_: str, *, added: bool) -> None:
-        """A filter came into use or went out of it: mark the broker filters to reconcile."""
-        if self._cover is None:
-            self._dirty[filter_] = None
-            return
-        subscribe, unsubscribe = (self._cover.add if added else self._cover.remove)(filter_)
-        for f in (*subscribe, *unsubscribe):
-            self._dirty[f] = None
-
-    def _wanted(self, broker_filter: str) -> int | None:
-        """The identifier ``broker_filter`` should be subscribed with (0: none), or None if
-        it should not be subscribed."""
-        if self._cover is None:
-            route = self._routes.get(broker_filter)
-            if route is None:
-                return None
-            return route.sid if route.tagged else 0
-        return 0 if self._cover.members(broker_filter) else None
-
-    async def _sync(self) -> None:
-        """Bring the broker's subscriptions in line with the filters in use (the dirty ones).
-        One caller at a time, so SUBSCRIBE and UNSUBSCRIBE packets leave in the order the
-        changes were made; in identifier mode, older filters are subscribed first."""
-        async with self._sync_lock:
-            client = self._client
-            while self._dirty and client is not None and self._client is client:
-                batch = list(self._dirty)
-                self._dirty.clear()
-                subscribe: list[tuple[str, int]] = []
-                unsubscribe: list[str] = []
-                for f in batch:
-                    want, have = self._wanted(f), self._on_broker.get(f)
-                    if want is not None and want != have:
-                        subscribe.append((f, want))
-                    elif want is None and have is not None:
-                        unsubscribe.append(f)
-                done = await self._apply(client, subscribe, unsubscribe)
-                if done and self._cover is None and self._client is client:
-                    # the broker holds these as the routes in use say; copies it sent
-                    # otherwise have all arrived: the queued ones, and at most one taken off
-                    # the queue but not yet dispatched
-                    last = self._numbered_so_far()
-                    for f in batch:
-                        if f not in self._dirty:  # else changed again meanwhile
-                            self._routes.settled(f, last)
-
-    def _numbered_so_far(self) -> int:
-        """The number the last message read so far will have been dispatched under. Our client
-        hands messages over as it reads them, before any SUBACK read after them wakes its
-        waiter; those of a connection being set up wait in ``_held``."""
-        return self.received + (len(self._held) if self._held is not None else 0)
-
-    async def _apply(
-        self, client: BrokerClient, subscribe: list[tuple[str, int]], unsubscribe: list[str]
-    ) -> bool:
-        """Send the changes, subscriptions first; whether the broker acknowledged them all."""
-        # Replacing disjoint broker filters: subscribe the new ones first (nothing in use is
-        # ever uncovered), then unsubscribe; what the broker routes in between can come twice.
-        replacing = self._cover is not None and bool(subscribe) and bool(unsubscribe)
-        if replacing:
-            self._echoes.open(unsubscribe)
-        done = True
-        try:
-            for i in range(0, len(subscribe), _BATCH):
-                results = await asyncio.gather(
-                    *(self._subscribe(client, f, sid) for f, sid in subscribe[i : i + _BATCH])
-                )
-                done = done and all(results)
-            for i in range(0, len(unsubscribe), _BATCH):
-                chunk = unsubscribe[i : i + _BATCH]
-                if self._client is not client:
-                    return False
-                for f in chunk:
-                    self._on_broker.pop(f, None)
-                try:
-                    await client.unsubscribe_and_wait(chunk)
-                except (ConnectionError, TimeoutError):
-                    done = False
-        finally:
-            if replacing:
-                # every copy routed before the last UNSUBACK has arrived by now: the ones
-                # queued, and at most one taken off the queue but not yet dispatched
-                self._echoes.close_after(self._numbered_so_far())
-        return done
-
-    async def _subscribe(self, client: BrokerClient, filter_: str, sid: int) -> bool:
-        try:
-            code = await client.subscribe_and_wait(
-                filter_, qos=0, subscription_id=sid, retain_handling=_NO_RETAINED
-            )
-        except (ConnectionError, TimeoutError):
-            return False  # resubscribed on reconnect
-        if code >= 0x80:
-            log.warning("the MQTT broker refused a subscription to %s (0x%02x)", filter_, code)
-        if self._client is client:  # not a connection given up meanwhile
-            self._on_broker[filter_] = sid
-        return True
-
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """QoS 1 publish on the front's connection (commands, telemetry from clients); returns
         once the broker has it."""
@@ -332,7 +187,7 @@ class Hub:
                 else self._cover.broker_filters()
             )
             self._dirty.update(dict.fromkeys(in_use))
-            this = self._client = _ThisConnection(client)
+            this = self._client = ThisConnection(client)
             await self._sync()
             if self._client is not this:  # lost meanwhile: the client connects again
                 raise ConnectionError("MQTT connection lost while resubscribing")

@@ -34,7 +34,10 @@ QUERY_METHODS = frozenset(
         "copy_records_to_table",
     }
 )
-STORAGE_MAX_LINES = 400
+# A module a newcomer can read in one sitting. ingest/ is not held to it yet: ingest/mqtt.py is
+# a known exception, to be split on its own.
+MAX_LINES = 400
+SIZED_PACKAGES = ("bridge", "storage")
 
 
 def modules(package: str) -> list[Path]:
@@ -101,13 +104,14 @@ def test_bridge_runs_no_queries() -> None:
     assert found == [], "call a storage function instead"
 
 
-def test_storage_modules_stay_small() -> None:
+@pytest.mark.parametrize("package", SIZED_PACKAGES)
+def test_modules_stay_small(package: str) -> None:
     long = {
         where(path): n
-        for path in modules("storage")
-        if (n := len(path.read_text(encoding="utf-8").splitlines())) > STORAGE_MAX_LINES
+        for path in modules(package)
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
-    assert long == {}, f"split storage modules over {STORAGE_MAX_LINES} lines"
+    assert long == {}, f"split {package} modules over {MAX_LINES} lines"
 
 
 def test_the_checks_see_what_they_look_for() -> None:
