@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
 import random
 import signal
 import sys
@@ -112,6 +113,7 @@ def _worker(cfg: SimulateConfig, device_ids: list[str], quota: int | None, count
     parent's business (it sets STOP): a worker that also took the SIGINT would wait out its
     PUBACKs on its own schedule."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()  # a worker whose parent is gone stops (it was killed, not asked)
     endpoint = MqttEndpoint.from_url(cfg.mqtt_url)
     topics = Topics(cfg.topic_prefix)
     rng = random.Random(None if cfg.seed is None else cfg.seed + hash(device_ids[0]) % 1000)
@@ -165,11 +167,15 @@ def _worker(cfg: SimulateConfig, device_ids: list[str], quota: int | None, count
         due = start + sent * interval
         if due > now_m:
             time.sleep(min(due - now_m, 0.05))
+            if os.getppid() != parent:
+                break
             continue
         if now_m - due > MAX_CATCH_UP_S:
             start = now_m - sent * interval
         if cfg.qos and sent - counters[ACKED] > cfg.max_unacked:
             time.sleep(0.005)
+            if os.getppid() != parent:
+                break
             continue
         device = device_ids[idx]
         idx = (idx + 1) % len(device_ids)
@@ -256,6 +262,10 @@ def run(cfg: SimulateConfig, out: Any = sys.stdout, progress: Any = sys.stderr) 
     report = Report(progress, cfg.metrics)
     watch = _BrokerWatch(report, where)
     interrupted = False
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (kill, systemd, a test's terminate) stops like Ctrl-C: the default action
+        # would end this process at once and leave its workers publishing on their own.
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         while any(w.is_alive() for w in workers):
             time.sleep(0.1)
@@ -293,6 +303,10 @@ def run(cfg: SimulateConfig, out: Any = sys.stdout, progress: Any = sys.stderr) 
         flush=True,
     )
     return summary
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _join(workers: list[Any], timeout: float) -> None:

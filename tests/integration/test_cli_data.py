@@ -21,6 +21,7 @@ from ingest.topics import Topics
 from storage.alerts import save_alerts
 from tests.helpers import BrokerInfo, MqttPeer, running_ingest, wait_until
 from tests.integration.test_cli import run_cli
+from tests.procnet import children
 
 pytestmark = pytest.mark.integration
 
@@ -173,8 +174,8 @@ class _Simulate:
 
         await wait_until(seen, timeout=timeout)
 
-    def interrupt(self) -> str:
-        self.proc.send_signal(signal.SIGINT)
+    def interrupt(self, sig: int = signal.SIGINT) -> str:
+        self.proc.send_signal(sig)
         out = self.proc.communicate(timeout=15)[0]
         self._reader.join(5)
         return out
@@ -200,6 +201,25 @@ async def test_simulate_shows_progress_at_once_and_stops_on_ctrl_c(
     assert sim.proc.returncode == 0, "".join(sim.lines)
     assert out.startswith("simulate: stopped; sent ") and "errors 0" in out
     assert "Traceback" not in "".join(sim.lines)
+
+
+async def test_simulate_stops_its_workers_on_sigterm(broker: BrokerInfo, topic_prefix: str) -> None:
+    """kill, systemd or a test's terminate(): the workers stop too, none is left publishing
+    on its own (they were, after the parent died of the signal's default action)."""
+    sim = _Simulate(broker.url, topic_prefix)
+    try:
+        await sim.wait_for("s sent ")
+        workers = children(sim.proc.pid)
+        assert workers
+        out = sim.interrupt(signal.SIGTERM)
+    finally:
+        sim.kill()
+    assert sim.proc.returncode == 0 and out.startswith("simulate: stopped; sent ")
+
+    async def gone() -> bool:
+        return not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+    await wait_until(gone, timeout=10)
 
 
 async def test_simulate_warns_when_the_broker_goes_away(tmp_path: Path, topic_prefix: str) -> None:
