@@ -15,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from bridge import console
+from bridge import console, identities
 from bridge.actions import FrontActions
 from bridge.auth import Principal
 from bridge.protocol import ClientError
@@ -145,7 +145,7 @@ async def acknowledge(
     if not 0 < len(by) <= 64:
         raise ValueError("--by: 1 to 64 characters")
     endpoint = MqttEndpoint.from_url(mqtt_url)
-    stream = StreamPublisher(endpoint, names.bridge_client_id("cli-ack"))
+    stream = StreamPublisher(endpoint, identities.tool_id(endpoint, "cli-ack"))
     await stream.start()
     pool = await create_pool(database_url, min_size=1, max_size=1)
     try:

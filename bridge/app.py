@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from bridge import preflight
+from bridge import identities, preflight
 from bridge.actions import FrontActions
 from bridge.auth import AuthConfigError, JwtVerifier
 from bridge.commands import Commands
@@ -28,7 +28,6 @@ from bridge.metrics import serve_metrics
 from bridge.server import Front
 from bridge.snapshot import make_snapshot
 from bridge.system import SystemSampler, component_name
-from ingest import names
 from ingest.mapping_source import ConfiguredMappings
 from ingest.mqtt import MqttEndpoint
 from ingest.service import IngestConfig, IngestService
@@ -63,7 +62,7 @@ def ingest_config(settings: Settings, database_url: str, mqtt_url: str) -> Inges
         mqtt=endpoint,
         database_url=database_url,
         topics=Topics(settings.mqtt_topic_prefix),
-        client_id=settings.ingest_client_id,
+        client_id=identities.ingest_ids(settings).session,
         shared_subscription=settings.ingest_shared,
         batch_max_messages=settings.ingest_batch_max_messages,
         batch_max_wait_s=settings.ingest_batch_max_wait_ms / 1000,
@@ -134,7 +133,8 @@ async def run_front(
     the process's metrics registry, when other components of the process report into it."""
     verifier = front_verifier(settings)
     topics = Topics(settings.mqtt_topic_prefix)
-    hub = Hub(MqttEndpoint.from_url(mqtt_url), topics, names.bridge_client_id("front"))
+    ids = identities.front_ids(settings)
+    hub = Hub(MqttEndpoint.from_url(mqtt_url), topics, ids.subscriptions)
     # Shutdown runs in the reverse order of start-up (ARCHITECTURE.md): stop accepting and
     # close clients with 1001, leave the broker, stop publishing, close the pool.
     async with contextlib.AsyncExitStack() as services:
@@ -146,9 +146,7 @@ async def run_front(
         snapshot = (
             make_snapshot(pool, topics, settings.replay_max_messages) if pool is not None else None
         )
-        stream = StreamPublisher(
-            MqttEndpoint.from_url(mqtt_url), names.bridge_client_id("front-pub")
-        )
+        stream = StreamPublisher(MqttEndpoint.from_url(mqtt_url), ids.publisher)
         await stream.start()
         services.push_async_callback(stream.stop)
         front = Front(
@@ -254,7 +252,7 @@ async def _serve_components(
         log.info("applied migrations: %s", ", ".join(applied))
     stream = StreamPublisher(
         MqttEndpoint.from_url(mqtt_url),
-        names.bridge_client_id("scheduler"),
+        identities.ingest_ids(settings).scheduler,
         resync_topic=Topics(settings.mqtt_topic_prefix).stream_resync(),
     )
     await stream.start()
@@ -314,8 +312,8 @@ def run_serve(settings: Settings) -> None:
     check_front_settings(settings)
     if not settings.ws_reuse_port:  # `serve --processes N` shares the port on purpose
         preflight.check_listen(settings.ws_host, settings.ws_port, "BRIDGE_WS_PORT")
-    check_metrics_port(settings)
-    preflight.check(database_url=settings.database_url, mqtt_url=settings.mqtt_url)
+    preflight.check_metrics_port(settings)
+    preflight.check_services(settings, identities.front_ids(settings).publisher)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -343,8 +341,9 @@ def run_scheduler(settings: Settings) -> None:
     if not settings.database_url or not settings.mqtt_url:
         raise ConfigError("`scheduler` needs BRIDGE_DATABASE_URL and BRIDGE_MQTT_URL")
     database_url, mqtt_url = settings.database_url, settings.mqtt_url
-    check_metrics_port(settings)
-    preflight.check(database_url=database_url, mqtt_url=mqtt_url)
+    preflight.check_metrics_port(settings)
+    client_id = identities.scheduler_id(settings)
+    preflight.check(database_url=database_url, mqtt_url=mqtt_url, mqtt_client_id=client_id)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -354,7 +353,7 @@ def run_scheduler(settings: Settings) -> None:
             await run_migrations(database_url)
             stream = StreamPublisher(
                 MqttEndpoint.from_url(mqtt_url),
-                names.bridge_client_id("scheduler"),
+                client_id,
                 resync_topic=Topics(settings.mqtt_topic_prefix).stream_resync(),
             )
             await stream.start()
@@ -376,14 +375,9 @@ def run_ingest(settings: Settings) -> None:
             "`ingest` needs BRIDGE_DATABASE_URL and BRIDGE_MQTT_URL "
             "(or use `telemetry-bridge up`, which starts embedded services)"
         )
-    check_metrics_port(settings)
-    preflight.check(database_url=settings.database_url, mqtt_url=settings.mqtt_url)
+    preflight.check_metrics_port(settings)
+    preflight.check_services(settings, identities.ingest_ids(settings).stream)
     run_loop(run_services(settings, settings.database_url, settings.mqtt_url, front=False))
-
-
-def check_metrics_port(settings: Settings) -> None:
-    if settings.metrics_port is not None:
-        preflight.check_listen(settings.metrics_host, settings.metrics_port, "BRIDGE_METRICS_PORT")
 
 
 def run_loop(main: Awaitable[None]) -> None:

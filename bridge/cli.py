@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from bridge import (
     __version__,
     alerts_cli,
+    broker_users_cli,
     db_cli,
     dead_letters_cli,
     device_credentials,
@@ -142,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     alerts_cli.add_parser(sub)
     dead_letters_cli.add_parser(sub)
     db_cli.add_parser(sub)
+    broker_users_cli.add_parser(sub)
     device_credentials.add_parser(sub)
 
     sub.add_parser(
@@ -328,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "dead-letters":
             return asyncio.run(dead_letters_cli.run(args, _database_url(settings)))
+        elif args.command == "broker-users":
+            return broker_users_cli.run(args, sys.stdout)
         elif args.command in ("db-url", "psql"):
             return db_cli.run(args.command, _database_url(settings), extra)
         elif args.command == "add-device":

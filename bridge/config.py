@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -124,7 +124,20 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="address of the BRIDGE_METRICS_PORT listener"
     )
 
-    ingest_client_id: str = "telemetry-bridge-ingest"
+    ingest_client_id: str = Field(
+        default="telemetry-bridge-ingest",
+        description="MQTT client id of the ingest's persistent session (bridge/identities.py)",
+    )
+    front_client_id: str | None = Field(
+        default=None,
+        description="MQTT client id of a front's connections (bridge/identities.py); unset: "
+        "telemetry-bridge-front with ?username=client-id, else a random one",
+    )
+    scheduler_client_id: str | None = Field(
+        default=None,
+        description="MQTT client id of the scheduler's connection; unset: "
+        "telemetry-bridge-scheduler with ?username=client-id, else a random one",
+    )
     ingest_scheduler: bool = Field(
         default=True,
         description="run the periodic database jobs in the ingest too; false when "
@@ -249,9 +262,11 @@ class Settings(BaseSettings):
     def _prefix(cls, value: str) -> str:
         return names.topic_prefix(value.strip("/"))
 
-    @field_validator("ingest_client_id")
+    @field_validator("ingest_client_id", "front_client_id", "scheduler_client_id")
     @classmethod
-    def _client_id(cls, value: str) -> str:
+    def _client_id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or (info.field_name != "ingest_client_id" and not value.strip()):
+            return None  # unset, or set empty: bridge/identities.py chooses
         return names.device_id(value)  # same safe alphabet; it shows up in broker logs
 
     @classmethod

@@ -22,7 +22,7 @@ import asyncpg
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge import preflight
+from bridge import identities, preflight
 from bridge.app import ConfigError, jwt_verifier
 from bridge.auth import AuthConfigError
 from bridge.config import Settings
@@ -130,9 +130,10 @@ def _broker(settings: Settings) -> list[Check]:
     if not settings.mqtt_url:
         return [Check("broker", "FAIL", "BRIDGE_MQTT_URL is not set", "set it")]
     ep = MqttEndpoint.from_url(settings.mqtt_url)
-    client, why, refused = preflight.mqtt_connect(ep)
+    client_id = identities.tool_id(ep, "doctor")
+    client, why, refused = preflight.mqtt_connect(ep, client_id=client_id)
     if client is None:
-        problem = preflight.broker_problem(ep, why, refused=refused)
+        problem = preflight.broker_problem(ep, why, refused=refused, client_id=client_id)
         return [Check("broker", "FAIL", problem.detail, problem.fix)]
     out = [Check("broker", "ok", f"connected to {ep.redacted()}")]
     topic = Topics(settings.mqtt_topic_prefix)._join("doctor", uuid.uuid4().hex[:12])

@@ -24,6 +24,7 @@ import asyncpg
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bridge.config import Settings
 from bridge.front_setup import ConfigError
 from ingest import names
 from ingest.mqtt import MqttEndpoint
@@ -77,7 +78,14 @@ def database_problem(exc: BaseException, url: str) -> Problem:
     return Problem(setting, f"cannot connect to PostgreSQL at {where} ({_why(exc)})", DATABASE_FIX)
 
 
-def broker_problem(endpoint: MqttEndpoint, why: str, *, refused: bool) -> Problem:
+def broker_problem(
+    endpoint: MqttEndpoint, why: str, *, refused: bool, client_id: str | None = None
+) -> Problem:
+    if refused and endpoint.username_is_client_id and client_id:
+        return Problem("BRIDGE_MQTT_URL", f"the broker at {endpoint.redacted()} refused the "
+                       f"login of {client_id} ({why})", "?username=client-id: each connection "
+                       "logs in as its client id; is that user in the broker's password file "
+                       "(`telemetry-bridge broker-users`), with the URL's password?")  # fmt: skip
     if refused:
         return Problem("BRIDGE_MQTT_URL", f"the broker at {endpoint.redacted()} refused the "
                        f"login ({why})", "are user and password in BRIDGE_MQTT_URL right, and "
@@ -111,17 +119,22 @@ async def check_database(url: str) -> None:
 
 
 def mqtt_connect(
-    ep: MqttEndpoint, *, anonymous: bool = False, client_name: str = "doctor"
+    ep: MqttEndpoint,
+    *,
+    anonymous: bool = False,
+    client_name: str = "doctor",
+    client_id: str | None = None,
 ) -> tuple[paho.Client | None, str, bool]:
     """A connected paho client, or None, the reason and whether the broker refused the login
-    (as opposed to not answering)."""
+    (as opposed to not answering). ``client_id``: the identity to log in as where the broker
+    ties ids to users (bridge/identities.py); else a fresh one named after ``client_name``."""
+    client_id = client_id or names.bridge_client_id(client_name)
     client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=names.bridge_client_id(client_name),
-        protocol=ep.paho_protocol,
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=ep.paho_protocol
     )
-    if ep.username and not anonymous:
-        client.username_pw_set(ep.username, ep.password)
+    username = ep.login(client_id)
+    if username and not anonymous:
+        client.username_pw_set(username, ep.password)
     if ep.tls:
         client.tls_set()
     done = threading.Event()
@@ -147,14 +160,18 @@ def mqtt_connect(
     return client, "", False
 
 
-def check_broker(url: str) -> None:
-    """One MQTT connection to ``url``; ConfigError with the problem if it fails."""
+def check_broker(url: str, client_id: str | None = None) -> None:
+    """One MQTT connection to ``url`` (as ``client_id``, never an id whose session matters:
+    logging in under it would take that session over); ConfigError if it fails."""
     ep = MqttEndpoint.from_url(url)
-    client, why, refused = mqtt_connect(ep, client_name="preflight")
+    client, why, refused = mqtt_connect(ep, client_name="preflight", client_id=client_id)
     if client is None:
-        raise ConfigError(broker_problem(ep, why, refused=refused).message())
-    client.loop_stop()
+        problem = broker_problem(ep, why, refused=refused, client_id=client_id)
+        raise ConfigError(problem.message())
+    # DISCONNECT through the running network loop, so the broker has let the id go before
+    # the process connects under it for real
     client.disconnect()
+    client.loop_stop()
 
 
 def check_listen(host: str, port: int, setting: str) -> None:
@@ -182,9 +199,29 @@ def listen_problem(host: str, port: int, setting: str, exc: OSError) -> str:
     ).message()
 
 
-def check(*, database_url: str | None = None, mqtt_url: str | None = None) -> None:
+def check(
+    *,
+    database_url: str | None = None,
+    mqtt_url: str | None = None,
+    mqtt_client_id: str | None = None,
+) -> None:
     """The database, then the broker; each only when given."""
     if database_url:
         asyncio.run(check_database(database_url))
     if mqtt_url:
-        check_broker(mqtt_url)
+        check_broker(mqtt_url, mqtt_client_id)
+
+
+def check_metrics_port(settings: Settings) -> None:
+    if settings.metrics_port is not None:
+        check_listen(settings.metrics_host, settings.metrics_port, "BRIDGE_METRICS_PORT")
+
+
+def check_services(settings: Settings, mqtt_client_id: str) -> None:
+    """The database and the broker of ``settings``, logging in to the broker as
+    ``mqtt_client_id`` (bridge/identities.py: never the ingest's persistent session)."""
+    check(
+        database_url=settings.database_url,
+        mqtt_url=settings.mqtt_url,
+        mqtt_client_id=mqtt_client_id,
+    )

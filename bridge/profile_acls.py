@@ -1,10 +1,10 @@
 """The broker topics of each built-in mapping profile (ingest/mapped.py), for access control.
 
 ``ingest_reads``: what the ingest subscribes to for the profile; the production acl file
-(deploy/mosquitto/acl, user bridge-ingest) has a ``topic read`` line for each (a unit test
-checks). ``device_sends`` / ``device_receives``: what `telemetry-bridge add-device ID --profile
-P` lets the device publish and subscribe to, ``{device}`` being its id (validated: no wildcard,
-no ``/``). The topics are each firmware's defaults; a device configured with other topics needs
+(deploy/mosquitto/acl-ingest) has a ``pattern read`` line for each (a unit test checks).
+``device_sends`` / ``device_receives``: what `telemetry-bridge add-device ID --profile P` lets
+the device publish and subscribe to, ``{device}`` being its id (validated: no wildcard, no
+``/``). The topics are each firmware's defaults; a device configured with other topics needs
 a mapping and ACLs of its own.
 """
 

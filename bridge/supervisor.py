@@ -17,6 +17,9 @@ import sys
 import time
 from types import FrameType
 
+from bridge import identities
+from ingest.mqtt_endpoint import MqttEndpoint
+
 log = logging.getLogger("telemetry_bridge.supervisor")
 
 RESTART_MAX_DELAY_S = 30.0
@@ -54,11 +57,26 @@ class _Child:
 def child_env(env: dict[str, str], index: int) -> dict[str, str]:
     """Child ``index``'s environment. The children share the WebSocket port, so a scrape of
     its /metrics reaches whichever one the kernel picks; with BRIDGE_METRICS_PORT set each
-    child serves its own metrics on that port plus its index, to be scraped one by one."""
+    child serves its own metrics on that port plus its index, to be scraped one by one.
+    Each child's broker client ids get its number (1, 2, ...) after the front's, where they are
+    fixed (bridge/identities.py), or the children would take each other's connections over."""
+    out = dict(env)
     base = env.get("BRIDGE_METRICS_PORT", "").strip()
-    if not base.isdigit():
-        return env  # unset (or invalid: the child's settings refuse it with the reason)
-    return dict(env, BRIDGE_METRICS_PORT=str(int(base) + index))
+    if base.isdigit():  # unset (or invalid: the child's settings refuse it with the reason)
+        out["BRIDGE_METRICS_PORT"] = str(int(base) + index)
+    front_id = env.get("BRIDGE_FRONT_CLIENT_ID", "").strip()
+    if not front_id and _bound(env.get("BRIDGE_MQTT_URL", "")):
+        front_id = identities.FRONT_BASE
+    if front_id:
+        out["BRIDGE_FRONT_CLIENT_ID"] = f"{front_id}-{index + 1}"
+    return out
+
+
+def _bound(mqtt_url: str) -> bool:
+    try:
+        return MqttEndpoint.from_url(mqtt_url).username_is_client_id
+    except ValueError:
+        return False  # the child's settings name the problem
 
 
 def supervise(processes: int, argv: list[str]) -> int:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from bridge import preflight
-from bridge.app import check_front_settings, check_metrics_port, run_loop, run_services
+from bridge import identities, preflight
+from bridge.app import check_front_settings, run_loop, run_services
 from bridge.auth import HMAC_ALGORITHMS
 from bridge.config import Settings
 from bridge.embedded import EmbeddedServices
@@ -56,8 +56,8 @@ def _check_settings(settings: Settings) -> None:
     """What can be checked before anything starts: ports, and the services named by URL."""
     check_front_settings(settings)
     preflight.check_listen(settings.ws_host, settings.ws_port, "BRIDGE_WS_PORT")
-    check_metrics_port(settings)
-    preflight.check(database_url=settings.database_url, mqtt_url=settings.mqtt_url)
+    preflight.check_metrics_port(settings)
+    preflight.check_services(settings, identities.ingest_ids(settings).stream)
 
 
 def run_up(settings: Settings, banner: Callable[[str], None] = print) -> None:

@@ -482,7 +482,7 @@ class AsyncMqtt:
                 v5=self._v5,
                 clean_start=self._clean_start,
                 keepalive=self._keepalive,
-                username=ep.username,
+                username=ep.login(self.client_id),
                 password=ep.password,
                 session_expiry_s=self._session_expiry_s,
                 receive_maximum=self._receive_maximum,

@@ -7,7 +7,7 @@ their own thread); the bridge's own connections use ingest/mqtt.py.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -20,14 +20,20 @@ class MqttEndpoint:
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
     tls: bool = False
     # "5" (default) or "3.1.1" for brokers without MQTT v5 (the embedded fallback broker).
     protocol: str = "5"
+    # ``?username=client-id``: every connection logs in with its own client id as username
+    # (and the URL's password). For a broker that ties client ids to usernames, as the
+    # production configuration does (deploy/mosquitto: use_username_as_clientid), so that no
+    # credential can take over another connection's id and, with it, its session.
+    username_is_client_id: bool = False
 
     @classmethod
     def from_url(cls, url: str) -> MqttEndpoint:
-        """Parse ``mqtt://user:pass@host:port`` (``mqtts://`` for TLS, default ports 1883/8883)."""
+        """Parse ``mqtt://user:pass@host:port`` (``mqtts://`` for TLS, default ports 1883/8883;
+        ``?protocol=3.1.1``, ``?username=client-id`` with ``mqtt://:pass@host:port``)."""
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
             raise ValueError(
@@ -45,7 +51,16 @@ class MqttEndpoint:
         protocol = query.get("protocol", ["5"])[0]
         if protocol not in ("5", "3.1.1"):
             raise ValueError("MQTT URL protocol must be 5 or 3.1.1 (?protocol=3.1.1)")
+        login = query.get("username", [""])[0]
+        if login not in ("", "client-id"):
+            raise ValueError("MQTT URL username option must be client-id (?username=client-id)")
+        if login and parts.username:
+            raise ValueError(
+                "MQTT URL names a user and ?username=client-id: leave the user out "
+                "(mqtt://:PASSWORD@host:port?username=client-id)"
+            )
         return cls(
+            username_is_client_id=bool(login),
             protocol=protocol,
             host=parts.hostname,
             port=port,
@@ -57,8 +72,17 @@ class MqttEndpoint:
     def redacted(self) -> str:
         """For logs: never the password."""
         user = f"{self.username}:***@" if self.username else ""
-        query = "?protocol=3.1.1" if self.protocol == "3.1.1" else ""
+        if self.username_is_client_id:
+            user = ":***@" if self.password else ""
+        options = [f"protocol={self.protocol}"] if self.protocol == "3.1.1" else []
+        if self.username_is_client_id:
+            options.append("username=client-id")
+        query = f"?{'&'.join(options)}" if options else ""
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}{query}"
+
+    def login(self, client_id: str) -> str | None:
+        """The username a connection with ``client_id`` logs in with."""
+        return client_id if self.username_is_client_id else self.username
 
     @property
     def paho_protocol(self) -> paho.MQTTProtocolVersion:

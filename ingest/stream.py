@@ -163,7 +163,7 @@ class StreamPublisher:
                         v5=self.v5,
                         clean_start=True,  # a QoS 0 publisher has nothing to resume
                         keepalive=self.keepalive,
-                        username=self.endpoint.username,
+                        username=self.endpoint.login(self.client_id),
                         password=self.endpoint.password,
                     )
                 )

@@ -1,13 +1,14 @@
-"""Hostile device credentials against the production broker configuration (deploy/mosquitto/):
+"""Hostile credentials against the production broker configuration (deploy/mosquitto/):
 asking for someone else's MQTT client id takes over nothing.
 
 MQTT lets a new connection with an existing client id disconnect the old one and, with a
-clean start, delete its session. If any credential could pick any id, a device could kick the
-ingest and wipe its persistent session together with every reading the broker had already
-acknowledged to devices and queued for it. The shipped configuration ties a device's client id
-to its username and accepts device credentials only on the device listener; the bridge's own
-processes, several ingests with their persistent sessions, several fronts and the scheduler,
-still connect under it.
+clean start, delete its session. If any credential could pick any id, a device (or a front's
+credential) could kick the ingest and wipe its persistent session together with every
+reading the broker had already acknowledged to devices and queued for it. The shipped
+configuration ties every client's id to its username, devices and the bridge's own
+connections alike, and accepts credentials only on their own listener; the bridge's own
+processes, several ingests with their persistent sessions, several fronts and the
+scheduler, still connect under it, each connection as its own user.
 """
 
 from __future__ import annotations
@@ -36,16 +37,16 @@ from websockets.asyncio.client import connect
 
 from bridge.auth import mint
 from bridge.embedded import free_port
+from bridge.identities import broker_users
 from ingest.topics import Topics
 from tests.helpers import MqttPeer, running_ingest, wait_until
 from tests.integration.frontkit import recv_type
-from tests.integration.secure_broker import DYNSEC_ADMIN, SecureBroker, secure_broker
+from tests.integration.secure_broker import DYNSEC_ADMIN, INGEST_ID, SecureBroker, secure_broker
 
 pytestmark = pytest.mark.integration
 
 DEVICES = {"dev-1": "pw-1", "dev-2": "pw-2"}
-INGEST_ID = "telemetry-bridge-ingest-1"  # what telemetry-bridge-ingest@1.service uses
-FRONT_ID = "telemetry-bridge-front-0123456789"
+FRONT_ID = "telemetry-bridge-front-1"  # what telemetry-bridge-front@1.service uses
 SECRET = "clientid-secret-" + "c" * 40
 CONNECTED = re.compile(r"New client connected from \S+ as (\S+) \(p\d, c\d, k\d+, u'([^']*)'\)")
 
@@ -155,10 +156,16 @@ def takeovers(broker: SecureBroker, client_id: str) -> list[str]:
             if f"Client {client_id} already connected, closing old connection" in line]  # fmt: skip
 
 
-async def test_a_device_cannot_take_over_the_ingest_session(
-    tmp_path: Path, database_url: str
+# Who asks for the ingest's client id: a device, a front's connection, the scheduler's (a
+# user of the ingests' own listener), and the command-line tool's.
+ATTACKERS = ["dev-2", FRONT_ID, "telemetry-bridge-scheduler", "telemetry-bridge-tool"]
+
+
+@pytest.mark.parametrize("attacker", ATTACKERS)
+async def test_no_other_credential_can_take_over_the_ingest_session(
+    attacker: str, tmp_path: Path, database_url: str
 ) -> None:
-    topics = Topics("")  # deploy/mosquitto/acl has no topic prefix
+    topics = Topics("")  # deploy/mosquitto/acl-ingest has no topic prefix
     ingest = {"client_id": INGEST_ID, "shared_subscription": True}  # as the units run it
     with secure_broker(tmp_path, DEVICES) as broker:
         ingest_url = broker.url("bridge-ingest")
@@ -172,13 +179,17 @@ async def test_a_device_cannot_take_over_the_ingest_session(
         finally:
             device.close()
 
-        # Another device's credential asks for the ingest's client id: resuming its session
-        # (to read what is queued there) and with a clean start (to delete it), on the
-        # device listener and on the bridge's listener.
+        # The attacker's credential asks for the ingest's client id: resuming its session (to
+        # read what is queued there) and with a clean start (to delete it), on its own
+        # listener and on each of the others.
+        own = broker.port_for(attacker)
+        others = [
+            p for p in (broker.ingest_port, broker.front_port, broker.device_port) if p != own
+        ]
         attackers = [
-            Conn(broker, "dev-2", INGEST_ID, clean_start=False, session_expiry=3600),
-            Conn(broker, "dev-2", INGEST_ID, clean_start=True),
-            Conn(broker, "dev-2", INGEST_ID, port=broker.bridge_port, clean_start=True),
+            Conn(broker, attacker, INGEST_ID, clean_start=False, session_expiry=3600),
+            Conn(broker, attacker, INGEST_ID, clean_start=True),
+            *(Conn(broker, attacker, INGEST_ID, port=p, clean_start=True) for p in others),
         ]
         await until(lambda: all(a.connacks or a.disconnects for a in attackers))
         await asyncio.sleep(0.3)  # whatever the session held would arrive now
@@ -195,22 +206,23 @@ async def test_a_device_cannot_take_over_the_ingest_session(
         async with running_ingest(ingest_url, database_url, topics, **ingest):
             await wait_stored(database_url, 30, acknowledged=30)
 
-            # While the ingest is connected: a device with its client id does not disconnect
-            # it, and what devices send keeps being stored.
-            attacker = Conn(broker, "dev-2", INGEST_ID, clean_start=True)
-            await until(lambda: attacker.connacks or attacker.disconnects)
+            # While the ingest is connected: the attacker with its client id does not
+            # disconnect it, and what devices send keeps being stored.
+            again = Conn(broker, attacker, INGEST_ID, clean_start=True)
+            await until(lambda: again.connacks or again.disconnects)
             device = MqttPeer(broker.url("dev-1"))
             try:
                 assert device.publish_many(readings(30, 60)) == 30
                 await wait_stored(database_url, 60, acknowledged=60)
             finally:
                 device.close()
-                attacker.close()
-        assert stolen == [], "a device read messages queued for the ingest"
-        assert takeovers(broker, INGEST_ID) == [], "a device disconnected the ingest"
-        assert attackers[2].connacks and attackers[2].connacks[0].is_failure, (
-            "a device credential was accepted on the bridge's listener"
-        )
+                again.close()
+        assert stolen == [], f"{attacker} read messages queued for the ingest"
+        assert takeovers(broker, INGEST_ID) == [], f"{attacker} disconnected the ingest"
+        for a in attackers[2:]:
+            assert a.connacks and a.connacks[0].is_failure, (
+                f"{attacker}'s credential was accepted on another listener"
+            )
 
 
 async def test_a_device_cannot_take_over_another_device_or_the_front(tmp_path: Path) -> None:
@@ -221,7 +233,7 @@ async def test_a_device_cannot_take_over_another_device_or_the_front(tmp_path: P
         dev1.client.subscribe("devices/dev-1/commands/+", 1)
         await until(lambda: dev1.subacks == 1)
         dev1.close()
-        front = Conn(broker, "bridge-front", FRONT_ID)  # a front's connection
+        front = Conn(broker, FRONT_ID, FRONT_ID)  # a front's connection, as its own user
         await until(lambda: front.up)
         front.client.publish("devices/dev-1/commands/c1", b'{"command": "reboot"}', qos=1)
         await until(lambda: front.pubacks == 1)
@@ -253,7 +265,7 @@ async def test_a_device_cannot_take_over_another_device_or_the_front(tmp_path: P
 
         # Credentials are valid on their own listener only.
         device_on_bridge = Conn(broker, "dev-2", "dev-2", port=broker.bridge_port)
-        front_on_devices = Conn(broker, "bridge-front", FRONT_ID, port=broker.device_port)
+        front_on_devices = Conn(broker, FRONT_ID, FRONT_ID, port=broker.device_port)
         await until(lambda: device_on_bridge.connacks and front_on_devices.connacks)
         assert device_on_bridge.connacks[0].is_failure
         assert front_on_devices.connacks[0].is_failure
@@ -315,19 +327,16 @@ async def test_the_bridge_processes_connect_under_the_shipped_config(
         def connected() -> dict[str, str]:
             return {cid: user for cid, user in CONNECTED.findall(broker.log())}
 
-        def expected_up() -> bool:
-            ids = connected()
-            # each process's start-up check (bridge/preflight.py) connects once and leaves
-            front = [i for i, u in ids.items() if u == "bridge-front" and "-preflight-" not in i]
-            schedulers = [i for i in ids if i.startswith("telemetry-bridge-scheduler-")]
-            return (
-                {INGEST_ID, "telemetry-bridge-ingest-2"} <= ids.keys()
-                and len(front) == 4  # two fronts: the subscriptions and the publisher of each
-                and len(schedulers) == 3  # one in each ingest process, one in the scheduler
-            )
+        # Each connection as deploy/systemd runs them, as its own user (`broker-users`); the
+        # start-up checks (bridge/preflight.py) log in as the connections without a session.
+        expected = {
+            *broker_users("ingest", 2),
+            *broker_users("scheduler"),
+            *(f"telemetry-bridge-front-{i}{s}" for i in (1, 2) for s in ("", "-pub")),
+        }
 
         try:
-            await until(expected_up, timeout=60)
+            await until(lambda: expected <= connected().keys(), timeout=60)
         except AssertionError:
             logs = {n: (tmp_path / f"{n}.log").read_text()[-2000:] for n in commands}
             raise AssertionError(f"not every process connected: {connected()}\n{logs}") from None
@@ -350,9 +359,8 @@ async def test_the_bridge_processes_connect_under_the_shipped_config(
         await wait_stored(database_url, 5, acknowledged=5)
 
         ids = connected()
-        bridge_ids = {i for i, u in ids.items() if u in ("bridge-ingest", "bridge-front")}
-        assert all(i.startswith("telemetry-bridge-") for i in bridge_ids), ids
-        assert set(ids) - bridge_ids == {"dev-1", DYNSEC_ADMIN[0]}, ids  # + the fixture's admin
+        assert all(cid == user for cid, user in ids.items()), ids  # every id is its username
+        assert set(ids) == expected | {"dev-1", DYNSEC_ADMIN[0]}, ids  # + the fixture's admin
         assert [line for line in broker.log().splitlines() if "already connected" in line] == []
         assert "not authorised" not in broker.log()
         assert all(p.poll() is None for p in processes.values()), "a bridge process exited"

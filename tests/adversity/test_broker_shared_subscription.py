@@ -90,7 +90,7 @@ def publish(broker: SecureBroker, first: int, last: int) -> None:
 async def test_a_device_cannot_take_a_share_of_the_ingest_readings(
     tmp_path: Path, database_url: str
 ) -> None:
-    topics = Topics("")  # deploy/mosquitto/acl has no topic prefix
+    topics = Topics("")  # deploy/mosquitto/acl-ingest has no topic prefix
     ingest = {"client_id": INGEST_ID, "shared_subscription": True}  # as the units run it
     with secure_broker(tmp_path, DEVICES) as broker:
         ingest_url = broker.url("bridge-ingest")

@@ -1,13 +1,15 @@
 """A real mosquitto running the shipped production configuration (deploy/mosquitto/).
 
-The files are copied with test ports and paths: the loopback listener of the bridge's
-services keeps its options on a free port, the device listener (TLS on 8883 in production)
-runs in plain on another free loopback port without its certificate lines. Everything else,
-users per listener, ACLs, the dynamic-security plugin, client-id binding, persistence, is the
-shipped text.
+The files are copied with test ports and paths: the loopback listeners of the bridge's
+services (the ingests' and the fronts') keep their options on free ports, the device listener
+(TLS on 8883 in production) runs in plain on another free loopback port without its
+certificate lines. Everything else, users per listener, ACLs, the dynamic-security plugin,
+client-id binding, persistence, is the shipped text.
 
-Users go where the configuration puts the users of their listener: the bridge's users into
-the loopback listener's password file; devices into the device listener's dynamic-security
+Users go where the configuration puts the users of their listener: the bridge's users (one per
+connection, named as its client id: `telemetry-bridge broker-users`, plus ``bridge-ingest`` and
+``bridge-front`` as plain peers with each listener's rights) into that listener's password
+file, with the listener's one password; devices into the device listener's dynamic-security
 plugin (its JSON file created with `mosquitto_ctrl dynsec init` and an admin, then each device
 added through the running broker as `telemetry-bridge add-device` does), or into its password
 file for a configuration that has one (one file for both when there is a single global one).
@@ -31,17 +33,36 @@ import pytest
 
 from bridge.device_credentials import ADMIN_URL_ENV, add_device, put_device
 from bridge.embedded import free_port
+from bridge.identities import broker_users
 from ingest import names
 from tests.helpers import mosquitto_binary
 from tests.integration.test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy/mosquitto"
-BRIDGE_USERS = {"bridge-ingest": "ingest-pw", "bridge-front": "front-pw"}
+INGEST_PASSWORD, FRONT_PASSWORD = "ingest-pw", "front-pw"
+# The users of each of the bridge's listeners: the units' connections (two of each), the
+# defaults of a single ingest, the command-line tool, and a peer named after the listener.
+INGEST_USERS = {
+    "bridge-ingest",
+    "telemetry-bridge-ingest",
+    "telemetry-bridge-ingest-stream",
+    "telemetry-bridge-ingest-scheduler",
+    *broker_users("ingest", 2),
+    *broker_users("scheduler"),
+    *broker_users("tool"),
+}
+FRONT_USERS = {"bridge-front", *broker_users("front", 2), *broker_users("tool")}
+BRIDGE_USERS = {
+    **{user: INGEST_PASSWORD for user in INGEST_USERS},
+    **{user: FRONT_PASSWORD for user in FRONT_USERS if user not in INGEST_USERS},
+}
 # Certificate options of the TLS device listener: the tests have no certificates.
 TLS_OPTIONS = {"certfile", "keyfile", "cafile", "capath", "crlfile", "dhparamfile",
                "tls_version", "ciphers", "ciphers_tls1.3", "require_certificate"}  # fmt: skip
-BRIDGE_LISTENER = "listener 1883 127.0.0.1"
+INGEST_ID = "telemetry-bridge-ingest-1"  # what telemetry-bridge-ingest@1.service uses
+INGEST_LISTENER = "listener 1883 127.0.0.1"
+FRONT_LISTENER = "listener 1885 127.0.0.1"
 DEVICE_LISTENER = "listener 8883"
 DYNSEC_ADMIN = ("dynsec-admin", "admin-pw")
 
@@ -54,9 +75,9 @@ class Auth:
     path: Path
 
 
-def render(deploy: Path, tmp: Path, bridge_port: int, device_port: int) -> tuple[str, Auth, Auth]:
-    """The shipped mosquitto.conf with test ports and paths; also returns where the users of
-    the bridge's listener and of the device listener go (the same file if only one)."""
+def render(deploy: Path, tmp: Path, ports: dict[str, int]) -> tuple[str, dict[str, Auth]]:
+    """The shipped mosquitto.conf with test ports (``ports``: ingest, front, device) and
+    paths; also returns where the users of each listener go (the same file if only one)."""
     files: dict[str, Auth] = {}
     scope = "global"
     out: list[str] = []
@@ -69,10 +90,12 @@ def render(deploy: Path, tmp: Path, bridge_port: int, device_port: int) -> tuple
             .replace("/etc/mosquitto/", f"{tmp}/")
             .replace("/var/lib/mosquitto/", f"{tmp}/")
         )
-        if stripped == BRIDGE_LISTENER:
-            line, scope = f"listener {bridge_port} 127.0.0.1", "bridge"
+        if stripped == INGEST_LISTENER:
+            line, scope = f"listener {ports['ingest']} 127.0.0.1", "ingest"
+        elif stripped == FRONT_LISTENER:
+            line, scope = f"listener {ports['front']} 127.0.0.1", "front"
         elif stripped == DEVICE_LISTENER:
-            line, scope = f"listener {device_port} 127.0.0.1", "device"
+            line, scope = f"listener {ports['device']} 127.0.0.1", "device"
         elif stripped.startswith("listener "):
             raise AssertionError(f"unexpected listener in the shipped config: {stripped}")
         if m := re.fullmatch(r"password_file\s+(\S+)", line.strip()):
@@ -80,19 +103,20 @@ def render(deploy: Path, tmp: Path, bridge_port: int, device_port: int) -> tuple
         elif m := re.fullmatch(r"plugin_opt_config_file\s+(\S+)", line.strip()):
             files[scope] = Auth("dynsec", Path(m.group(1)))
         out.append(line)
-    bridge_auth = files.get("bridge", files.get("global"))
-    device_auth = files.get("device", files.get("global"))
-    assert bridge_auth and device_auth, f"no users file in the shipped config: {files}"
-    assert bridge_auth.kind == "passwd", "the bridge's users are expected in a password file"
+    auth = {scope: files.get(scope, files.get("global")) for scope in ("ingest", "front", "device")}
+    assert all(auth.values()), f"no users file in the shipped config: {files}"
+    for scope in ("ingest", "front"):
+        assert auth[scope].kind == "passwd", "the bridge's users are expected in a password file"
     conf = "\n".join(out) + f"\nuser {getpass.getuser()}\nlog_dest stderr\n"
-    return conf, bridge_auth, device_auth
+    return conf, auth  # type: ignore[return-value]
 
 
 @dataclass
 class SecureBroker:
     tmp: Path
     users: dict[str, str]
-    bridge_port: int = field(default_factory=free_port)
+    ingest_port: int = field(default_factory=free_port)
+    front_port: int = field(default_factory=free_port)
     device_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     dynsec_file: Path | None = None  # the device listener's plugin state, if it has the plugin
@@ -104,10 +128,22 @@ class SecureBroker:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def bridge_port(self) -> int:
+        """The ingests' listener, where the bridge's first connections go."""
+        return self.ingest_port
+
     def port_for(self, user: str) -> int:
-        return self.bridge_port if user in BRIDGE_USERS else self.device_port
+        if user in INGEST_USERS:
+            return self.ingest_port
+        return self.front_port if user in FRONT_USERS else self.device_port
 
     def url(self, user: str) -> str:
+        """``bridge-ingest``/``bridge-front``: what the bridge's processes are given (each
+        connection logs in as its client id); anyone else: that user's own login."""
+        if user in ("bridge-ingest", "bridge-front"):
+            port = self.ingest_port if user == "bridge-ingest" else self.front_port
+            return f"mqtt://:{self.users[user]}@127.0.0.1:{port}?username=client-id"
         return f"mqtt://{user}:{self.users[user]}@127.0.0.1:{self.port_for(user)}"
 
     @property
@@ -123,7 +159,7 @@ class SecureBroker:
                 stderr=log,
             )
         deadline = time.monotonic() + 10
-        for port in (self.bridge_port, self.device_port):
+        for port in (self.ingest_port, self.front_port, self.device_port):
             while True:
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -176,11 +212,17 @@ def secure_broker(
     if mosquitto_binary() is None or not all(shutil.which(tool) for tool in tools):
         pytest.skip("mosquitto (with mosquitto_passwd, mosquitto_ctrl) is needed for these tests")
     broker = SecureBroker(tmp, {**BRIDGE_USERS, **devices})
-    conf, bridge_auth, device_auth = render(deploy, tmp, broker.bridge_port, broker.device_port)
+    ports = {"ingest": broker.ingest_port, "front": broker.front_port}
+    conf, auth = render(deploy, tmp, {**ports, "device": broker.device_port})
+    device_auth = auth["device"]
     (tmp / "mosquitto.conf").write_text(conf)
-    bridge_auth.path.touch()
-    for user, password in BRIDGE_USERS.items():
-        _add_passwd(bridge_auth.path, user, password)
+    for scope, users, password in (
+        ("ingest", INGEST_USERS, INGEST_PASSWORD),
+        ("front", FRONT_USERS, FRONT_PASSWORD),
+    ):
+        # plain "user:password" lines, hashed in place in one run (-U)
+        auth[scope].path.write_text("".join(f"{user}:{password}\n" for user in sorted(users)))
+        subprocess.run(["mosquitto_passwd", "-U", str(auth[scope].path)], check=True)
     if device_auth.kind == "passwd":
         device_auth.path.touch()
         for user, password in devices.items():

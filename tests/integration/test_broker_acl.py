@@ -25,7 +25,7 @@ from bridge.device_credentials import ADMIN_URL_ENV, CONTROL_TOPIC, dynsec_call
 from bridge.embedded import free_port
 from ingest.topics import Topics
 from tests.helpers import running_ingest, wait_until
-from tests.integration.secure_broker import SecureBroker
+from tests.integration.secure_broker import INGEST_ID, SecureBroker
 from tests.integration.secure_broker import secure_broker as start_secure_broker
 from tests.integration.test_cli import run_cli
 
@@ -99,7 +99,8 @@ async def test_devices_only_use_their_own_topics(
     anonymous.close()
     wrong.close()
 
-    async with running_ingest(secure_broker.url("bridge-ingest"), database_url, topics):
+    ingest = secure_broker.url("bridge-ingest")
+    async with running_ingest(ingest, database_url, topics, client_id=INGEST_ID):
         dev1, dev2 = Device(secure_broker, "dev-1"), Device(secure_broker, "dev-2")
         slash, front = Device(secure_broker, "a/b"), Device(secure_broker, "bridge-front")
         clients = (dev1, dev2, slash, front)
@@ -152,7 +153,8 @@ async def test_devices_only_use_their_own_topics(
 
 async def test_bridge_users_have_only_what_they_need(secure_broker: SecureBroker) -> None:
     front, ingest = Device(secure_broker, "bridge-front"), Device(secure_broker, "bridge-ingest")
-    watcher = Device(secure_broker, "bridge-front")
+    # another user of the fronts' listener: one connection per user there
+    watcher = Device(secure_broker, "telemetry-bridge-front-1")
     try:
         dev2 = Device(secure_broker, "dev-2")
         await until(lambda: all(c.connack is not None for c in (front, ingest, watcher, dev2)))

@@ -14,7 +14,7 @@ import pytest
 from bridge.device_credentials import ADMIN_URL_ENV
 from ingest.topics import Topics
 from tests.helpers import running_ingest
-from tests.integration.secure_broker import SecureBroker
+from tests.integration.secure_broker import INGEST_ID, SecureBroker
 from tests.integration.secure_broker import secure_broker as start_secure_broker
 from tests.integration.test_broker_acl import Device, until
 from tests.integration.test_cli import run_cli
@@ -39,7 +39,9 @@ async def test_a_tasmota_device_publishes_only_as_itself(
     assert done.returncode == 0, done.stderr
     source = ListSource(Router([TeleSensor()]))
     url = secure_broker.url("bridge-ingest")
-    async with running_ingest(url, database_url, Topics(""), mappings=source) as service:
+    async with running_ingest(
+        url, database_url, Topics(""), mappings=source, client_id=INGEST_ID
+    ) as service:
         plug = Device(secure_broker, "plug-1")
         try:
             await until(lambda: plug.connack is not None)

@@ -98,6 +98,23 @@ def test_broker_refuses_the_login(command: str, database_url: str, tmp_path: Pat
         )  # fmt: skip
 
 
+def test_a_connection_user_missing_from_the_broker_is_named(
+    database_url: str, tmp_path: Path
+) -> None:
+    """With ?username=client-id the login that fails is a connection's own: say which."""
+    (tmp_path / "broker").mkdir()
+    with secure_broker(tmp_path / "broker", {}) as broker:
+        env = {
+            "BRIDGE_DATABASE_URL": database_url,
+            "BRIDGE_MQTT_URL": broker.url("bridge-front"),
+            "BRIDGE_FRONT_CLIENT_ID": "telemetry-bridge-front-9",  # not in the password file
+        }
+        _fails_clearly(
+            "serve", env, tmp_path, "BRIDGE_MQTT_URL", "telemetry-bridge-front-9-pub",
+            "broker-users",
+        )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("command", "setting"),
     [("up", "BRIDGE_WS_PORT"), ("serve", "BRIDGE_WS_PORT"), ("up", "BRIDGE_METRICS_PORT"),

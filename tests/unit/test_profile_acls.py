@@ -10,19 +10,15 @@ import pytest
 from bridge.device_credentials import device_acls
 from bridge.profile_acls import PROFILE_TOPICS, RESERVED_FIRST_LEVELS, profile_acls
 
-ACL_FILE = Path(__file__).parents[2] / "deploy" / "mosquitto" / "acl"
+ACL_FILE = Path(__file__).parents[2] / "deploy" / "mosquitto" / "acl-ingest"
 
 
 def ingest_reads() -> set[str]:
-    """The `topic read` lines of user bridge-ingest in the shipped acl file."""
-    user, found = None, set()
-    for line in ACL_FILE.read_text().splitlines():
-        words = line.split()
-        if words[:1] == ["user"]:
-            user = words[1]
-        elif user == "bridge-ingest" and words[:2] == ["topic", "read"]:
-            found.add(words[2])
-    return found
+    """The `pattern read` lines of the ingests' listener's acl file (no user lines: every
+    user of that listener is one of an ingest's connections)."""
+    lines = [line.split() for line in ACL_FILE.read_text().splitlines()]
+    assert not [w for w in lines if w[:1] in (["user"], ["topic"])], "rights by user, not listener"
+    return {w[2] for w in lines if w[:2] == ["pattern", "read"]}
 
 
 def test_the_acl_file_lets_the_ingest_read_every_profiles_topics() -> None:
