@@ -2,7 +2,7 @@
 
 On the production broker (deploy/mosquitto/mosquitto.conf) the device listener authenticates
 devices and checks their topics with mosquitto's dynamic-security plugin; the bridge's own
-users stay in bridge.passwd and the acl file of the loopback listener. The plugin, unlike an
+users stay in the password and acl files of its loopback listeners. The plugin, unlike an
 acl_file, checks a subscription when it is made: a device may subscribe only to what it may
 read, so it can neither join the ingest's shared subscription ($share/ingest/..., where
 mosquitto would hand it a share of every device's readings and then drop them) nor subscribe

@@ -86,7 +86,7 @@ def render(deploy: Path, tmp: Path, ports: dict[str, int]) -> tuple[str, dict[st
         if stripped.split(" ", 1)[0] in TLS_OPTIONS:
             continue
         line = (
-            line.replace("/etc/mosquitto/acl", str(deploy / "acl"))
+            line.replace("/etc/mosquitto/acl-", str(deploy / "acl-"))
             .replace("/etc/mosquitto/", f"{tmp}/")
             .replace("/var/lib/mosquitto/", f"{tmp}/")
         )
