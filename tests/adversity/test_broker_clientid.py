@@ -156,8 +156,10 @@ def takeovers(broker: SecureBroker, client_id: str) -> list[str]:
             if f"Client {client_id} already connected, closing old connection" in line]  # fmt: skip
 
 
-# Who asks for the ingest's client id: a device, a front's connection, the scheduler's (a
-# user of the ingests' own listener), and the command-line tool's.
+# Who asks for the ingest's client id: a device, a front's connection, and, on the ingests'
+# own listener, the scheduler's and the command-line tool's users. Those two share the
+# listener's password (the boundary is the role, deploy/README.md), so what they show is that
+# whatever id a connection asks for, by mistake or not, it only ever gets its own.
 ATTACKERS = ["dev-2", FRONT_ID, "telemetry-bridge-scheduler", "telemetry-bridge-tool"]
 
 
