@@ -192,10 +192,21 @@ class Connection:
 
     # -- writing -----------------------------------------------------------------------------
     def kick(self) -> None:
-        """Something is queued: have it written. Nothing is written here: the owner's next
-        flush writes everything queued for this client meanwhile at once (one write per
-        client per burst, not per frame). The writer task lives only while there is
-        something to wait for, so idle connections hold no task."""
+        """Something is queued: have it written. Normally nothing is written here: the
+        owner's next flush writes everything queued for this client meanwhile at once (one
+        write per client per burst, not per frame). The writer task lives only while there
+        is something to wait for, so idle connections hold no task.
+
+        But one broker read (an ingest's backlog after a restart) can bring a client
+        hundreds of frames before any flush runs. Once enough wait to make its queue
+        conflate, they are written now if the transport takes them: else a client reading
+        as fast as it can would get only the last value per (device, metric) of the burst.
+        Frames pile up past that only when the client really is behind."""
+        queue = self.session.queue
+        if len(queue) >= queue.conflate_from and self._writable():
+            self._write_now()
+            if not len(queue):
+                return
         if self.scheduled or (self.writer is not None and not self.writer.done()):
             return  # the coming flush, or the running writer, picks it up
         self.scheduled = True
@@ -219,6 +230,33 @@ class Connection:
             if not len(session.queue) and not ws.paused:
                 return
         self.writer = asyncio.create_task(self._write())
+
+    def _writable(self) -> bool:
+        """Whether frames can be written without waiting: the transport is not pushing back
+        (a paused one means the client's socket is full) and no close is pending."""
+        ws = self.ws
+        return (
+            not self.session.close_request
+            and not ws.paused
+            and ws.protocol.state is State.OPEN
+            and not ws.transport.is_closing()
+        )
+
+    def _write_now(self) -> None:
+        """Write what is queued, in the writer's passes, until none is left or the transport
+        pushes back. This runs inside the broker read: a failure is logged, not raised."""
+        session, queue, stats = self.session, self.session.queue, self.owner.stats
+        try:
+            while not self.ws.paused and (frames := queue.pop(WRITE_FRAMES)):
+                messages = len(frames)
+                if session.batch_mode and messages > 1:
+                    frames = [_batch_frame(frames)]
+                self._write_frames(frames)
+                stats.sent += messages
+                stats.batches += 1
+            self._notify_room()
+        except Exception:
+            log.exception("writing to a client failed", extra={"connection": self.log_id})
 
     def _write_frames(self, frames: list[bytes]) -> None:
         """``frames`` (UTF-8 JSON) as text frames, in one write to the transport.

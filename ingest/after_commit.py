@@ -1,8 +1,12 @@
-"""What follows a batch's commit, in this order: acknowledge its messages, count it, publish
-device errors, logs, status changes and the validated stream, then feed the rules.
+"""What follows a batch's commit, in this order: count it, publish device errors, logs,
+status changes and the validated stream, acknowledge its messages, then feed the rules.
 
 Nothing here runs before the batch's transaction committed, and batches pass through here in
 the order their messages were received (MQTT wants QoS 1 acknowledgements in that order).
+The stream goes out before the acknowledgements: a message acknowledged is never delivered
+again, so its readings are on the stream by then. A run killed between its commit and its
+acknowledgements gets the messages redelivered (MQTT DUP) to the next run, which finds their
+readings stored and streams them again, as stored: the first run may not have streamed them.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import logging
 import time
 
 from ingest.mqtt import AsyncMqtt
-from ingest.prepared import IngestConfig, IngestStats, _Prepared, stream_readings
+from ingest.prepared import IngestConfig, IngestStats, _Prepared, stored_again, stream_readings
 from ingest.preparing import Preparer
 from ingest.rules_loop import RulesLoop
 from ingest.stream import StreamPublisher
@@ -51,14 +55,14 @@ class AfterCommit:
         """Everything after the commit of ``done`` (``ack=False``: store and publish only)."""
         committed = time.time()
         self._faults.hit("after_commit")
-        if ack and mqtt.generation == batch_generation:
-            for msg in done.messages:
-                if msg.qos:
-                    mqtt.ack(msg.mid, msg.qos)
         for topic, digest in done.retained.items():
             self._preparer.retained.remember(topic, digest)
         self._account(done, result, committed)
         self._publish(done, result)
+        if ack and mqtt.generation == batch_generation:
+            for msg in done.messages:
+                if msg.qos:
+                    mqtt.ack(msg.mid, msg.qos)
         if report := self._preparer.budget.report(time.monotonic()):
             log.warning("%s", report)
         await self._rules.after_commit(done.rows, committed)
@@ -111,6 +115,9 @@ class AfterCommit:
             )
         if not self.config.publish_stream:
             return
+        if again := stored_again(prep, result):
+            # not retained: the retained value is the newest reading, which these may not be
+            stream.publish_many(stream_readings(again, None, self._templates), retain=False)
         stream.publish_many(
             stream_readings(prep.rows, result.inserted_keys, self._templates), retain=True
         )

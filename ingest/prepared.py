@@ -18,7 +18,7 @@ from ingest.mqtt import MqttEndpoint
 from ingest.payload import MAX_PAYLOAD_BYTES
 from ingest.topics import Topics
 from ingest.wire import ReadingTemplates, UtcTimes, reading_payload
-from storage.readings import DeadLetterRow, ReadingRow, StatusRow, WriteResult
+from storage.readings import DeadLetterRow, ReadingKey, ReadingRow, StatusRow, WriteResult
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,9 @@ class Inbound(NamedTuple):
     received_at: float
     generation: int
     retain: bool = False
+    # MQTT DUP: the broker sent this message before, perhaps to a run of the ingest that
+    # stored it and died before streaming it (ingest/after_commit.py streams it again)
+    dup: bool = False
 
 
 @dataclass
@@ -164,6 +167,8 @@ class _Prepared:
     ends: list[_Ends] = field(default_factory=list)
     # topic -> digest of the retained messages handled in this batch (kept once it commits)
     retained: dict[str, bytes] = field(default_factory=dict)
+    # keys of the readings of messages delivered again (``Inbound.dup``)
+    redelivered: set[ReadingKey] = field(default_factory=set)
 
     def mark(self) -> None:
         """Close the output of the message just prepared."""
@@ -182,6 +187,7 @@ class _Prepared:
             self.errors[a[2] : b[2]],
             self.statuses[a[3] : b[3]],
             self.logs[a[4] : b[4]],
+            redelivered=set(self.redelivered),
         )
 
     def extend(self, other: _Prepared) -> None:
@@ -191,6 +197,7 @@ class _Prepared:
         self.errors += other.errors
         self.statuses += other.statuses
         self.logs += other.logs
+        self.redelivered |= other.redelivered
 
 
 class _GaveUp(Exception):
@@ -217,12 +224,22 @@ def stream_readings(
     ts_text = ""
     for device_id, metric, ts, value, unit, received_at in rows:
         if keys is not None and (device_id, metric, ts) not in keys:
-            continue  # a redelivery: it was published when it was first stored
+            continue  # stored before: streamed then, or by ``stored_again`` now
         if ts is not last_ts:
             last_ts, ts_text = ts, device_ts(ts)
         topic, head, tail = pieces(device_id, metric, unit)
         append((topic, reading_payload(head, value, tail, ts_text, received(received_at))))
     return items
+
+
+def stored_again(prep: _Prepared, result: WriteResult) -> list[ReadingRow]:
+    """The readings of messages delivered again that an earlier delivery had stored, as
+    stored (pure). That delivery's run may have died between its commit and its stream
+    publish; the broker only redelivers, and nothing else would ever stream them."""
+    if not prep.redelivered or not result.stored_before:
+        return []
+    again = prep.redelivered
+    return [row for row in result.stored_before if (row[0], row[1], row[2]) in again]
 
 
 def _merged(results: list[WriteResult], parts: list[_Prepared]) -> WriteResult:
@@ -238,4 +255,5 @@ def _merged(results: list[WriteResult], parts: list[_Prepared]) -> WriteResult:
         inserted=sum(r.inserted for r in results),
         inserted_keys=frozenset(keys),
         status_changes=tuple(c for r in results for c in r.status_changes),
+        stored_before=tuple(row for r in results for row in r.stored_before),
     )

@@ -65,7 +65,10 @@ class Preparer:
     def prepare(self, batch: list[Inbound]) -> _Prepared:
         prep = _Prepared(batch)
         for msg in batch:
+            first = len(prep.rows)
             self._prepare_one(prep, msg)
+            if msg.dup:
+                prep.redelivered.update((r[0], r[1], r[2]) for r in prep.rows[first:])
             prep.mark()
         self.stats.readings_received += len(prep.rows)
         return prep

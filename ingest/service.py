@@ -124,6 +124,7 @@ class IngestService:
                 time.time(),
                 self._mqtt.generation,
                 bool(message.retain),
+                bool(message.dup),
             ),
             time.monotonic(),
         )

@@ -92,12 +92,13 @@ _PENDING = """
 INSERT INTO rollup_pending (min_ts, max_ts, received_lo, received_hi) VALUES ($1, $2, $3, $4)
 """
 
-# Rows whose stored received_at is the one we staged were inserted by this batch; a
-# redelivered reading keeps the received_at of its first delivery.
-_INSERTED_KEYS = """
-SELECT s.device_id, s.metric, s.ts FROM ingest_staging s
-JOIN readings r USING (device_id, metric, ts)
-WHERE r.received_at = s.received_at
+# The stored row of each staged one. Those whose stored received_at is the one we staged
+# were inserted by this batch; the others were stored before (a redelivered reading keeps
+# the received_at of its first delivery).
+_STORED_ROWS = """
+SELECT r.device_id, r.metric, r.ts, r.value, r.unit, r.received_at,
+       r.received_at = s.received_at AS inserted
+FROM ingest_staging s JOIN readings r USING (device_id, metric, ts)
 """
 
 
@@ -116,6 +117,8 @@ class WriteResult:
     inserted_keys: frozenset[ReadingKey] | None
     # Devices that appeared or came back online with this batch (stored in its transaction).
     status_changes: tuple[StatusChange, ...] = ()
+    # Staged rows that were stored before this batch, as stored (their first received_at).
+    stored_before: tuple[ReadingRow, ...] = ()
 
 
 class KnownDays:
@@ -202,6 +205,7 @@ class ReadingWriter:
     ) -> WriteResult:
         inserted = 0
         keys: frozenset[ReadingKey] | None = None
+        before: dict[ReadingKey, ReadingRow] = {}
         changes: list[StatusChange] = []
         async with conn.transaction():
             if rows:
@@ -237,8 +241,13 @@ class ReadingWriter:
                 ]
                 await record_status(conn, changes)
                 if inserted != len(rows):
-                    found = await conn.fetch(_INSERTED_KEYS)
-                    keys = frozenset((r[0], r[1], r[2]) for r in found)
+                    found = await conn.fetch(_STORED_ROWS)
+                    keys = frozenset((r[0], r[1], r[2]) for r in found if r["inserted"])
+                    before = {
+                        (r[0], r[1], r[2]): (r[0], r[1], r[2], r[3], r[4], r[5])
+                        for r in found
+                        if (r[0], r[1], r[2]) not in keys  # not staged twice in this batch
+                    }
             if dead_letters:
                 await conn.copy_records_to_table(
                     "dead_letters", records=dead_letters, columns=DEAD_LETTER_COLUMNS
@@ -248,5 +257,9 @@ class ReadingWriter:
                 if change is not None:
                     changes.append(change)
         return WriteResult(
-            staged=len(rows), inserted=inserted, inserted_keys=keys, status_changes=tuple(changes)
+            staged=len(rows),
+            inserted=inserted,
+            inserted_keys=keys,
+            status_changes=tuple(changes),
+            stored_before=tuple(before.values()),
         )

@@ -103,6 +103,41 @@ async def test_a_burst_for_one_client_is_one_write_in_order(server: _Server) -> 
             assert ws.wire_bytes >= payload
 
 
+async def test_a_burst_past_the_conflation_point_reaches_a_reading_client_whole(
+    server: _Server,
+) -> None:
+    """One broker read can bring a client more readings of one metric than make its queue
+    conflate (an ingest's backlog after a restart). The client reads: it is not behind, so
+    it gets every one of them, not the last value alone (the scale-out test's lost runs)."""
+    async with connect(f"ws://127.0.0.1:{server.port}") as ws:
+        conn = await server.opened.get()
+        queue = conn.session.queue
+        n = 3 * queue.conflate_from + 7
+        for i in range(n):
+            queue.put(_frame(i), time.monotonic(), key=("s", "d", "m"))
+            conn.kick()
+        assert queue.conflated == 0
+        assert await _receive(ws, n) == list(range(n))
+        assert server.connections.stats.sent == n
+
+
+async def test_a_client_whose_socket_is_full_gets_the_latest_value(server: _Server) -> None:
+    async with connect(f"ws://127.0.0.1:{server.port}") as ws:
+        conn = await server.opened.get()
+        queue = conn.session.queue
+        conn.ws.pause_writing()  # what the transport calls when the client's socket is full
+        n = 3 * queue.conflate_from
+        for i in range(n):
+            queue.put(_frame(i), time.monotonic(), key=("s", "d", "m"))
+            conn.kick()
+        assert server.connections.stats.sent == 0  # nothing written: the client is behind
+        assert queue.conflated == n - queue.conflate_from
+        conn.ws.resume_writing()
+        conn.kick()
+        expected = [*range(queue.conflate_from - 1), n - 1]  # the newest replaced the last
+        assert await _receive(ws, len(expected)) == expected
+
+
 async def test_every_client_of_a_burst_gets_its_frames_in_one_flush(server: _Server) -> None:
     """One flush for the whole burst: three clients, each its own write."""
     clients = [await connect(f"ws://127.0.0.1:{server.port}").__aenter__() for _ in range(3)]

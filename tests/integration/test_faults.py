@@ -160,3 +160,58 @@ async def test_two_shared_ingests_one_killed(
         await db.close()
         stop(a)
         stop(b)
+
+
+@pytest.mark.timeout(180)
+async def test_readings_stored_by_a_run_killed_before_streaming_them_are_streamed(
+    broker: BrokerInfo, database_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Killed between a batch's commit and its stream publish: the broker redelivers the
+    batch's messages (DUP) to the next run, which finds them stored. Their readings reach
+    the validated stream all the same, as stored (the first received_at), or live
+    subscribers would never see them."""
+    topics = Topics(topic_prefix)
+    env = {
+        **ingest_env(broker, database_url, topic_prefix),
+        "BRIDGE_INGEST_PUBLISH_STREAM": "true",
+        "BRIDGE_INGEST_BATCH_MAX_MESSAGES": "100",
+    }
+    log = tmp_path / "ingest.log"
+    proc = start_ingest({**env, "BRIDGE_FAULT": "after_commit:3"}, log)
+    db = await asyncpg.connect(database_url)
+    peer, watcher = MqttPeer(broker.url), MqttPeer(broker.url)
+    try:
+        watcher.subscribe(topics.telemetry_filter(None, None), qos=1)
+        await wait_ready(log, proc, 1)
+        items, sent = fleet(topics, 1000, "k")
+        publishing = asyncio.create_task(asyncio.to_thread(peer.publish_many, items))
+        assert await asyncio.to_thread(proc.wait, 60) == -signal.SIGKILL
+        assert int(await db.fetchval("SELECT count(*) FROM readings")) > 0
+        proc = start_ingest(env, log)  # same client id: the same persistent session
+        await wait_ready(log, proc, 2)
+        assert await asyncio.wait_for(publishing, 120) == len(items)
+        await assert_stored_once(db, sent)
+        stored = {  # each reading's value is unique (the fleet's counter)
+            (r["device_id"], r["value"]): r["received_at"]
+            for r in await db.fetch("SELECT device_id, value, received_at FROM readings")
+        }
+
+        def streamed() -> dict[tuple[str, float], set[datetime]]:
+            out: dict[tuple[str, float], set[datetime]] = {}
+            for msg in watcher.messages():
+                event = orjson.loads(msg.payload)
+                key = (event["device_id"], event["value"])
+                out.setdefault(key, set()).add(datetime.fromisoformat(event["received_at"]))
+            return out
+
+        async def all_streamed() -> bool:
+            return streamed().keys() >= stored.keys()
+
+        await wait_until(all_streamed, timeout=30)
+        # each reading streamed with its stored received_at only, whichever run streamed it
+        assert {k: {at} for k, at in stored.items()} == streamed()
+    finally:
+        peer.close()
+        watcher.close()
+        await db.close()
+        stop(proc)

@@ -7,6 +7,7 @@ device exactly once (clients of the killed front reconnect and resume with bridg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -208,25 +209,17 @@ async def test_two_ingests_two_fronts_kill_one_of_each(
             for d in range(DEVICES)
         }
 
-        async def every_client_complete() -> bool:
-            return all(set(seen[k]) >= expected[k % DEVICES] for k in range(CLIENTS))
+        def missed() -> dict[int, int]:
+            """Readings storage has that a client did not see, counted per client."""
+            gaps = {k: len(expected[k % DEVICES] - set(seen[k])) for k in range(CLIENTS)}
+            return {k: n for k, n in gaps.items() if n}
 
-        try:
+        async def every_client_complete() -> bool:
+            return not missed()
+
+        with contextlib.suppress(AssertionError):  # the assertion below names what is missing
             await wait_until(every_client_complete, timeout=60, interval=0.2)
-        except AssertionError:
-            # A known open defect (found 2026-12-01, not yet fixed): clients of the killed
-            # front sometimes miss a short run of one ingest's readings that were in flight
-            # when it died, although storage has every one of them (asserted above) and they
-            # resume with `since`. Reported as an expected failure naming what was missed, so
-            # it stays visible in every run until the resume path is fixed.
-            missed = {
-                k: len(expected[k % DEVICES] - set(seen[k]))
-                for k in range(CLIENTS)
-                if expected[k % DEVICES] - set(seen[k])
-            }
-            pytest.xfail(
-                f"resume gap after a front was killed: readings missed per client {missed}"
-            )
+        assert not missed(), f"readings missed per client: {missed()}"
         for k in range(CLIENTS):
             assert len(seen[k]) == len(set(seen[k])), f"client {k} saw a reading twice"
             assert set(seen[k]) == expected[k % DEVICES]
