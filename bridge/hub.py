@@ -34,7 +34,7 @@ from bridge.broker_filters import matches as topic_matches
 from bridge.broker_sync import BrokerClient, BrokerSync, ThisConnection
 from bridge.routes import Echoes, Route, Routes
 from ingest.mqtt import AsyncMqtt, Message, MqttEndpoint
-from ingest.mqtt_packets import ConnAck
+from ingest.mqtt_types import ConnAck
 from ingest.topics import Topics
 
 __all__ = ["Hub", "Listener", "topic_matches"]

@@ -25,7 +25,17 @@ from typing import cast
 
 from ingest import mqtt_packets as mp
 from ingest.mqtt_endpoint import MqttEndpoint, set_nodelay
-from ingest.mqtt_packets import ConnAck, Message, Packet, ProtocolError
+from ingest.mqtt_types import (
+    ConnAck,
+    Disconnect,
+    Message,
+    Packet,
+    ProtocolError,
+    PubAck,
+    SubAck,
+    UnsubAck,
+    connack_reason,
+)
 
 __all__ = ["AsyncMqtt", "Message", "MessageHandler", "MqttEndpoint", "set_nodelay"]
 
@@ -203,7 +213,7 @@ class AsyncMqtt:
         if not self.connected.is_set():
             return None
         ack = await self._request(lambda pid: self._subscribe_packet(pid, topic, qos))
-        assert isinstance(ack, mp.SubAck)
+        assert isinstance(ack, SubAck)
         return ack.reason_codes[0]
 
     async def remove_subscription(self, topic: str) -> None:
@@ -226,7 +236,7 @@ class AsyncMqtt:
                 subscription_id=subscription_id,
             )
         )
-        assert isinstance(ack, mp.SubAck)
+        assert isinstance(ack, SubAck)
         return ack.reason_codes[0]
 
     async def unsubscribe_and_wait(self, filters: Sequence[str]) -> None:
@@ -342,11 +352,11 @@ class AsyncMqtt:
         if isinstance(packet, ConnAck):
             if not link.connack.done():
                 link.connack.set_result(packet)
-        elif isinstance(packet, mp.SubAck | mp.UnsubAck | mp.PubAck):
+        elif isinstance(packet, SubAck | UnsubAck | PubAck):
             waiter = self._pending.pop(packet.packet_id, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(packet)
-        elif isinstance(packet, mp.Disconnect):
+        elif isinstance(packet, Disconnect):
             log.warning(
                 "MQTT broker %s disconnected us: reason 0x%02x",
                 self.endpoint.redacted(),
@@ -490,7 +500,7 @@ class AsyncMqtt:
         )
         ack = await asyncio.wait_for(link.connack, _WAIT_S)
         if ack.reason_code:
-            raise _Refused(mp.connack_reason(ack.reason_code, v5=self._v5))
+            raise _Refused(connack_reason(ack.reason_code, v5=self._v5))
         self.connack = ack
         self._last_heard = self._loop.time()
         log.info(
@@ -513,7 +523,7 @@ class AsyncMqtt:
 
     async def _subscribe_once(self, topic: str, qos: int) -> int:
         ack = await self._request(lambda pid: self._subscribe_packet(pid, topic, qos))
-        assert isinstance(ack, mp.SubAck)
+        assert isinstance(ack, SubAck)
         return ack.reason_codes[0]
 
     async def _ping_loop(self) -> None:

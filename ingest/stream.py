@@ -26,6 +26,7 @@ import orjson
 
 from ingest import mqtt_packets as mp
 from ingest.mqtt_endpoint import MqttEndpoint
+from ingest.mqtt_types import ConnAck, Disconnect, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,14 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             packets = self.decoder.feed(data)
-        except mp.ProtocolError:
+        except ProtocolError:
             if self.transport is not None:
                 self.transport.close()
             return
         for packet in packets:
-            if isinstance(packet, mp.ConnAck) and not self.connack.done():
+            if isinstance(packet, ConnAck) and not self.connack.done():
                 self.connack.set_result(packet.reason_code)
-            elif isinstance(packet, mp.Disconnect) and self.transport is not None:
+            elif isinstance(packet, Disconnect) and self.transport is not None:
                 self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
