@@ -5,7 +5,9 @@ message only after its rows are committed, which aiomqtt 2.x does not allow; and
 an MQTT 5 ``Properties`` object and more per received message, about half of its ~25 us
 receive cost, which was a third of the ingest's and the front's busy time. Here one read of
 the socket is decoded at once and each PUBLISH becomes one slotted ``Message``, handed to the
-handler; nothing is acknowledged unless ``manual_ack`` is off or ``ack()`` is called.
+handler; nothing is acknowledged unless ``manual_ack`` is off or ``ack()`` is called. That
+receiving side, with its flow control, is ingest/mqtt_receive.py; this module keeps the
+connection up and makes the requests.
 
 ``generation`` increases on every connection loss: a message id from an older generation must
 never be acknowledged on the new connection (ids are reused; the broker redelivers the
@@ -25,65 +27,21 @@ from typing import cast
 
 from ingest import mqtt_packets as mp
 from ingest.mqtt_endpoint import MqttEndpoint, set_nodelay
-from ingest.mqtt_types import (
-    ConnAck,
-    Disconnect,
-    Message,
-    Packet,
-    ProtocolError,
-    PubAck,
-    SubAck,
-    UnsubAck,
-    connack_reason,
-)
+from ingest.mqtt_receive import Link, MessageHandler, Receiver
+from ingest.mqtt_types import ConnAck, Message, Packet, ProtocolError, SubAck, connack_reason
 
 __all__ = ["AsyncMqtt", "Message", "MessageHandler", "MqttEndpoint", "set_nodelay"]
 
 log = logging.getLogger(__name__)
 
-MessageHandler = Callable[[Message], None]
 _WAIT_S = 10.0  # CONNACK, SUBACK, UNSUBACK, PUBACK: every wait has a deadline
-_TURN_BYTES = 64 * 1024  # payload bytes handed over per loop turn (_deliver)
 
 
 class _Refused(Exception):
     pass
 
 
-class _Link(asyncio.Protocol):
-    """One TCP (or TLS) connection: bytes to the decoder, packets to the client."""
-
-    def __init__(self, owner: AsyncMqtt) -> None:
-        self.owner = owner
-        self.decoder = mp.Decoder(v5=owner.endpoint.protocol == "5")
-        self.transport: asyncio.Transport | None = None
-        self.connack: asyncio.Future[ConnAck] = asyncio.get_running_loop().create_future()
-        self.closed = asyncio.Event()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check here
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            packets = self.decoder.feed(data)
-        except ProtocolError as exc:
-            log.warning(
-                "malformed packet from MQTT broker %s: %s", self.owner.endpoint.redacted(), exc
-            )
-            if self.transport is not None:
-                self.transport.abort()
-            return
-        self.owner._received(self, packets)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.connack.done():
-            self.connack.set_exception(ConnectionError(exc or "closed before CONNACK"))
-        self.closed.set()
-        self.owner._lost(self, exc)
-
-
-class AsyncMqtt:
+class AsyncMqtt(Receiver):
     """Keeps one MQTT connection up (jittered backoff) and hands received messages over."""
 
     def __init__(
@@ -120,7 +78,6 @@ class AsyncMqtt:
         self._on_message = on_message
         self._on_connection_lost = on_connection_lost
         self._on_connect = on_connect
-        # called after the messages of one read were handed over (the front flushes then)
         self._on_burst_end = on_burst_end
         # MQTT 5 "retain handling": 1 asks the broker for retained messages only when a
         # subscription is new, not each time a reconnect subscribes again to what the
@@ -129,16 +86,14 @@ class AsyncMqtt:
         # MQTT 5 "retain as published": live messages keep the retain flag their publisher set
         # (by default the broker clears it, and only copies sent on subscribing carry it).
         self._retain_as_published = retain_as_published
-        self._link: _Link | None = None
-        self._pending: dict[int, asyncio.Future[Packet] | None] = {}  # packet id -> waiter
+        # the receiving side's state: see the declarations in ingest/mqtt_receive.py
+        self._link = None
+        self._pending = {}
+        self._paused = self._reading_paused = self._more_scheduled = False
+        self._backlog = []
         self._next_id = 0
         self._out: list[bytes] = []  # written together once per loop turn
         self._flush_handle: asyncio.Handle | None = None
-        self._paused = False  # by the caller (pause_reading)
-        self._reading_paused = False  # the transport's reading: paused by the caller, or
-        # while messages already read wait for the next loop turn
-        self._backlog: list[Message] = []  # read, not handed over yet
-        self._more_scheduled = False
         self._last_heard = 0.0
         self._stopping = False
         self._connect_task: asyncio.Task[None] | None = None
@@ -242,31 +197,6 @@ class AsyncMqtt:
     async def unsubscribe_and_wait(self, filters: Sequence[str]) -> None:
         await self._request(lambda pid: mp.unsubscribe(pid, filters, v5=self._v5))
 
-    def pause_reading(self) -> None:
-        """Stop reading the socket: TCP flow control then holds the broker back.
-
-        Our own bound on buffered messages, independent of whether the broker honours the
-        Receive Maximum we asked for (mosquitto 2.0.11 was seen exceeding it while draining a
-        large queued session). Messages already read stay here until ``resume_reading``.
-        """
-        self._paused = True
-        self._read_less()
-
-    def resume_reading(self) -> None:
-        if not self._paused:
-            return
-        self._paused = False
-        self._last_heard = self._loop.time()  # nothing was read while paused
-        if self._backlog:
-            # not from inside the caller's own stack: the handler may be what called us
-            self._loop.call_soon(self._deliver_backlog, self._link)
-        else:
-            self._read_more()
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
     def socket(self) -> socket.socket | None:
         """The connection's socket (tests cut it as a network failure would)."""
         link = self._link
@@ -274,99 +204,8 @@ class AsyncMqtt:
             return None
         return cast("socket.socket | None", link.transport.get_extra_info("socket"))
 
-    # -- receiving (on the loop, from _Link) -----------------------------------------------
-    def _received(self, link: _Link, packets: list[Packet]) -> None:
-        if link is not self._link or self._stopping:
-            return  # a connection given up already, or being closed
-        self._last_heard = self._loop.time()
-        if self._backlog or self._paused:
-            self._hold(link, packets)  # behind the messages held already: order is kept
-        else:
-            self._deliver(link, packets)
-
-    def _deliver(self, link: _Link, packets: Sequence[Packet]) -> None:
-        """Hand the messages over, up to a turn's budget of payload bytes. One read can hold
-        256 KiB of messages; handing all of them over at once would starve the loop's other
-        tasks (the front's WebSocket writers) for as long, so the rest waits a loop turn, and
-        the socket is not read meanwhile."""
-        on_message = self._on_message
-        acks: list[bytes] | None = [] if self._auto_ack else None
-        budget = _TURN_BYTES
-        handed = False
-        for i, packet in enumerate(packets):
-            if type(packet) is Message:
-                if self._paused or budget < 0:
-                    self._hold(link, packets[i:])
-                    break
-                on_message(packet)
-                handed = True
-                budget -= len(packet.payload)
-                if acks is not None and packet.qos == 1:
-                    acks.append(mp.puback(packet.mid))
-            else:
-                self._control(link, packet)
-        if acks:
-            self._send(b"".join(acks))
-        if handed and self._on_burst_end is not None:
-            self._on_burst_end()
-
-    def _hold(self, link: _Link, packets: Sequence[Packet]) -> None:
-        """Keep the messages for later (in order); answers to our own requests are handled
-        now. Unless the caller paused us, the rest is handed over on the next loop turn."""
-        for packet in packets:
-            if isinstance(packet, Message):
-                self._backlog.append(packet)
-            else:
-                self._control(link, packet)
-        self._read_less()
-        if not self._paused and self._backlog and not self._more_scheduled:
-            self._more_scheduled = True
-            self._loop.call_soon(self._deliver_backlog, link)
-
-    def _deliver_backlog(self, link: _Link | None) -> None:
-        self._more_scheduled = False
-        if link is not self._link or link is None or self._paused:
-            return
-        held, self._backlog = self._backlog, []
-        self._deliver(link, held)
-        if not self._backlog and not self._paused:
-            self._read_more()
-
-    def _read_less(self) -> None:
-        link = self._link
-        if not self._reading_paused and link is not None and link.transport is not None:
-            self._reading_paused = True
-            link.transport.pause_reading()
-
-    def _read_more(self) -> None:
-        link = self._link
-        if (
-            (self._reading_paused or self._stopping)
-            and link is not None
-            and link.transport is not None
-        ):
-            self._reading_paused = False
-            link.transport.resume_reading()
-
-    def _control(self, link: _Link, packet: Packet) -> None:
-        if isinstance(packet, ConnAck):
-            if not link.connack.done():
-                link.connack.set_result(packet)
-        elif isinstance(packet, SubAck | UnsubAck | PubAck):
-            waiter = self._pending.pop(packet.packet_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(packet)
-        elif isinstance(packet, Disconnect):
-            log.warning(
-                "MQTT broker %s disconnected us: reason 0x%02x",
-                self.endpoint.redacted(),
-                packet.reason_code,
-            )
-            if link.transport is not None:
-                link.transport.close()
-        # PINGRESP: hearing anything is what the keepalive check looks at
-
-    def _lost(self, link: _Link, exc: Exception | None) -> None:
+    # -- connection loss (on the loop, from Link) ------------------------------------------
+    def _lost(self, link: Link, exc: Exception | None) -> None:
         if link is not self._link:
             return
         self._link = None
@@ -374,8 +213,7 @@ class AsyncMqtt:
         self.connected.clear()
         self.generation += 1
         self._out.clear()  # acknowledgements of this connection must not reach the next one
-        self._backlog = []
-        self._paused = self._reading_paused = False
+        self._reset_reading()
         pending, self._pending = self._pending, {}
         for waiter in pending.values():
             if waiter is not None and not waiter.done():
@@ -413,7 +251,7 @@ class AsyncMqtt:
                 return self._next_id
         raise RuntimeError("all 65535 MQTT packet ids are in use")
 
-    def _require_link(self) -> _Link:
+    def _require_link(self) -> Link:
         link = self._link
         if link is None or link.transport is None or link.transport.is_closing():
             raise ConnectionError("the MQTT broker is not connected")
@@ -476,7 +314,7 @@ class AsyncMqtt:
         ctx = ssl.create_default_context() if ep.tls else None
         async with asyncio.timeout(_WAIT_S):
             transport, link = await self._loop.create_connection(
-                lambda: _Link(self), ep.host, ep.port, ssl=ctx
+                lambda: Link(self), ep.host, ep.port, ssl=ctx
             )
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -485,7 +323,7 @@ class AsyncMqtt:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self._link = link
-        self._paused = self._reading_paused = False
+        self._reset_reading()
         transport.write(
             mp.connect(
                 self.client_id,
