@@ -7,7 +7,8 @@ loop, against a broker and a test database, and what a test does with it.
 
 ``ingest=False`` or ``front=False`` runs one of them alone; ``settings`` overrides the front's
 settings, ``ingest_options`` the ingest's (``IngestConfig`` fields). A front without a database
-is ``database_url=None``. The fixtures below are the usual shapes of it.
+is ``database_url=None``. The fixtures below are the usual shapes of it; ``ingest_fixture`` is
+the ingest alone with a connection to its database, for tests that read what it stored.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -30,7 +32,14 @@ from bridge.embedded import free_port
 from bridge.server import Front
 from ingest.service import IngestService
 from ingest.topics import Topics
-from tests.helpers import BrokerInfo, MqttPeer, ServiceTask, ingest_service, wait_until
+from tests.helpers import (
+    BrokerInfo,
+    MqttPeer,
+    ServiceTask,
+    ingest_service,
+    running_ingest,
+    wait_until,
+)
 
 SECRET = "front-test-secret-" + "x" * 40
 SCOPE = "telemetry:read alerts:read devices:read"
@@ -182,3 +191,36 @@ async def front_fixture(
         broker.url, database_url, topic_prefix, ingest=False, settings=overrides
     ) as stack:
         yield stack
+
+
+class RunningIngest:
+    """An ingest on the test's event loop as its tests see it: the service, a connection to its
+    database, its topics, and the mapping source it was given (None without one)."""
+
+    def __init__(
+        self, service: IngestService, db: asyncpg.Connection, topics: Topics, source: Any = None
+    ) -> None:
+        self.service = service
+        self.db = db
+        self.topics = topics
+        self.source = source
+
+    def topic(self, rest: str) -> str:
+        """A topic under the test's prefix (a firmware's own, read by a mapping)."""
+        return f"{self.topics.prefix}/{rest}"
+
+    async def count(self, sql: str = "SELECT count(*) FROM readings", *args: Any) -> int:
+        return int(await self.db.fetchval(sql, *args))
+
+
+async def ingest_fixture(
+    broker: BrokerInfo, database_url: str, topic_prefix: str, **options: Any
+) -> AsyncIterator[RunningIngest]:
+    """The ingest alone; ``options`` are ``IngestConfig`` fields (``mappings``: the source)."""
+    topics = Topics(topic_prefix)
+    async with running_ingest(broker.url, database_url, topics, **options) as service:
+        db = await asyncpg.connect(database_url)
+        try:
+            yield RunningIngest(service, db, topics, options.get("mappings"))
+        finally:
+            await db.close()

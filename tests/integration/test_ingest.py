@@ -6,13 +6,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
 
-from ingest.service import IngestService
-from ingest.topics import Topics
-from tests.helpers import BrokerInfo, MqttPeer, running_ingest, wait_until
+from tests.helpers import BrokerInfo, MqttPeer, wait_until
+from tests.stack import RunningIngest, ingest_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -20,30 +18,15 @@ EPOCH = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
 EPOCH_MS = int(EPOCH.timestamp() * 1000)
 
 
-class Running:
-    def __init__(self, service: IngestService, db: asyncpg.Connection, topics: Topics) -> None:
-        self.service = service
-        self.db = db
-        self.topics = topics
-
-    async def count(self, sql: str = "SELECT count(*) FROM readings", *args: Any) -> int:
-        return int(await self.db.fetchval(sql, *args))
-
-
 @pytest.fixture
 async def ingest(
     broker: BrokerInfo, database_url: str, topic_prefix: str
-) -> AsyncIterator[Running]:
-    topics = Topics(topic_prefix)
+) -> AsyncIterator[RunningIngest]:
     # fixed dates in these tests must stay inside the accepted window for years
-    async with running_ingest(
-        broker.url, database_url, topics, batch_max_wait_s=0.02, max_past=timedelta(days=3650)
-    ) as service:
-        db = await asyncpg.connect(database_url)
-        try:
-            yield Running(service, db, topics)
-        finally:
-            await db.close()
+    async for running in ingest_fixture(
+        broker, database_url, topic_prefix, batch_max_wait_s=0.02, max_past=timedelta(days=3650)
+    ):
+        yield running
 
 
 @pytest.fixture
@@ -54,7 +37,7 @@ def peer(broker: BrokerInfo) -> Any:
 
 
 async def test_every_payload_form_is_stored_with_timestamps_units_and_values(
-    ingest: Running, peer: MqttPeer
+    ingest: RunningIngest, peer: MqttPeer
 ) -> None:
     t = ingest.topics
     before = datetime.now(UTC)
@@ -101,12 +84,14 @@ async def test_every_payload_form_is_stored_with_timestamps_units_and_values(
     assert latest["ts"] == datetime(2026, 11, 21, 10, 0, 1, tzinfo=UTC)
 
 
-async def _count_is(ingest: Running, n: int, sql: str = "SELECT count(*) FROM readings") -> bool:
+async def _count_is(
+    ingest: RunningIngest, n: int, sql: str = "SELECT count(*) FROM readings"
+) -> bool:
     return await ingest.count(sql) >= n
 
 
 async def test_duplicates_and_redeliveries_store_nothing_twice(
-    ingest: Running, peer: MqttPeer
+    ingest: RunningIngest, peer: MqttPeer
 ) -> None:
     topic = ingest.topics.device_telemetry("dup-1")
     payload = b'{"ts": "2026-11-21T08:00:00Z", "values": {"v": 1, "w": 2}}'
@@ -123,7 +108,7 @@ async def test_duplicates_and_redeliveries_store_nothing_twice(
     assert ingest.service.stats.readings_duplicate == 9  # 4x2 repeats + the v=99 rewrite
 
 
-async def _stats(ingest: Running, name: str, n: int) -> bool:
+async def _stats(ingest: RunningIngest, name: str, n: int) -> bool:
     return int(getattr(ingest.service.stats, name)) >= n
 
 
@@ -139,7 +124,7 @@ BAD = [
 
 
 async def test_bad_payloads_are_dead_lettered_reported_and_the_stream_keeps_flowing(
-    ingest: Running, peer: MqttPeer
+    ingest: RunningIngest, peer: MqttPeer
 ) -> None:
     t = ingest.topics
     peer.subscribe(f"{t.prefix}/devices/+/errors")
@@ -170,7 +155,7 @@ async def test_bad_payloads_are_dead_lettered_reported_and_the_stream_keeps_flow
 
 
 async def test_validated_stream_is_published_retained_after_commit(
-    ingest: Running, peer: MqttPeer, broker: BrokerInfo
+    ingest: RunningIngest, peer: MqttPeer, broker: BrokerInfo
 ) -> None:
     t = ingest.topics
     peer.subscribe(t.telemetry("s-1", "t"))

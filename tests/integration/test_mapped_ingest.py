@@ -12,10 +12,10 @@ import asyncpg
 import orjson
 import pytest
 
-from ingest.service import IngestService
 from ingest.topics import Topics
 from tests.helpers import BrokerInfo, MqttPeer, running_ingest, wait_until
 from tests.mapped_kit import BareNumber, Broken, ListSource, Lwt, Router, TeleSensor
+from tests.stack import RunningIngest, ingest_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -27,36 +27,15 @@ def sensor(i: int = 0, **values: Any) -> bytes:
     return orjson.dumps({"Time": at, **values})
 
 
-class Running:
-    def __init__(
-        self, service: IngestService, db: asyncpg.Connection, topics: Topics, source: ListSource
-    ) -> None:
-        self.service = service
-        self.db = db
-        self.topics = topics
-        self.source = source
-
-    def topic(self, rest: str) -> str:
-        return f"{self.topics.prefix}/{rest}"
-
-    async def count(self, sql: str = "SELECT count(*) FROM readings", *args: Any) -> int:
-        return int(await self.db.fetchval(sql, *args))
-
-
 @pytest.fixture
 async def ingest(
     broker: BrokerInfo, database_url: str, topic_prefix: str
-) -> AsyncIterator[Running]:
-    topics = Topics(topic_prefix)
+) -> AsyncIterator[RunningIngest]:
     source = ListSource(Router([TeleSensor(), Lwt(), Broken()], extra_filters=("tele/+/STATE",)))
-    async with running_ingest(
-        broker.url, database_url, topics, mappings=source, mappings_poll_s=0.05
-    ) as service:
-        db = await asyncpg.connect(database_url)
-        try:
-            yield Running(service, db, topics, source)
-        finally:
-            await db.close()
+    async for running in ingest_fixture(
+        broker, database_url, topic_prefix, mappings=source, mappings_poll_s=0.05
+    ):
+        yield running
 
 
 @pytest.fixture
@@ -67,7 +46,7 @@ def peer(broker: BrokerInfo) -> Any:
 
 
 async def test_mapped_readings_are_stored_once_even_when_redelivered(
-    ingest: Running, peer: MqttPeer
+    ingest: RunningIngest, peer: MqttPeer
 ) -> None:
     payload = sensor(ENERGY={"Power": 42, "Voltage": 230.5}, Switch1="ON", AM2301={"T": 21.5})
     peer.publish(ingest.topic("tele/kitchen/SENSOR"), payload)
@@ -94,7 +73,7 @@ async def test_mapped_readings_are_stored_once_even_when_redelivered(
 
 
 async def test_mapped_readings_reach_the_validated_stream(
-    ingest: Running, peer: MqttPeer, broker: BrokerInfo
+    ingest: RunningIngest, peer: MqttPeer, broker: BrokerInfo
 ) -> None:
     watcher = MqttPeer(broker.url)
     try:
@@ -109,7 +88,7 @@ async def test_mapped_readings_reach_the_validated_stream(
 
 
 async def test_what_cannot_be_stored_is_dead_lettered_with_its_reason_and_mapping(
-    ingest: Running, peer: MqttPeer
+    ingest: RunningIngest, peer: MqttPeer
 ) -> None:
     peer.publish(ingest.topic("tele/kitchen/SENSOR"), b"{not json")
     peer.publish(ingest.topic("tele/bad id/SENSOR"), sensor(T=1))
@@ -138,7 +117,7 @@ async def test_what_cannot_be_stored_is_dead_lettered_with_its_reason_and_mappin
 
 
 async def test_a_mapped_status_is_stored_like_a_device_status(
-    ingest: Running, peer: MqttPeer
+    ingest: RunningIngest, peer: MqttPeer
 ) -> None:
     peer.publish(ingest.topic("tele/porch/LWT"), b"Online")
     await wait_until(lambda: _status(ingest, "porch", "online"))
@@ -147,7 +126,7 @@ async def test_a_mapped_status_is_stored_like_a_device_status(
 
 
 async def test_reload_subscribes_and_unsubscribes_without_restart(
-    ingest: Running, peer: MqttPeer
+    ingest: RunningIngest, peer: MqttPeer
 ) -> None:
     service = ingest.service
     assert service.mappings is not None
@@ -219,17 +198,19 @@ async def _fetch_is(db: asyncpg.Connection, sql: str, n: int) -> bool:
     return int(await db.fetchval(sql)) == n
 
 
-async def _committed(ingest: Running, n: int, sql: str = "SELECT count(*) FROM readings") -> bool:
+async def _committed(
+    ingest: RunningIngest, n: int, sql: str = "SELECT count(*) FROM readings"
+) -> bool:
     # every message committed (the duplicate too), and the rows there
     stats = ingest.service.stats
     return stats.messages >= stats.messages_received and await ingest.count(sql) >= n
 
 
-async def _dead(ingest: Running, n: int) -> bool:
+async def _dead(ingest: RunningIngest, n: int) -> bool:
     return await ingest.count("SELECT count(*) FROM dead_letters") >= n
 
 
-async def _status(ingest: Running, device: str, status: str) -> bool:
+async def _status(ingest: RunningIngest, device: str, status: str) -> bool:
     row = await ingest.db.fetchrow(
         "SELECT new_status FROM device_status_events WHERE device_id = $1 ORDER BY id DESC LIMIT 1",
         device,
