@@ -1,4 +1,5 @@
-"""What the metrics tests share: bridge processes with a metrics port, scraping, promtool."""
+"""What the metrics tests share: bridge processes with a metrics port, scraping, parsing, waiting
+for a count, promtool."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import wait_until
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+Key = tuple[str, tuple[tuple[str, str], ...]]  # a sample's name and its labels, sorted
+Samples = dict[Key, float]
+# Where a scrape comes from: a URL, or a reader of the text (a test that checks the response)
+Source = str | Callable[[], Awaitable[str]]
 
 
 def bridge_env(database_url: str, broker_url: str, prefix: str, state: Path, **extra: str) -> dict:
@@ -88,8 +92,38 @@ def samples(text: str) -> Samples:
     }
 
 
+def key(name: str, **labels: str) -> Key:
+    return (name, tuple(sorted(labels.items())))
+
+
 def value(found: Samples, name: str, **labels: str) -> float:
-    return found.get((name, tuple(sorted(labels.items()))), float("nan"))
+    return found.get(key(name, **labels), float("nan"))
+
+
+async def _read(source: Source) -> str:
+    return await scrape(source) if isinstance(source, str) else await source()
+
+
+async def metric(source: Source, name: str, **labels: str) -> float:
+    """``name{labels}`` in a fresh scrape (NaN when it is not there)."""
+    return value(samples(await _read(source)), name, **labels)
+
+
+async def scrape_until(source: Source, want: Mapping[Key, float], timeout: float = 20.0) -> Samples:
+    """Scrape until every sample in ``want`` has its value; the samples of that scrape. At the
+    deadline, fail with each wanted sample's last value next to the one wanted."""
+    found: Samples = {}
+
+    async def there() -> bool:
+        nonlocal found
+        found = samples(await _read(source))
+        return all(found.get(k) == v for k, v in want.items())
+
+    try:
+        await wait_until(there, timeout=timeout)
+    except AssertionError:
+        raise AssertionError({k: (found.get(k), v) for k, v in want.items()}) from None
+    return found
 
 
 def promtool_check(text: str) -> None:

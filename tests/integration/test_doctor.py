@@ -20,9 +20,8 @@ from tests.helpers import BrokerInfo, MqttPeer, wait_until
 from tests.integration.metrics_kit import (
     bridge_env,
     bridge_process,
-    samples,
-    scrape,
-    value,
+    key,
+    scrape_until,
     wait_scrapable,
 )
 
@@ -132,11 +131,9 @@ async def test_doctor_reads_the_running_ingests_metrics(
             await wait_until(subscribed, timeout=30)
             peer.publish(Topics(topic_prefix).device_telemetry("doc-1"), b"{not json")
 
-            async def dead_lettered() -> bool:
-                found = samples(await scrape(url))
-                return value(found, "bridge_ingest_dead_letters_total", reason="invalid_json") == 1
-
-            await wait_until(dead_lettered)
+            await scrape_until(
+                url, {key("bridge_ingest_dead_letters_total", reason="invalid_json"): 1}
+            )
             out = (await asyncio.to_thread(_doctor, env)).stdout
             assert _line(out, "dead-letters").startswith("warn"), out
             assert "1 since the ingest started (invalid_json: 1)" in out

@@ -5,11 +5,8 @@ Mosquitto, PostgreSQL and ingest; the text parsed with prometheus_client and che
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Mapping
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
@@ -17,11 +14,10 @@ from websockets.typing import Origin
 from bridge.auth import mint
 from tests.helpers import BrokerInfo, wait_until
 from tests.integration.frontkit import Stack, http_json, recv, recv_type
+from tests.integration.metrics_kit import Samples, promtool_check, samples, scrape_until, value
 from tests.stack import running_stack
 
 pytestmark = pytest.mark.integration
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 async def scrape(stack: Stack) -> str:
@@ -38,38 +34,6 @@ async def scrape(stack: Stack) -> str:
     return body.decode()
 
 
-def parse(text: str) -> Samples:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-    }
-
-
-async def samples(stack: Stack) -> Samples:
-    return parse(await scrape(stack))
-
-
-def value(got: Samples, name: str, **labels: str) -> float:
-    return got[(name, tuple(sorted(labels.items())))]
-
-
-async def promtool_check(text: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (Debian package prometheus)")
-    proc = await asyncio.create_subprocess_exec(
-        promtool,
-        "check",
-        "metrics",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate(text.encode())
-    assert proc.returncode == 0 and not out.strip(), out.decode()
-
-
 async def rest_status(stack: Stack, path: str, token: str) -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
     writer.write(
@@ -81,33 +45,14 @@ async def rest_status(stack: Stack, path: str, token: str) -> int:
     return int(data.split(b" ", 2)[1])
 
 
-async def until(
-    stack: Stack, want: Mapping[tuple[str, tuple[tuple[str, str], ...]], float]
-) -> Samples:
-    """Scrape until the samples named in ``want`` have those values (what the front counts
-    after a client closes happens after the client saw the close)."""
-    got: Samples = {}
-
-    async def there() -> bool:
-        nonlocal got
-        got = await samples(stack)
-        return all(got.get(k) == v for k, v in want.items())
-
-    try:
-        await wait_until(there, timeout=10)
-    except AssertionError:
-        raise AssertionError({k: (got.get(k), v) for k, v in want.items()}) from None
-    return got
-
-
 async def test_each_front_metric_counts_what_happened(
     broker: BrokerInfo, database_url: str, topic_prefix: str
 ) -> None:
     settings = {"allowed_origins": "https://dash.example"}
     async with running_stack(broker.url, database_url, topic_prefix, settings=settings) as stack:
         text = await scrape(stack)
-        await promtool_check(text)
-        fresh = parse(text)
+        promtool_check(text)
+        fresh = samples(text)
         assert value(fresh, "bridge_broker_connected") == 1
         assert value(fresh, "bridge_database_up") == 1
         assert value(fresh, "bridge_connections_accepted_total") == 0
@@ -146,12 +91,13 @@ async def test_each_front_metric_counts_what_happened(
         update = await recv_type(ws, "telemetry_update")
         assert update["telemetry"]["temperature"]["value"] == 21.5
 
-        got = await until(
-            stack,
+        got = await scrape_until(
+            lambda: scrape(stack),
             {
                 ("bridge_connections", (("dialect", "valtronics"),)): 1,
                 ("bridge_connections", (("dialect", "nexus"),)): 1,
             },
+            timeout=10,
         )
         assert value(got, "bridge_connections", dialect="o1") == 0
         assert value(got, "bridge_connections_accepted_total") == 3
@@ -188,18 +134,20 @@ async def test_each_front_metric_counts_what_happened(
 
         await ws.close()
         await nexus.close()
-        got = await until(
-            stack,
+        # what the front counts after a client closes happens after the client saw the close
+        got = await scrape_until(
+            lambda: scrape(stack),
             {
                 ("bridge_connections", (("dialect", "valtronics"),)): 0,
                 ("bridge_connections", (("dialect", "nexus"),)): 0,
                 ("bridge_subscriptions", (("channel", "telemetry"),)): 0,
             },
+            timeout=10,
         )
         # a closed session's counts stay in the totals
         assert value(got, "bridge_deliveries_total") == 1
         assert value(got, "bridge_messages_received_total") == 4
-        await promtool_check(await scrape(stack))
+        promtool_check(await scrape(stack))
 
 
 async def test_a_slow_client_drops_conflates_and_is_closed(
@@ -235,11 +183,15 @@ async def test_a_slow_client_drops_conflates_and_is_closed(
         seen: list[Samples] = []
 
         async def closed_as_slow() -> bool:
-            seen.append(await samples(stack))
+            seen.append(samples(await scrape(stack)))
             return value(seen[-1], "bridge_slow_clients_closed_total") == 1
 
         await wait_until(closed_as_slow, timeout=20)
-        got = await until(stack, {("bridge_connections", (("dialect", "valtronics"),)): 0})
+        got = await scrape_until(
+            lambda: scrape(stack),
+            {("bridge_connections", (("dialect", "valtronics"),)): 0},
+            timeout=10,
+        )
         seen.append(got)
         assert value(got, "bridge_handshakes_refused_total", reason="ip_rate") == 1
         assert value(got, "bridge_frames_dropped_total") > 0
@@ -254,4 +206,4 @@ async def test_a_slow_client_drops_conflates_and_is_closed(
         with pytest.raises(ConnectionClosed):
             while True:  # what was already buffered, then the close (4008) or the abort
                 await asyncio.wait_for(slow.recv(), 15)
-        await promtool_check(await scrape(stack))
+        promtool_check(await scrape(stack))

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
 from bridge.auth import mint
@@ -30,6 +28,7 @@ from bridge.embedded import free_port
 from ingest.topics import Topics
 from tests.helpers import BrokerInfo, MqttPeer, wait_until
 from tests.integration.frontkit import recv_type
+from tests.integration.metrics_kit import get, samples
 from tests.procnet import children, established_on, sockets_of, sockets_on
 
 SECRET = "processes-secret-" + "p" * 40
@@ -50,13 +49,8 @@ def _two_free_ports() -> int:
 
 
 def _connections(metrics_port: int) -> float:
-    text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "bridge_connections"
-    )
+    found = samples(get(f"http://127.0.0.1:{metrics_port}/metrics"))
+    return sum(v for (name, _), v in found.items() if name == "bridge_connections")
 
 
 @pytest.fixture

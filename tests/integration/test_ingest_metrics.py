@@ -20,9 +20,12 @@ from tests.helpers import BrokerInfo, MqttPeer, wait_until
 from tests.integration.metrics_kit import (
     bridge_env,
     bridge_process,
+    key,
+    metric,
     promtool_check,
     samples,
     scrape,
+    scrape_until,
     value,
     wait_scrapable,
 )
@@ -55,17 +58,11 @@ async def test_ingest_counts_what_it_stores_skips_and_dead_letters(
             good = orjson.dumps({"ts": ts, "values": {"t": 21.5, "h": 40}})
             peer.publish(topics.device_telemetry("met-1"), good)
 
-            async def counted(name: str, expected: float, **labels: str) -> None:
-                async def check() -> bool:
-                    return value(samples(await scrape(url)), name, **labels) == expected
-
-                await wait_until(check, timeout=20)
-
-            await counted("bridge_ingest_readings_stored_total", 2)
+            await scrape_until(url, {key("bridge_ingest_readings_stored_total"): 2})
             peer.publish(topics.device_telemetry("met-1"), good)  # the same readings again
             peer.publish(topics.device_telemetry("met-1"), b"{not json")
             peer.publish(f"{topic_prefix}/devices/-bad-id/telemetry", b'{"t": 1}')
-            await counted("bridge_ingest_messages_committed_total", 4)
+            await scrape_until(url, {key("bridge_ingest_messages_committed_total"): 4})
             text = await scrape(url)
             found = samples(text)
 
@@ -127,11 +124,10 @@ async def test_scheduler_reports_runs_skips_and_rollup_lag(
         with bridge_process("scheduler", env, log) as proc:
             await wait_scrapable(url, proc, log)
 
-            async def metric(name: str, **labels: str) -> float:
-                return value(samples(await scrape(url)), name, **labels)
-
             async def ran() -> bool:
-                runs = await metric("bridge_scheduler_job_runs_total", task="rollups", outcome="ok")
+                runs = await metric(
+                    url, "bridge_scheduler_job_runs_total", task="rollups", outcome="ok"
+                )
                 return runs >= 1
 
             await wait_until(ran, timeout=30)
@@ -156,17 +152,14 @@ async def test_scheduler_reports_runs_skips_and_rollup_lag(
 
             async def skipped_and_behind() -> bool:
                 skips = await metric(
-                    "bridge_scheduler_job_runs_total", task="rollups", outcome="skipped"
+                    url, "bridge_scheduler_job_runs_total", task="rollups", outcome="skipped"
                 )
-                lag = await metric("bridge_scheduler_rollup_lag_seconds", rollup="1h")
+                lag = await metric(url, "bridge_scheduler_rollup_lag_seconds", rollup="1h")
                 return skips >= 1 and lag >= 3600
 
             await wait_until(skipped_and_behind, timeout=20)
             await db.execute("SELECT pg_advisory_unlock_all()")
 
-            async def caught_up() -> bool:
-                return await metric("bridge_scheduler_rollup_lag_seconds", rollup="1m") == 0
-
-            await wait_until(caught_up, timeout=20)
+            await scrape_until(url, {key("bridge_scheduler_rollup_lag_seconds", rollup="1m"): 0})
     finally:
         await db.close()
