@@ -1,7 +1,8 @@
 """Hostile clients against a front process, shared by ``bench.floods`` and the attack tests
 (``tests/adversity``): the front as its own process (so its memory can be read from /proc),
 a raw WebSocket client that floods and never reads, what the kernel says about that
-client's connection, and a canary dashboard that measures its live deliveries meanwhile."""
+client's connection, a canary dashboard that measures its live deliveries meanwhile, and
+which of the front's statements PostgreSQL is running at a time."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import asyncpg
 import orjson
 
 from bench.services import FrontProcess, front_process
+from storage.pool import FRONT_APPLICATION_NAME
 
 
 def cpu_seconds(pid: int) -> float:
@@ -116,11 +119,18 @@ class RawClient:
     after the handshake: what the server sends it piles up on the server's side."""
 
     def __init__(
-        self, port: int, token: str | None = None, path: str = "/ws", *, timeout: float = 10.0
+        self,
+        port: int,
+        token: str | None = None,
+        path: str = "/ws",
+        *,
+        timeout: float = 10.0,
+        rcvbuf: int = 4096,
     ) -> None:
         self.port = port
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # before connecting: the window the kernel offers depends on it
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect(("127.0.0.1", port))
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
@@ -240,8 +250,75 @@ class RawClient:
                 return True
         return False
 
+    def send_all(self, frames: list[bytes]) -> None:
+        """``frames`` back to back, without waiting for anything in between (blocking)."""
+        with self.lock:
+            self.sock.sendall(b"".join(frames))
+
+    def read_replies(
+        self, done: Callable[[Replies], bool], keep: Collection[str] = (), timeout: float = 30.0
+    ) -> Replies:
+        """Read what the server sends until ``done(replies)``, ``timeout`` or the end of the
+        connection (blocking; call it in a thread). Messages are counted by type and only
+        those of the types in ``keep`` are parsed, so a thread can keep up with tens of
+        thousands of frames a second without taking the GIL from the test for long; pings
+        are answered."""
+        replies = Replies()
+        buffer = bytearray()
+        self.sock.settimeout(0.2)
+        end = time.monotonic() + timeout
+        while not done(replies) and time.monotonic() < end:
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            buffer += chunk
+            for opcode, payload in server_frames(buffer):
+                if opcode == 0x9:
+                    self.send_all([frame(payload, opcode=0xA)])
+                elif opcode == 0x8:
+                    replies.close_code = int.from_bytes(payload[:2], "big") or None
+                elif payload.startswith(b'{"type":"'):
+                    type_ = payload[9 : payload.index(b'"', 9)].decode()
+                    replies.types[type_] += 1
+                    if type_ in keep:
+                        replies.kept.append(orjson.loads(payload))
+        return replies
+
     def close(self) -> None:
         self.sock.close()
+
+
+@dataclass
+class Replies:
+    """What :meth:`RawClient.read_replies` read: messages by type, those it was asked to keep
+    (parsed), and the code of a close frame if one came."""
+
+    types: Counter[str] = field(default_factory=Counter)
+    kept: list[dict[str, Any]] = field(default_factory=list)
+    close_code: int | None = None
+
+
+def server_frames(buffer: bytearray) -> Iterator[tuple[int, bytes]]:
+    """(opcode, payload) of each whole frame at the start of ``buffer`` (unmasked, as a
+    server sends them), taken out of it; an incomplete last frame stays for the next read.
+    Fragmented messages are not joined (the front sends none)."""
+    i = 0
+    try:
+        while i + 2 <= len(buffer):
+            opcode, n, at = buffer[i] & 0x0F, buffer[i + 1] & 0x7F, i + 2
+            if n == 126:
+                n, at = int.from_bytes(buffer[at : at + 2], "big"), at + 2
+            elif n == 127:
+                n, at = int.from_bytes(buffer[at : at + 8], "big"), at + 8
+            if at > len(buffer) or at + n > len(buffer):
+                break
+            yield opcode, bytes(buffer[at : at + n])
+            i = at + n
+    finally:
+        del buffer[:i]
 
 
 def close_code_of(data: bytes) -> int | None:
@@ -334,3 +411,49 @@ async def canary(
                 await asyncio.wait_for(arrived.wait(), left)
         task.cancel()
     return [latencies.get(k, float("inf")) for k in range(i)]
+
+
+# Statements of a front's pool running at one moment: ``query`` text and nothing else, so a
+# sample is cheap enough to take every few milliseconds.
+_ACTIVE = (
+    "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
+    "AND application_name = $1 AND state = 'active' AND pid <> pg_backend_pid()"
+)
+
+
+@dataclass
+class ActiveStatements:
+    """How many of the front's statements that ``match`` (by their SQL text) PostgreSQL runs
+    at once, sampled from pg_stat_activity on ``conn`` (a connection of the caller's own, to
+    the front's database). ``counts[n]``: samples in which ``n`` were running."""
+
+    conn: asyncpg.Connection
+    match: Callable[[str], bool]
+    application_name: str = FRONT_APPLICATION_NAME
+    counts: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def peak(self) -> int:
+        return max(self.counts, default=0)
+
+    @property
+    def samples(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def busy(self) -> int:
+        """Samples that caught at least one: the sampler saw the work it is meant to watch."""
+        return self.samples - self.counts[0]
+
+    async def sample(self) -> int:
+        rows = await self.conn.fetch(_ACTIVE, self.application_name)
+        n = sum(1 for r in rows if self.match(r["query"]))
+        self.counts[n] += 1
+        return n
+
+    async def run(self, stop: asyncio.Event, interval_s: float = 0.002) -> None:
+        """Sample until ``stop`` is set."""
+        while not stop.is_set():
+            await self.sample()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)

@@ -2,7 +2,9 @@
 benchmark (``bench/floods.py``), so the tests and the benchmark attack the front the same way."""
 
 from bench.hostile import (
+    ActiveStatements,
     RawClient,
+    Replies,
     canary,
     close_code_of,
     frame,
@@ -14,8 +16,10 @@ from bench.services import SECRET, FrontProcess
 
 __all__ = [
     "SECRET",
+    "ActiveStatements",
     "FrontProcess",
     "RawClient",
+    "Replies",
     "canary",
     "close_code_of",
     "frame",
