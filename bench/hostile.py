@@ -114,6 +114,23 @@ def tcp_sockets(port_a: int, port_b: int) -> dict[int, TcpSocket]:
     return found
 
 
+def server_ends(port: int) -> dict[int, TcpSocket]:
+    """The server's end of every loopback IPv4 connection to ``port``, keyed by the
+    client's port: one read of /proc/net/tcp for all of a server's clients."""
+    found: dict[int, TcpSocket] = {}
+    local = f"0100007F:{port:04X} "
+    with open("/proc/net/tcp") as f:
+        text = f.read()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if fields[1] + " " != local:
+            continue
+        tx, rx = (int(x, 16) for x in fields[4].split(":"))
+        client_port = int(fields[2].split(":")[1], 16)
+        found[client_port] = TcpSocket(int(fields[3], 16), tx, rx, int(fields[9]))
+    return found
+
+
 class RawClient:
     """A WebSocket client on a blocking socket with a tiny receive buffer that never reads
     after the handshake: what the server sends it piles up on the server's side."""

@@ -288,6 +288,9 @@ class Connection:
                 # applies the transport's flow control once per pass
                 self._write_frames(frames)
                 self._notify_room()
+                if ws.paused:
+                    # what it was sent last is not taken yet: no share of a spent budget
+                    queue.carried = True
                 await ws.drain()
                 stats.sent += messages
                 stats.batches += 1
