@@ -8,27 +8,27 @@ The README's limits table promises one query or replay at a time per connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 
 from ingest.topics import Topics
 from tests.adversity.hostile import (
     ActiveStatements,
     FrontProcess,
-    RawClient,
+    Pipeliner,
+    QueryCanary,
     Replies,
-    frame,
+    heavy_query,
+    heavy_statement,
+    opened,
     start_front,
+    store_gap,
     store_readings,
+    watching,
 )
 from tests.helpers import BrokerInfo, MqttPeer
 
@@ -36,27 +36,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 PER_CONNECTION = 1  # queries and replays of one connection reading storage at once (README)
 BIG_ROWS = 10_000  # what each heavy query aggregates: ~10-30 ms of PostgreSQL time here
-
-
-def heavy_statement(sql: str) -> bool:
-    """The attacker's reads, told apart from the canary's plain page by their SQL: bucketed
-    queries (storage/telemetry.py) and replays (storage/history.py)."""
-    return "date_bin($8::interval" in sql or "received_at > $1" in sql
-
-
-def heavy_query(id_: str) -> dict[str, Any]:
-    """Heavy for the database, light on the wire: per-second averages over the hour of every
-    stored row of ``big-1``, answered with a page of 50 buckets."""
-    return {
-        "type": "query",
-        "id": id_,
-        "device_id": "big-1",
-        "metric": "t",
-        "from": "-1h",
-        "bucket": "1s",
-        "agg": "avg",
-        "limit": 50,
-    }
 
 
 @pytest.fixture
@@ -75,84 +54,6 @@ async def stored(database_url: str) -> None:
     await store_readings(database_url, "small-1", 100)
     for k in range(20):
         await store_readings(database_url, f"rep-{k}", 2000)
-
-
-@contextlib.asynccontextmanager
-async def opened(front: FrontProcess) -> AsyncIterator[ClientConnection]:
-    headers = {"Authorization": f"Bearer {front.token()}"}
-    async with connect(front.url + "/ws", additional_headers=headers, max_size=None) as ws:
-        assert orjson.loads(await ws.recv())["type"] == "connected"
-        yield ws
-
-
-class QueryCanary:
-    """A dashboard on a connection of its own asking for a small page (a plain query, not
-    one :func:`heavy_statement` counts), one question at a time."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.asked = 0
-
-    async def ask(self) -> float:
-        self.asked += 1
-        id_ = f"canary-{self.asked}"
-        query = {"type": "query", "id": id_, "device_id": "small-1", "metric": "t", "limit": 100}
-        query["from"] = "-1h"
-        started = time.monotonic()
-        await self.ws.send(orjson.dumps(query))
-        while True:
-            msg = orjson.loads(await asyncio.wait_for(self.ws.recv(), 10))
-            if msg.get("id") == id_:
-                assert msg["type"] == "query_result", msg
-                assert msg["count"] == 100
-                return time.monotonic() - started
-
-    async def baseline(self, n: int = 10) -> float:
-        """The median of ``n`` answers with nothing else going on."""
-        await self.ask()  # the first one prepares the statement
-        return statistics.median([await self.ask() for _ in range(n)])
-
-    async def until(self, done: asyncio.Future[Any]) -> list[float]:
-        """Latencies of one question after another until ``done``."""
-        latencies = []
-        while not done.done():
-            latencies.append(await self.ask())
-        return latencies
-
-
-class Attacker:
-    """A client that sends everything at once and reads in a thread (``RawClient``): its
-    messages are counted, not parsed, so that the test's own event loop stays free for the
-    canary and the sampler. It reads: what is measured is concurrency, not backpressure."""
-
-    def __init__(self, front: FrontProcess) -> None:
-        self.client = RawClient(front.port, front.token(), rcvbuf=1 << 20)
-
-    def send(self, messages: list[dict[str, Any]]) -> None:
-        self.client.send_all([frame(orjson.dumps(m)) for m in messages])
-
-    def read(self, queries: int, replays: int) -> asyncio.Task[Replies]:
-        def done(r: Replies) -> bool:
-            enough = r.types["query_result"] >= queries and r.types["replay_complete"] >= replays
-            return enough or r.types["error"] > 0
-
-        keep = ("replay_complete", "error")
-        return asyncio.create_task(asyncio.to_thread(self.client.read_replies, done, keep, 25))
-
-
-@contextlib.asynccontextmanager
-async def watching(database_url: str) -> AsyncIterator[ActiveStatements]:
-    """The attacker's statements sampled every 2 ms for as long as the block runs."""
-    conn = await asyncpg.connect(database_url)
-    watch = ActiveStatements(conn, heavy_statement)
-    stop = asyncio.Event()
-    sampler = asyncio.create_task(watch.run(stop))
-    try:
-        yield watch
-    finally:
-        stop.set()
-        await sampler
-        await conn.close()
 
 
 def assert_answered(replies: Replies, queries: int, replayed: list[int]) -> None:
@@ -190,10 +91,10 @@ async def test_pipelined_queries_batches_and_replays_run_one_at_a_time(
         if i % 15 == 7:  # ten replays of 2,000 stored readings, each a subscription of its own
             frames.append(since | {"device_id": f"rep-{i // 15}"})
     replays = sum(1 for f in frames if f["type"] == "subscribe")
-    attacker = Attacker(front)
-    async with opened(front) as canary_ws, watching(database_url) as watch:
+    attacker = Pipeliner(front)
+    async with opened(front) as canary_ws, watching(database_url, heavy_statement) as watch:
         canary = QueryCanary(canary_ws)
-        baseline = await canary.baseline()
+        baseline = statistics.median(await canary.baseline())
         attacker.send(frames)  # back to back: nothing waits for an answer
         reading = attacker.read(200, replays)
         latencies = await canary.until(reading)
@@ -203,38 +104,24 @@ async def test_pipelined_queries_batches_and_replays_run_one_at_a_time(
     assert_canary_served(baseline, latencies)
 
 
-async def store_gap(db: asyncpg.Connection, devices: list[str], n: int) -> None:
-    """``n`` readings of each device received now: what the ingest stored while the front's
-    broker link was down, so the front never streamed them."""
-    await db.execute(
-        """
-        INSERT INTO readings (device_id, metric, ts, value, unit, received_at)
-        SELECT d, 't', now() - g * interval '1 ms', g, NULL, now() + g * interval '1 us'
-        FROM unnest($1::text[]) AS d, generate_series(1, $2) AS g
-        """,
-        devices,
-        n,
-    )
-
-
 async def test_replays_after_a_broker_gap_run_one_at_a_time_per_connection(
-    front: FrontProcess, database_url: str, stored: None, db: asyncpg.Connection, peer: MqttPeer
+    front: FrontProcess, database_url: str, stored: None, peer: MqttPeer
 ) -> None:
     """After a gap every resumable subscription replays what storage got meanwhile. Twenty
-    subscriptions of one connection used to replay as twenty tasks, holding every heavy
-    slot of the process at once (4) and the other clients' queries behind them."""
+    subscriptions of one connection used to replay as twenty tasks, holding up to all four
+    of the process's long-read slots at once, and the other clients' queries behind them."""
     devices = [f"gap-{k}" for k in range(20)]
-    attacker = Attacker(front)
+    attacker = Pipeliner(front)
     subscribe = {"type": "subscribe", "channel": "telemetry"}
     attacker.send([subscribe | {"device_id": d} for d in devices])
     subscribed = await asyncio.to_thread(
         attacker.client.read_replies, lambda r: r.types["subscribed"] == len(devices), (), 10
     )
     assert subscribed.types["subscribed"] == len(devices), subscribed
-    await store_gap(db, devices, 3000)
-    async with opened(front) as canary_ws, watching(database_url) as watch:
+    await store_gap(database_url, devices, 3000)
+    async with opened(front) as canary_ws, watching(database_url, heavy_statement) as watch:
         canary = QueryCanary(canary_ws)
-        baseline = await canary.baseline()
+        baseline = statistics.median(await canary.baseline())
         # what the stream publisher sends after it dropped messages: every front replays
         peer.publish(Topics(front.prefix).stream_resync(), b"{}")
         attacker.send([heavy_query(f"q{i}") for i in range(20)])  # and it keeps asking
