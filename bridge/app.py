@@ -34,7 +34,7 @@ from ingest.service import IngestConfig, IngestService
 from ingest.stream import StreamPublisher
 from ingest.topics import Topics
 from storage.migrate import ensure_partitions, migrate
-from storage.pool import connect, create_pool
+from storage.pool import FRONT_APPLICATION_NAME, connect, create_pool
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,8 @@ async def run_front(
     async with contextlib.AsyncExitStack() as services:
         pool = None
         if database_url:
-            pool = await create_pool(database_url, min_size=1, max_size=settings.db_pool_size)
+            size, name = settings.db_pool_size, FRONT_APPLICATION_NAME
+            pool = await create_pool(database_url, max_size=size, application_name=name)
             services.push_async_callback(pool.close)
         probe = DatabaseProbe(database_url) if database_url else None
         snapshot = (

@@ -292,15 +292,19 @@ class Connection:
             return True
         if self.closing or self.ws.state is not State.OPEN:
             return False
-        if self.room is None or self.room.done():
-            self.room = asyncio.get_running_loop().create_future()
+        # Several may wait at once (the reader, a batch, the replays after a broker gap) and
+        # share the future; by the time this one wakes, another may have put a new one in
+        # ``self.room`` and filled the queue again: what counts is the one awaited here.
+        room = self.room
+        if room is None or room.done():
+            room = self.room = asyncio.get_running_loop().create_future()
         lost = asyncio.shield(self.ws.connection_lost_waiter)
         done, _ = await asyncio.wait(
-            (self.room, lost),
+            (room, lost),
             timeout=self.owner.limits.max_behind_s,
             return_when=asyncio.FIRST_COMPLETED,
         )
-        if self.room in done and not self.room.cancelled():
+        if room in done and not room.cancelled():
             return True
         if not done:
             self.owner.stats.slow_consumer_closes += 1
@@ -322,6 +326,9 @@ class Connection:
                 # applies the transport's flow control once per pass
                 self._write_frames(frames)
                 self._notify_room()
+                if ws.paused:
+                    # what it was sent last is not taken yet: no share of a spent budget
+                    queue.carried = True
                 await ws.drain()
                 stats.sent += messages
                 stats.batches += 1

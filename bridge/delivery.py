@@ -133,9 +133,10 @@ class Delivery(SessionState):
         """
         assert self.history is not None and self.principal is not None
         try:
-            events, truncated = await self.history.replay(
-                sub.selector, self.principal, since, self.limits.replay_max
-            )
+            async with self.storage_turn():
+                events, truncated = await self.history.replay(
+                    sub.selector, self.principal, since, self.limits.replay_max
+                )
         except BaseException:
             self.subscriptions.release_held(sub)
             raise
@@ -186,26 +187,47 @@ class Delivery(SessionState):
         if self.closed or self.principal is None:
             return
         for sub in self.subscriptions.values():
-            if sub.resume_point is None:
-                continue  # not resumable
-            if sub.held is not None:
-                # a replay is running and may have read storage before what is now
-                # announced was committed: run one more when it finishes
-                sub.replay_again = True
-                continue
-            try:
-                since = parse_timestamp(sub.resume_point)
-            except (TypeError, ValueError):
-                continue
-            sub.held = []  # live messages from now on wait for the replay (no await before)
-            task = asyncio.create_task(self._replay_logged(sub, since))
-            self._track(task)
+            self._replay_gap(sub)
 
-    async def _replay_logged(self, sub: Subscription, since: datetime) -> None:
+    def _replay_gap(self, sub: Subscription) -> None:
+        """Queue ``sub``'s replay after a gap for the connection's one task that runs them,
+        starting it if need be. One task per subscription let one client with many of them
+        hold every replay slot of the process at once (bridge/history.py), and the stored
+        messages of all its replays in memory together."""
+        if sub.resume_point is None:
+            return  # not resumable
+        gaps = self._gaps
+        if sub.held is not None:
+            if gaps is None or sub.id not in gaps:
+                # its replay is running and may have read storage before what is now
+                # announced was committed: one more when it finishes (a queued one reads
+                # storage later anyway)
+                sub.replay_again = True
+            return
         try:
-            await self._replay(sub, since)
-        except Exception as exc:  # the one ladder: only unknown errors log
-            self.reply(ws_error(exc, what="replay after the broker reconnected"))
-        if sub.replay_again and not self.closed:
-            sub.replay_again = False
-            self._broker_link_restored()
+            since = parse_timestamp(sub.resume_point)
+        except (TypeError, ValueError):
+            return
+        sub.held = []  # live messages from now on wait for the replay (no await before)
+        if gaps is None:
+            gaps = self._gaps = {}
+            self._track(asyncio.create_task(self._replay_gaps(gaps), name="gap-replays"))
+        gaps[sub.id] = (sub, since)
+
+    async def _replay_gaps(self, gaps: dict[str, tuple[Subscription, datetime]]) -> None:
+        """The queued replays, oldest first, one at a time, until none is left."""
+        try:
+            while gaps:
+                sub, since = gaps.pop(next(iter(gaps)))
+                if self.subscriptions.get(sub.id) is not sub:
+                    self.subscriptions.release_held(sub)  # unsubscribed while it waited
+                    continue
+                try:
+                    await self._replay(sub, since)
+                except Exception as exc:  # the one ladder: only unknown errors log
+                    self.reply(ws_error(exc, what="replay after the broker reconnected"))
+                if sub.replay_again and not self.closed:
+                    sub.replay_again = False
+                    self._replay_gap(sub)  # into ``gaps``: this loop runs it
+        finally:
+            self._gaps = None  # no await since ``gaps`` was last seen empty

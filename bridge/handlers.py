@@ -98,7 +98,8 @@ class Handlers(SessionState):
         params = {k: v for k, v in msg.items() if k not in ("type", "id")}
         if params.get("format", "json") != "json":
             raise ClientError(422, "validation_error", "format: json over WebSocket (CSV: HTTP)")
-        body = await self.history.query(self.principal, params)
+        async with self.storage_turn():
+            body = await self.history.query(self.principal, params)
         send(message("query_result", id_=id_, **body))
 
     def _need_actions(self) -> FrontActions:

@@ -7,7 +7,7 @@ queued one in place, so a slow client gets the latest value, never a stale one, 
 backlog of them. Below that every value is delivered: a chart needs each point, and a client
 resuming with ``since`` must see no gap. Other live frames are dropped (and counted) when the
 queue is full: ``capacity`` frames, ``max_bytes`` bytes, or the process-wide
-:class:`SharedBudget` spent while this client already has something waiting.
+:class:`SharedBudget` spent while this client still has frames from an earlier write waiting.
 
 Replies (``force``) are never dropped: a client waiting for an answer must get it. What bounds
 them is the caller: a connection's next message is read only once its queue has ``room()``
@@ -44,6 +44,7 @@ class OutboundQueue:
         "budget",
         "bytes",
         "capacity",
+        "carried",
         "conflate_from",
         "conflated",
         "delivered",
@@ -84,6 +85,9 @@ class OutboundQueue:
         self.conflated = 0
         self._unreported = 0
         self.full_since: float | None = None
+        # This client did not take everything it was sent: frames were left after the last
+        # write, or (set by its connection) that write waits for the client to read.
+        self.carried = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -141,8 +145,11 @@ class OutboundQueue:
     def _over(self, size: int) -> bool:
         if len(self._items) >= self.capacity or self.bytes + size > self.max_bytes:
             return True
-        # the whole process is at its budget: only clients with nothing waiting get more
-        return self.budget is not None and self.budget.exhausted and bool(self._items)
+        # The whole process is at its budget: clients that did not take everything last
+        # time get no more. Not "clients with anything queued": a burst from the broker
+        # queues frames for every client before one write takes them, and a client that
+        # reads would lose the rest of each burst while the others spend the budget.
+        return self.budget is not None and self.budget.exhausted and self.carried
 
     def pop(self, limit: int = 100) -> list[bytes]:
         out: list[bytes] = []
@@ -155,6 +162,7 @@ class OutboundQueue:
             out.append(frame)
             size += len(frame)
         self._account(-size)
+        self.carried = bool(items)
         if len(items) < self.capacity and self.bytes <= self.max_bytes:
             self.full_since = None
         return out
@@ -164,6 +172,7 @@ class OutboundQueue:
         self._items.clear()
         self._latest.clear()
         self._account(-self.bytes)
+        self.carried = False
 
     def room(self) -> bool:
         """Whether the client's next message may be handled: little enough is waiting for it,

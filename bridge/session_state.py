@@ -11,9 +11,11 @@ out: everything queued in one burst in one write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from bridge import protocol
@@ -26,7 +28,7 @@ from bridge.hub import Hub
 from bridge.limits import FrontLimits, TokenBucket
 from bridge.outbound import OutboundQueue, SharedBudget
 from bridge.protocol import ClientError, encode
-from bridge.subscription_set import SubscriptionSet
+from bridge.subscription_set import Subscription, SubscriptionSet
 from bridge.subscriptions import Selector
 
 
@@ -85,6 +87,11 @@ class SessionState(ABC):
         # created with the first task: most connections never start one, and an empty set
         # is 216 bytes of every idle connection's budget
         self._tasks: set[asyncio.Task[None]] | None = None
+        # Also created on first use: the turn of this connection's storage reads, and the
+        # replays a broker-link gap calls for, waiting for the one task that runs them
+        # (bridge/delivery.py).
+        self._reading: asyncio.Lock | None = None
+        self._gaps: dict[str, tuple[Subscription, datetime]] | None = None
         self.closed = False
         self.close_request: tuple[int, str] | None = None
         self.batch_mode = False  # set by a subscribe with "batch": true
@@ -114,6 +121,16 @@ class SessionState(ABC):
             self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    @contextlib.asynccontextmanager
+    async def storage_turn(self) -> AsyncIterator[None]:
+        """This connection's turn to read storage (a query, a replay's read): one at a time,
+        so that one client holds at most one of the process's slots for long reads
+        (bridge/history.py) however many requests and replays it has going."""
+        if self._reading is None:
+            self._reading = asyncio.Lock()
+        async with self._reading:
+            yield
 
     def reply_wake(self) -> None:
         self._wake()

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
@@ -27,20 +25,6 @@ pytestmark = pytest.mark.integration
 # after 12 s, longer than this test takes, so the counts below are exact.
 BUDGET = 5
 FLOOD = 40
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-def peer(broker: BrokerInfo) -> Any:
-    p = MqttPeer(broker.url)
-    yield p
-    p.close()
 
 
 async def dead_by_device(db: asyncpg.Connection) -> dict[str | None, int]:

@@ -46,13 +46,6 @@ def front(broker: BrokerInfo, database_url: str, tmp_path: Path) -> Iterator[Fro
         yield front
 
 
-@pytest.fixture
-def peer(broker: BrokerInfo) -> Iterator[MqttPeer]:
-    p = MqttPeer(broker.url)
-    yield p
-    p.close()
-
-
 class Attack:
     """Runs a blocking flood in a thread while the test watches the front."""
 

@@ -67,7 +67,7 @@ async def exports_in_flight(database_url: str) -> int:
         return int(
             await db.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name = 'telemetry-bridge' AND state = 'idle in transaction'"
+                "AND application_name = 'telemetry-bridge-front' AND state = 'idle in transaction'"
             )
         )
     finally:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,18 +48,10 @@ async def insert_transactions(db: asyncpg.Connection) -> tuple[int, int]:
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    await conn.execute(COUNT_INSERTS)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-def peer(broker: BrokerInfo) -> Any:
-    p = MqttPeer(broker.url)
-    yield p
-    p.close()
+async def db(db: asyncpg.Connection) -> asyncpg.Connection:
+    """The shared fixture's connection (tests/adversity/conftest.py), counting inserts."""
+    await db.execute(COUNT_INSERTS)
+    return db
 
 
 def errors_by_device(peer: MqttPeer, topics: Topics) -> dict[str, list[str]]:

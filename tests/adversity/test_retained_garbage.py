@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -26,20 +25,6 @@ pytestmark = pytest.mark.integration
 
 GARBAGE = b"\x00\x01 not telemetry"
 READING = b'{"t": 21.5}'  # no ts: stored again it would be a second reading
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-def peer(broker: BrokerInfo) -> Any:
-    p = MqttPeer(broker.url)
-    yield p
-    p.close()
 
 
 class Probe:

@@ -77,18 +77,37 @@ def test_conflation_keeps_the_byte_count_exact() -> None:
     assert len(q) == 1 and q.bytes == 2
 
 
-def test_shared_budget_stops_live_frames_to_clients_already_waiting() -> None:
+def test_shared_budget_stops_live_frames_to_clients_that_did_not_take_their_last_write() -> None:
     budget = SharedBudget(limit_bytes=10)
-    a = OutboundQueue(capacity=100, budget=budget)
-    b = OutboundQueue(capacity=100, budget=budget)
-    assert a.put(b"0123456789", now=0)
+    a, b, c = (OutboundQueue(capacity=100, budget=budget) for _ in range(3))
+    assert b.put(b"0123456789", now=0)
     assert budget.exhausted
-    assert not a.put(b"x", now=0)  # a has something waiting: its live frame is dropped
-    assert b.put(b"y", now=0)  # b had nothing queued: one frame still goes
-    assert not b.room()  # ...but b's next message waits for the budget too
-    a.clear()
-    b.pop()
+    # within one burst every client gets its frames, the budget spent or not: a client that
+    # reads loses nothing while others fill the budget
+    assert a.put(b"x", now=0) and a.put(b"y", now=0) and c.put(b"c", now=0)
+    assert a.pop(limit=1) == [b"x"]  # a write that left frames behind...
+    assert a.carried and not a.put(b"w", now=1)  # ...and a gets no more while it is spent
+    assert a.full_since == 1  # counted as behind: closed if it stays so (4008)
+    assert c.pop() == [b"c"] and not c.carried  # c took everything it was sent
+    assert budget.exhausted and c.put(b"d", now=1)
+    assert not c.room()  # ...but c's next message waits for the budget too
+    for q in (a, b, c):
+        q.clear()
     assert budget.used == 0 and not budget.exhausted
+
+
+def test_a_write_not_taken_yet_counts_as_carried() -> None:
+    """The connection marks a queue whose last write waits for the client (its transport
+    paused): emptied by that write, it is still not taking what it gets."""
+    budget = SharedBudget(limit_bytes=4)
+    q, other = OutboundQueue(budget=budget), OutboundQueue(budget=budget)
+    assert other.put(b"1234", now=0) and budget.exhausted
+    q.put(b"a", now=0)
+    assert q.pop() == [b"a"] and not q.carried
+    q.carried = True  # what bridge/connection.py does while the write waits
+    assert not q.put(b"b", now=1)
+    q.clear()
+    assert not q.carried and budget.used == 4
 
 
 def test_held_losses_are_reported_like_drops() -> None:
