@@ -25,7 +25,7 @@ from bridge.front_metrics import FrontStats
 from bridge.logs import CONNECTION
 from bridge.protocol import ClientError
 from bridge.session import FrontLimits, Session
-from bridge.ws_frames import text_frames
+from bridge.ws_frames import batch_frame, text_frames
 
 __all__ = ["MAX_QUEUE", "Connection", "Connections", "FrontStats"]
 
@@ -218,16 +218,9 @@ class Connection:
         self.scheduled = False
         if self.writer is not None and not self.writer.done():
             return
-        session, ws = self.session, self.ws
-        if not session.batch_mode and not session.close_request and not ws.paused:
-            frames = session.queue.pop(WRITE_FRAMES)
-            if frames:
-                self._write_frames(frames)
-                stats = self.owner.stats
-                stats.sent += len(frames)
-                stats.batches += 1
-            self._notify_room()
-            if not len(session.queue) and not ws.paused:
+        if not self.session.batch_mode and self._writable():
+            self._write_now()
+            if not len(self.session.queue) and not self.ws.paused:
                 return
         self.writer = asyncio.create_task(self._write())
 
@@ -250,10 +243,12 @@ class Connection:
             while not self.ws.paused and (frames := queue.pop(WRITE_FRAMES)):
                 messages = len(frames)
                 if session.batch_mode and messages > 1:
-                    frames = [_batch_frame(frames)]
+                    frames = [batch_frame(frames, protocol.now_iso())]
                 self._write_frames(frames)
                 stats.sent += messages
                 stats.batches += 1
+            if self.ws.paused:
+                queue.carried = True  # the client has not taken its last write: as _write
             self._notify_room()
         except Exception:
             log.exception("writing to a client failed", extra={"connection": self.log_id})
@@ -321,7 +316,7 @@ class Connection:
                 messages = len(frames)
                 if session.batch_mode and len(frames) > 1:
                     # clients that asked for "batch": true get one envelope per writer pass
-                    frames = [_batch_frame(frames)]
+                    frames = [batch_frame(frames, protocol.now_iso())]
                 # one synchronous write per pass (no awaited send per frame); drain() then
                 # applies the transport's flow control once per pass
                 self._write_frames(frames)
@@ -362,13 +357,14 @@ class Connection:
             self.close_later(4008, "slow consumer")
             return
         if now - self.warned_at >= 1.0:
-            dropped = queue.take_unreported_drops()
-            if dropped:
+            dropped, conflated = queue.take_unreported_drops(), queue.take_unreported_conflated()
+            if dropped or conflated:
                 self.warned_at = now
+                warning = protocol.message(
+                    "warning", error="slow_consumer", dropped=dropped, conflated=conflated
+                )
                 queue.put(
-                    protocol.encode(
-                        protocol.message("warning", error="slow_consumer", dropped=dropped)
-                    ),
+                    protocol.encode(warning),
                     now,
                     force=True,
                     urgent=True,
@@ -400,8 +396,3 @@ class Connection:
         task = asyncio.create_task(close())
         self.owner.closers.add(task)
         task.add_done_callback(self.owner.closers.discard)
-
-
-def _batch_frame(frames: list[bytes]) -> bytes:
-    stamp = protocol.now_iso().encode()
-    return b'{"type":"batch","messages":[' + b",".join(frames) + b'],"timestamp":"' + stamp + b'"}'

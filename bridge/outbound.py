@@ -41,6 +41,7 @@ class OutboundQueue:
         "_latest",
         "_seq",
         "_unreported",
+        "_unreported_conflated",
         "budget",
         "bytes",
         "capacity",
@@ -84,6 +85,7 @@ class OutboundQueue:
         self.dropped = 0
         self.conflated = 0
         self._unreported = 0
+        self._unreported_conflated = 0
         self.full_since: float | None = None
         # This client did not take everything it was sent: frames were left after the last
         # write, or (set by its connection) that write waits for the client to read.
@@ -118,6 +120,7 @@ class OutboundQueue:
                 self._items[slot] = (frame, key)  # keeps its place in line, newest value
                 self._account(len(frame) - len(old))
                 self.conflated += 1
+                self._unreported_conflated += 1
                 return True
         size = len(frame)
         if not force and self._over(size):
@@ -190,6 +193,12 @@ class OutboundQueue:
     def take_unreported_drops(self) -> int:
         """Drops since the last ``warning`` the client was sent."""
         n, self._unreported = self._unreported, 0
+        return n
+
+    def take_unreported_conflated(self) -> int:
+        """Values replaced by newer ones since the last ``warning``: a chart that got them
+        lacks those points, so the client is told as it is of drops."""
+        n, self._unreported_conflated = self._unreported_conflated, 0
         return n
 
     def too_far_behind(self, now: float) -> bool:

@@ -103,6 +103,11 @@ class Subscribing(Delivery):
                 now = time.monotonic()
                 for levels, event in held:
                     self._deliver_replayed(sub, levels, event, now)
+            if sub.replay_again and not self.closed:
+                # the broker link had a gap while this read storage: one more replay, queued
+                # with the connection's other gap replays
+                sub.replay_again = False
+                self._replay_gap(sub)
             await self._send_snapshot(sub)
 
     def _since(self, msg: dict[str, Any], selector: Selector) -> datetime | None:

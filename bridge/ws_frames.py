@@ -48,3 +48,10 @@ def text_frames(payloads: Iterable[bytes]) -> bytes:
             append(text_frame_header(n))
         append(payload)
     return b"".join(parts)
+
+
+def batch_frame(frames: list[bytes], timestamp: str) -> bytes:
+    """The ``batch`` envelope of clients that asked for ``"batch": true``: the frames as they
+    are (already JSON), not parsed and re-serialised."""
+    head = b'{"type":"batch","messages":['
+    return head + b",".join(frames) + b'],"timestamp":"' + timestamp.encode() + b'"}'

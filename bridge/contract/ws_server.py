@@ -159,9 +159,13 @@ class SubscriptionEnded(ServerMessage):
 
 
 class SlowConsumerWarning(ServerMessage):
+    """At most once a second while a client is behind: live frames dropped and telemetry
+    values replaced by newer ones (conflated) since the last warning, at least one of them."""
+
     type: Literal["warning"]
     error: Literal["slow_consumer"]
-    dropped: Annotated[int, Field(ge=1)]
+    dropped: Annotated[int, Field(ge=0)]
+    conflated: Annotated[int, Field(ge=0)] = 0
 
 
 # -- live updates, channel form (Valtronics) --------------------------------------------------

@@ -16,6 +16,8 @@ def test_conflation_keeps_the_latest_value_in_the_first_slot() -> None:
     q.put(b"h1=5", now=0, key=("d1", "h"))
     assert q.conflated == 1
     assert q.pop() == [b"t1=2", b"alert", b"h1=5"]
+    # the client is told (slow_consumer warning), once per replaced value
+    assert q.take_unreported_conflated() == 1 and q.take_unreported_conflated() == 0
 
 
 def test_full_queue_drops_and_reports_then_conflates_still() -> None:
