@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         gt=0,
         description="an export whose client takes no data for this long is aborted",
     )
+    export_max_duration_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="an export still streaming after this long is aborted (a client that "
+        "takes a little before each write timeout would otherwise hold its slot for ever)",
+    )
 
     metrics_port: int | None = Field(
         default=None,

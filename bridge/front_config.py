@@ -32,3 +32,4 @@ class FrontConfig:
     export_max_concurrent: int = 2
     export_max_per_subject: int = 1
     export_write_timeout_s: float = 30.0
+    export_max_duration_s: float = 900.0

@@ -89,6 +89,7 @@ def front_config(settings: Settings) -> FrontConfig:
         export_max_concurrent=settings.export_max_concurrent,
         export_max_per_subject=settings.export_max_per_subject,
         export_write_timeout_s=settings.export_write_timeout_s,
+        export_max_duration_s=settings.export_max_duration_s,
         limits=FrontLimits(
             messages_per_s=settings.ws_messages_per_s,
             burst=settings.ws_burst,

@@ -188,6 +188,7 @@ class HttpApi:
             self.history.csv(query),
             "telemetry.csv",
             write_timeout_s=self.config.export_write_timeout_s,
+            max_duration_s=self.config.export_max_duration_s,
             on_close=lambda: self.exports.release(subject),
         )
 

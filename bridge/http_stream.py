@@ -46,6 +46,10 @@ class StreamedResponse:
     # A client that takes nothing for this long is gone or hostile: its transport is
     # aborted and the body closed (for CSV exports that returns the database connection).
     write_timeout_s: float = 30.0
+    # A client that takes a little before every write timeout would keep the body (and its
+    # database connection and export slot) for as long as it likes: a whole response may take
+    # at most this long.
+    max_duration_s: float | None = None
     on_close: Callable[[], None] | None = None  # once, when the body is done with
 
     async def close(self) -> None:
@@ -65,6 +69,10 @@ StreamPlanner = Callable[[Request], Awaitable[StreamedResponse | Response | None
 
 class StalledClient(Exception):
     """The client did not take a write within the response's write timeout."""
+
+
+class TooSlowClient(Exception):
+    """The response was not done within its ``max_duration_s``."""
 
 
 def streaming_connection(
@@ -157,12 +165,15 @@ def _answer_with(response: Response) -> Callable[[ServerConnection, Request], Re
     return lambda _conn, _request: response
 
 
-async def _drain(conn: ServerConnection, timeout_s: float) -> None:
+async def _drain(conn: ServerConnection, timeout_s: float, deadline: float) -> None:
+    loop = asyncio.get_running_loop()
+    if loop.time() >= deadline:
+        raise TooSlowClient
     try:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout(min(timeout_s, deadline - loop.time())):
             await conn.drain()
     except TimeoutError:
-        raise StalledClient from None
+        raise (TooSlowClient if loop.time() >= deadline else StalledClient) from None
 
 
 async def _stream(conn: ServerConnection, plan: StreamedResponse, server_header: str) -> None:
@@ -178,19 +189,24 @@ async def _stream(conn: ServerConnection, plan: StreamedResponse, server_header:
     if plan.filename:
         head.append(f'Content-Disposition: attachment; filename="{plan.filename}"')
     transport.write(("\r\n".join(head) + "\r\n\r\n").encode())
+    deadline = asyncio.get_running_loop().time() + (plan.max_duration_s or float("inf"))
     try:
         async for chunk in plan.body:
             if transport.is_closing():
                 return  # the client went away: stop reading the database
             if chunk:
                 transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                await _drain(conn, plan.write_timeout_s)
+                await _drain(conn, plan.write_timeout_s, deadline)
         transport.write(b"0\r\n\r\n")
-        await _drain(conn, plan.write_timeout_s)
+        await _drain(conn, plan.write_timeout_s, deadline)
     except StalledClient:
         log.info(
             "streamed response aborted: the client took nothing for %.0f s", plan.write_timeout_s
         )
+        transport.abort()
+        return
+    except TooSlowClient:
+        log.info("streamed response aborted: not done after %.0f s", plan.max_duration_s)
         transport.abort()
         return
     except Exception:

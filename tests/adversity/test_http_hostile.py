@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -43,7 +44,7 @@ EXPORT = "/api/v1/telemetry?" + urlencode(
 )
 
 
-async def seed_export_rows(database_url: str) -> None:
+async def seed_export_rows(database_url: str, rows: int = EXPORT_ROWS) -> None:
     db = await asyncpg.connect(database_url)
     try:
         await db.execute(
@@ -53,7 +54,7 @@ async def seed_export_rows(database_url: str) -> None:
             "INSERT INTO readings (device_id, metric, ts, value, unit, received_at) "
             "SELECT 'exp-1', 'temp', now() - interval '1 hour' + g * interval '1 ms', g, NULL, "
             "now() FROM generate_series(1, $1) g",
-            EXPORT_ROWS,
+            rows,
         )
     finally:
         await db.close()
@@ -133,10 +134,51 @@ async def test_stalled_exports_neither_starve_the_pool_nor_live_forever(
     assert done.count(b"\n") == EXPORT_ROWS + 1
 
 
-def _read_export(port: int, token: str) -> bytes:
+def _trickle(sock: socket.socket, per_read: int, pause_s: float, give_up_s: float) -> bytes:
+    """Read ``per_read`` bytes every ``pause_s``: always just in time for the next write,
+    never fast. Until the server ends the response or ``give_up_s`` have passed."""
+    sock.settimeout(give_up_s)
+    out = bytearray()
+    end = time.monotonic() + give_up_s
+    try:
+        while time.monotonic() < end and (chunk := sock.recv(per_read)):
+            out += chunk
+            time.sleep(pause_s)
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return bytes(out)
+
+
+@pytest.mark.parametrize("front", [{"export_max_duration_s": 3}], indirect=True)
+async def test_a_trickling_export_client_is_cut_off_at_the_export_time_limit(
+    front: Stack, database_url: str
+) -> None:
+    """8 KiB every 0.1 s never trips the write timeout, and would keep a 16 MB export (more
+    than the kernel buffers on both ends), its database connection and its subject's export
+    slot for over three minutes."""
+    await seed_export_rows(database_url, rows=4 * EXPORT_ROWS)
+    token = front.token(scope="admin")
+    sock = await asyncio.to_thread(stalled_request, front.port, EXPORT, bearer(token))
+    trickling = asyncio.create_task(asyncio.to_thread(_trickle, sock, 8192, 0.1, 15))
+    try:
+        # the same subject's next export: refused (429) while the first holds the subject's
+        # slot; answered in full once the first was cut off at its 3 s
+        await asyncio.sleep(3 + 2)
+        assert not trickling.done(), "the trickling client stopped by itself"
+        recent = EXPORT.replace("from=-3h", "from=-10m")  # none: the rows are an hour old
+        done = await asyncio.to_thread(_read_export, front.port, token, recent)
+        assert done.count(b"\n") == 1  # the header: a 200, not the 429 of a held slot
+    finally:
+        body = await trickling  # what the kernel had buffered still reaches it, then the end
+        sock.close()
+    assert b" 200 " in body.split(b"\r\n", 1)[0]
+    assert not body.endswith(b"0\r\n\r\n"), "the trickled export ran to its end"
+
+
+def _read_export(port: int, token: str, target: str = EXPORT) -> bytes:
     import urllib.request
 
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{EXPORT}", headers=bearer(token))
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{target}", headers=bearer(token))
     with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
         assert resp.status == 200
         body: bytes = resp.read()
